@@ -1,0 +1,75 @@
+"""Tiny, self-contained tokenizer and model builders for tests and examples (no Hub access).
+
+The tokenizer is a byte-level BPE trained in memory on a small corpus with the ChatML special
+tokens, so every byte string round-trips and offsets are exact; the model is a randomly
+initialised Llama of a few hundred thousand parameters.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
+
+_CORPUS = [
+    "Please call given tools to answer the question. Question: Where was Ola Vesk born?",
+    '<tool_call>\n{"name": "get_birthplace", "arguments": {"person": "Ola Vesk"}}\n</tool_call>',
+    '<tool_response>\n{"birthplace": "Varnhold"}\n</tool_response>',
+    "<think>\nTo find where they were born, I will look up the birthplace.\n</think>\n",
+    "The answer is Varnhold. system user assistant tool # Tools functions signatures",
+    "0123456789 abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ {}[]():,.;!?\"'<>/\\-_=+*&^%$#@~`|",
+]
+
+
+def tiny_tokenizer(vocab_size: int = 600, chat_template: str | None = None):
+    """A fast byte-level BPE tokenizer with ChatML special tokens and our tool chat template."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=CHATML_SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    core.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=core,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token=None,
+    )
+    tok.chat_template = chat_template or chatml_tool_template()
+    return tok
+
+
+def chatml_tool_template() -> str:
+    return resources.files("pact_cotrain").joinpath("templates/chatml_tools.jinja").read_text()
+
+
+def tiny_llama(tokenizer, hidden: int = 32, layers: int = 2, seed: int = 0):
+    """A randomly initialised Llama sized to the tokenizer, fp32, in eval mode."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return model.eval()

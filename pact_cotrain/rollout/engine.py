@@ -1,0 +1,151 @@
+"""Token-exact multi-turn rollouts from the prompt alone.
+
+Each episode is a list of token ids that grows turn by turn: the model samples an assistant turn
+(ending with its end-of-turn token), the environment executes the calls, and the observation text
+(the template's tool-response turn and the next assistant header) is tokenised and appended. The
+ids returned are exactly the ids the model was fed and sampled; nothing is re-rendered. The engine
+sees `task.messages` and `task.tools` through the environment, never `task.trace`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pact_cotrain.data.trace_format import Task
+from pact_cotrain.envs.base import EnvFactory, Environment
+from pact_cotrain.render import apply_template, encode, label_generated_text, observation_text
+from pact_cotrain.rollout.backends import GenerationBackend, HFBackend
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 1.0
+    top_p: float = 1.0
+    greedy: bool = False
+    max_turns: int = 10  # assistant turns per episode
+    max_new_tokens_per_turn: int = 256
+    max_completion_tokens: int = 2048  # generated + inserted tokens after the prompt
+
+
+@dataclass
+class Episode:
+    task_id: str
+    sample_index: int
+    prompt_ids: list[int]
+    completion_ids: list[int]  # everything after the prompt: sampled and environment-inserted
+    logprobs: list[float]  # sampling log-prob per completion token (0.0 on inserted tokens)
+    generated_mask: list[int]  # 1 = sampled by the model, 0 = inserted by the environment
+    turn_spans: list[tuple[int, int]]  # [start, end) of each assistant turn in completion_ids
+    messages: list[dict]  # the decoded conversation (prompt messages, assistant turns, tool messages)
+    reward: float = 0.0
+    step_rewards: list[float] = field(default_factory=list)
+    metrics: dict = field(default_factory=dict)
+    stop_reason: str = ""
+
+    @property
+    def n_generated(self) -> int:
+        return sum(self.generated_mask)
+
+
+class RolloutEngine:
+    def __init__(self, model, tokenizer, env_factory: EnvFactory, sampling: SamplingConfig | None = None,
+                 backend: GenerationBackend | None = None):
+        self.tokenizer = tokenizer
+        self.env_factory = env_factory
+        self.sampling = sampling or SamplingConfig()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.backend = backend or HFBackend(model, tokenizer.eos_token_id, pad)
+
+    def rollout(self, tasks: list[Task], k: int = 1, seed: int | None = None) -> list[Episode]:
+        """K episodes per task, laid out task-major: [t0s0, t0s1, ..., t1s0, ...]."""
+        if seed is not None:
+            torch.manual_seed(seed)
+        cfg = self.sampling
+        states = []
+        for task in tasks:
+            for sample in range(k):
+                env = self.env_factory(task)
+                messages, tools = env.reset(task)
+                ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
+                episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages])
+                states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))
+
+        while active := [s for s in states if not s.episode.stop_reason]:
+            budgets = [cfg.max_completion_tokens - len(s.episode.completion_ids) for s in active]
+            for s, budget in zip(active, budgets):
+                if budget <= 0:
+                    s.episode.stop_reason = "max_completion_tokens"
+            active = [s for s in active if not s.episode.stop_reason]
+            if not active:
+                break
+            max_new = min(cfg.max_new_tokens_per_turn, max(cfg.max_completion_tokens - len(s.episode.completion_ids)
+                                                            for s in active))
+            turns = self.backend.generate([s.episode.prompt_ids + s.episode.completion_ids for s in active],
+                                          max_new, cfg.temperature, cfg.top_p, cfg.greedy)
+            for state, turn in zip(active, turns):
+                self._advance(state, turn)
+        return [s.finish() for s in states]
+
+    def _advance(self, state: "_State", turn) -> None:
+        ep, cfg = state.episode, self.sampling
+        budget = cfg.max_completion_tokens - len(ep.completion_ids)
+        ids, logps = turn.token_ids[:budget], turn.logprobs[:budget]
+        finished = turn.finished and len(ids) == len(turn.token_ids)
+        start = len(ep.completion_ids)
+        ep.completion_ids += ids
+        ep.logprobs += logps
+        ep.generated_mask += [1] * len(ids)
+        ep.turn_spans.append((start, len(ep.completion_ids)))
+        text = self.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=False)
+        ep.messages.append({"role": "assistant", "content": text})
+        state.turns += 1
+        if not finished:
+            ep.stop_reason = "max_new_tokens_per_turn" if len(ids) >= cfg.max_new_tokens_per_turn else "max_completion_tokens"
+            return
+        result = state.env.step(text)
+        ep.step_rewards.append(result.reward)
+        ep.messages += result.tool_messages
+        if result.done:
+            ep.stop_reason = "done"
+            return
+        if state.turns >= state.max_turns:
+            ep.stop_reason = "max_turns"
+            return
+        obs = encode(self.tokenizer, observation_text(self.tokenizer, result.tool_messages, state.tools))
+        if len(ep.completion_ids) + len(obs) >= cfg.max_completion_tokens:
+            ep.stop_reason = "max_completion_tokens"
+            return
+        ep.completion_ids += obs
+        ep.logprobs += [0.0] * len(obs)
+        ep.generated_mask += [0] * len(obs)
+
+
+@dataclass
+class _State:
+    episode: Episode
+    env: Environment
+    tools: list[dict]
+    max_turns: int
+    turns: int = 0
+
+    def finish(self) -> Episode:
+        self.episode.metrics = dict(self.env.metrics())
+        self.episode.reward = float(self.episode.metrics.get("reward", 0.0))
+        return self.episode
+
+
+def component_token_counts(episode: Episode, tokenizer) -> dict[str, int]:
+    """Sampled tokens per component (reasoning / tool_call / answer) and environment-inserted ones.
+    Each sampled id is decoded on its own so the count is over the ids actually sampled."""
+    counts = {"reasoning": 0, "tool_call": 0, "answer": 0}
+    for start, end in episode.turn_spans:
+        pieces = [tokenizer.decode([i], skip_special_tokens=False) for i in episode.completion_ids[start:end]]
+        spans = label_generated_text("".join(pieces))
+        offset = 0
+        for piece in pieces:
+            counts[next((lab for s, e, lab in spans if s <= offset < e), "answer")] += 1
+            offset += len(piece)
+    counts["inserted"] = len(episode.completion_ids) - episode.n_generated
+    return counts

@@ -9,13 +9,14 @@ sees `task.messages` and `task.tools` through the environment, never `task.trace
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.base import EnvFactory, Environment
-from pact_cotrain.render import apply_template, encode, label_generated_text, observation_text
+from pact_cotrain.render import (apply_template, encode, label_generated_text, observation_text,
+                                 trace_conditioned_messages)
 from pact_cotrain.rollout.backends import GenerationBackend, HFBackend
 
 
@@ -58,8 +59,12 @@ class RolloutEngine:
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.backend = backend or HFBackend(model, tokenizer.eos_token_id, pad)
 
-    def rollout(self, tasks: list[Task], k: int = 1, seed: int | None = None) -> list[Episode]:
-        """K episodes per task, laid out task-major: [t0s0, t0s1, ..., t1s0, ...]."""
+    def rollout(self, tasks: list[Task], k: int = 1, seed: int | None = None,
+                context_trace_view: str | None = None) -> list[Episode]:
+        """K episodes per task, laid out task-major: [t0s0, t0s1, ..., t1s0, ...].
+
+        `context_trace_view` is only for the hint-in-rollout baseline: the expert trace is put in the
+        rollout's context (training then differs from inference). PACT never sets it."""
         if seed is not None:
             torch.manual_seed(seed)
         cfg = self.sampling
@@ -68,6 +73,8 @@ class RolloutEngine:
             for sample in range(k):
                 env = self.env_factory(task)
                 messages, tools = env.reset(task)
+                if context_trace_view is not None:
+                    messages = trace_conditioned_messages(replace(task, messages=messages), context_trace_view)
                 ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
                 episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages])
                 states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))

@@ -1,0 +1,124 @@
+"""The `pact` command. Each subcommand parses its arguments here and calls a recipe or component."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _models_prepare(args) -> int:
+    from pact_cotrain.models import prepare_model
+
+    prepare_model(args.name)
+    return 0
+
+
+def _models_path(args) -> int:
+    from pact_cotrain.models import is_prepared, model_dir
+
+    if not is_prepared(args.name):
+        print(f"{args.name} is not prepared; run `pact models prepare {args.name}`", file=sys.stderr)
+        return 1
+    print(model_dir(args.name))
+    return 0
+
+
+def _data_validate(args) -> int:
+    from pact_cotrain.data.trace_format import TraceFormatError, load_tasks
+
+    try:
+        tasks = load_tasks(args.file)
+    except TraceFormatError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
+        return 1
+    with_trace = sum(t.trace is not None for t in tasks)
+    print(f"{args.file}: {len(tasks)} valid tasks, {with_trace} with an expert trace")
+    return 0
+
+
+def _data_toolworld(args) -> int:
+    from pact_cotrain.data.trace_format import write_tasks
+    from pact_cotrain.envs.toolworld import generate_tasks
+
+    tasks = generate_tasks(args.n, seed=args.seed, split=args.split)
+    write_tasks(args.out, tasks)
+    print(f"wrote {len(tasks)} toolworld {args.split} tasks to {args.out}")
+    return 0
+
+
+def _rollout(args) -> int:
+    from pact_cotrain.recipes.rollout_smoke import run_rollout_smoke
+
+    run_rollout_smoke(model=args.model, n_tasks=args.tasks, k=args.k, seed=args.seed,
+                      max_new_tokens=args.max_new_tokens, temperature=args.temperature, show=args.show)
+    return 0
+
+
+def _train(args) -> int:
+    from pact_cotrain.recipes.train import run_train
+
+    return run_train(args.config, args.overrides, resume=args.resume)
+
+
+def _demo(args) -> int:
+    from pact_cotrain.recipes.demo import run_demo
+
+    return run_demo(out_dir=args.out, minutes=args.minutes)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pact", description="PACT: privileged trace co-training for tool-use agents")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    models = sub.add_parser("models", help="prepare packaged pretrained models").add_subparsers(dest="action", required=True)
+    p = models.add_parser("prepare", help="build an HF checkpoint from a packaged model (idempotent)")
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    p.set_defaults(func=_models_prepare)
+    p = models.add_parser("path", help="print the prepared model's directory")
+    p.add_argument("name", nargs="?", default="smollm2-135m-instruct")
+    p.set_defaults(func=_models_path)
+
+    data = sub.add_parser("data", help="task and trace files").add_subparsers(dest="action", required=True)
+    p = data.add_parser("validate", help="check a task/trace JSONL file; exits 1 with path:line: field: reason")
+    p.add_argument("file")
+    p.set_defaults(func=_data_validate)
+    p = data.add_parser("toolworld", help="write generated toolworld tasks as JSONL")
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_data_toolworld)
+
+    p = sub.add_parser("rollout", help="smoke-run the rollout engine on toolworld tasks")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="registry name, HF id or directory")
+    p.add_argument("--tasks", type=int, default=4)
+    p.add_argument("--k", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--show", type=int, default=4, help="episodes to print in full")
+    p.set_defaults(func=_rollout)
+
+    p = sub.add_parser("train", help="train with a method config (pact, grpo, sft, chord, ...)")
+    p.add_argument("--config", required=True, help="YAML file or a built-in name (configs/<name>.yaml)")
+    p.add_argument("--resume", nargs="?", const="latest", default=None, help="checkpoint dir, or latest")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=20 method.anchor_q=0.5")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, train PACT on toolworld, evaluate, report")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--minutes", type=float, default=20.0, help="approximate training budget")
+    p.set_defaults(func=_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,93 @@
+"""Methods as data: what each training step computes, for PACT, its ablations and the baselines.
+
+A step has an RL part (rollouts, rewards, group advantages, a clipped policy loss) and/or an SFT
+part (on the batch's expert traces). `StepPlan` says which parts a method uses at a given step and
+with which weights; the trainer only executes plans.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pact_cotrain import losses
+
+METHODS = ("pact", "grpo", "sft", "sft_then_grpo", "chord", "hint_rollouts")
+REWARDS = ("solve_f1", "ftrl_step", "toolrl", "matchtir")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "pact"
+    reward: str = "solve_f1"  # trajectory reward used for advantages
+    # PACT (spec sections 2-4)
+    anchor_q: float = 0.3  # probability a prompt uses prompt-only GRPO instead of L_TC
+    anchor_mode: str = "sample"  # "sample" (per-prompt Bernoulli) | "mixture" (q L_GRPO + (1-q) L_TC)
+    surrogate: str = "trace"  # "trace" | "cross_context" (rejected ablation)
+    trace_view: str = "full"  # "full" | "no_tool_responses" | "no_reasoning"
+    sft: bool = True  # component-aware SFT term on/off
+    reasoning_schedule: str = "staged"  # "staged" | "linear" | "full" | "none"
+    toolcall_schedule: str = "linear"  # "linear" | "staged" | "constant" | "none"
+    answer_weight: float | None = None  # None: the tool-call weight (spec section 3)
+    sft_coef: float = 1.0  # weight of L_SFT in L = L_RL + sft_coef L_SFT
+    # baselines
+    sft_fraction: float = 0.3  # sft_then_grpo: share of steps spent on SFT
+    chord_schedule: str = "linear"  # chord: decay of the SFT weight mu
+    eps_low: float = 0.2
+    eps_high: float = 0.28
+    aggregation: str = "token_mean"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if self.name not in METHODS:
+            raise ValueError(f"method.name must be one of {METHODS}, got {self.name!r}")
+        if self.reward not in REWARDS:
+            raise ValueError(f"method.reward must be one of {REWARDS}, got {self.reward!r}")
+        if not 0.0 <= self.anchor_q <= 1.0:
+            raise ValueError(f"method.anchor_q must be in [0, 1], got {self.anchor_q}")
+
+
+@dataclass
+class StepPlan:
+    rl: bool  # generate rollouts and apply an RL loss
+    rl_coef: float
+    anchor_q: float  # 1.0: every prompt prompt-only (plain GRPO); 0.0: every prompt trace-conditioned
+    rollout_trace_view: str | None  # None: prompt-only rollouts (everything but the hint baseline)
+    sft_coef: float
+    reasoning_fraction: float  # share of each reasoning block's leading segments supervised
+    toolcall_weight: float
+    answer_weight: float
+
+
+def full_sft(rl: bool = False, rl_coef: float = 0.0, sft_coef: float = 1.0, anchor_q: float = 1.0) -> StepPlan:
+    """Plain SFT on the whole trace (reasoning, calls, answer, weight 1), optionally beside GRPO."""
+    return StepPlan(rl, rl_coef, anchor_q, None, sft_coef, 1.0, 1.0, 1.0)
+
+
+def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
+    name = method.name
+    if name == "sft":
+        return full_sft()
+    if name == "grpo":
+        return StepPlan(True, 1.0, 1.0, None, 0.0, 0.0, 0.0, 0.0)
+    if name == "sft_then_grpo":
+        if step < round(method.sft_fraction * total_steps):
+            return full_sft()
+        return StepPlan(True, 1.0, 1.0, None, 0.0, 0.0, 0.0, 0.0)
+    if name == "chord":
+        mu = losses.chord_sft_weight(step, total_steps, mode=method.chord_schedule)
+        return full_sft(rl=True, rl_coef=1.0 - mu, sft_coef=mu)
+    if name == "hint_rollouts":
+        # Rollouts see the trace; the loss is the clipped loss in that same context (anchor_q=0).
+        return StepPlan(True, 1.0, 0.0, method.trace_view, 0.0, 0.0, 0.0, 0.0)
+    # PACT
+    tool_w = losses.toolcall_weight(step, total_steps, mode=method.toolcall_schedule)
+    return StepPlan(
+        rl=True,
+        rl_coef=1.0,
+        anchor_q=method.anchor_q,
+        rollout_trace_view=None,
+        sft_coef=method.sft_coef if method.sft else 0.0,
+        reasoning_fraction=losses.reasoning_prefix_fraction(step, total_steps, mode=method.reasoning_schedule),
+        toolcall_weight=tool_w,
+        answer_weight=tool_w if method.answer_weight is None else method.answer_weight,
+    )

@@ -1,0 +1,272 @@
+"""PACTTrainer: TRL's GRPOTrainer, fed by our token-exact multi-turn rollout engine.
+
+TRL provides the loop, the optimiser and scheduler, accelerate (DDP, DeepSpeed, FSDP), PEFT,
+logging and checkpoint/resume. We override three of its extension points:
+
+* `_prepare_inputs`: build one step's batch (rollouts, rewards, group advantages, anchoring
+  draw, old log-probs when a batch is reused, expert-trace SFT targets) from the sampled prompts;
+* `compute_loss`: L = rl_coef * L_RL(q) + sft_coef * L_SFT(s), from `pact_cotrain.losses`;
+* `_save_checkpoint`: TRL's checkpoint, written to a staging directory and renamed into place.
+
+One generation batch is one optimiser step (steps_per_generation = gradient accumulation = 1);
+`num_iterations` > 1 reuses it with an old-policy pass. Every random draw of a step (sampling,
+anchoring) is seeded from (seed, global_step), so a resumed run repeats the same steps.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from pact_cotrain import losses
+from pact_cotrain.data.trace_format import Task
+from pact_cotrain.render import prompt_ids, render_trace_target
+from pact_cotrain.rewards.episode import EpisodeReward
+from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
+from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
+from pact_cotrain.training.scoring import completion_logps
+
+
+class NonFiniteLossError(FloatingPointError):
+    pass
+
+
+def step_seed(seed: int, step: int) -> int:
+    return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
+
+
+class PACTTrainer(GRPOTrainer):
+    def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
+                 method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward, **kwargs):
+        if args.steps_per_generation not in (None, 1) or args.gradient_accumulation_steps != 1:
+            raise ValueError("PACTTrainer takes one optimiser step per generation batch: "
+                             "set steps_per_generation=1 and gradient_accumulation_steps=1")
+        super().__init__(model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset,
+                         processing_class=processing_class, **kwargs)
+        self.tasks = tasks
+        self.method = method
+        self.sampling = sampling
+        self.episode_reward = reward
+        self.env_factory = env_factory
+        self.pad_id = processing_class.pad_token_id if processing_class.pad_token_id is not None \
+            else processing_class.eos_token_id
+        self._prompt_cache: dict[tuple[str, str | None], list[int]] = {}
+        self._target_cache: dict[str, object] = {}
+        self.last_episodes: list[Episode] = []
+
+    # ------------------------------------------------------------------ batch construction
+
+    def _prompt_ids(self, task: Task, view: str | None) -> list[int]:
+        key = (task.id, view)
+        if key not in self._prompt_cache:
+            self._prompt_cache[key] = prompt_ids(self.processing_class, task, view)
+        return self._prompt_cache[key]
+
+    def _target(self, task: Task):
+        if task.id not in self._target_cache:
+            self._target_cache[task.id] = render_trace_target(self.processing_class, task)
+        return self._target_cache[task.id]
+
+    def _prepare_inputs(self, generation_batch):
+        if not self.model.training:
+            return self._build_batch(generation_batch)
+        if self._step % self.num_iterations == 0 or self._buffered_inputs is None:
+            self._buffered_inputs = [self._build_batch(generation_batch)]
+        return self._buffered_inputs[0]
+
+    def _batch_tasks(self, rows) -> list[Task]:
+        k = self.num_generations
+        indices = [row["task_index"] for row in rows]
+        groups = [indices[i : i + k] for i in range(0, len(indices), k)]
+        if any(len(set(g)) != 1 or len(g) != k for g in groups):
+            raise RuntimeError(f"expected each prompt repeated {k} times consecutively, got {indices}")
+        return [self.tasks[g[0]] for g in groups]
+
+    def _build_batch(self, rows) -> dict:
+        step, total = self.state.global_step, max(self.state.max_steps, 1)
+        tasks = self._batch_tasks(rows)
+        plan = plan_step(self.method, step, total)
+        batch: dict = {"plan": plan, "task_ids": [t.id for t in tasks], "step": step}
+        seed = step_seed(self.args.seed, step)
+        if plan.rl:
+            batch.update(self._rl_batch(tasks, plan, seed))
+        if plan.sft_coef > 0:
+            batch.update(self._sft_batch(tasks, plan))
+        return batch
+
+    def _rl_batch(self, tasks: list[Task], plan: StepPlan, seed: int) -> dict:
+        k = self.num_generations
+        model = self.accelerator.unwrap_model(self.model)
+        engine = RolloutEngine(model, self.processing_class, self.env_factory, self.sampling)
+        was_training = model.training
+        model.eval()
+        started = time.perf_counter()
+        episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+        rollout_seconds = time.perf_counter() - started
+        model.train(was_training)
+        self.last_episodes = episodes
+
+        by_id = {t.id: t for t in tasks}
+        scored = [self.episode_reward.score(ep, by_id[ep.task_id]) for ep in episodes]
+        rewards = torch.tensor([s["reward"] for s in scored], dtype=torch.float)
+        advantages = losses.group_advantages(rewards, k)
+        generator = torch.Generator().manual_seed(seed + 1)
+        if self.method.anchor_mode == "mixture":
+            anchor = torch.full((len(tasks),), plan.anchor_q >= 1.0)
+        else:
+            anchor = losses.draw_anchor_mask(len(tasks), plan.anchor_q, generator)
+        anchor = losses.expand_to_rollouts(anchor, k)
+        context_view = plan.rollout_trace_view or self.method.trace_view
+        batch = {
+            "episodes": episodes,
+            "prompt_contexts": [ep.prompt_ids for ep in episodes],
+            "trace_contexts": [self._prompt_ids(by_id[ep.task_id], context_view) for ep in episodes],
+            "completions": [ep.completion_ids for ep in episodes],
+            "sampling_logps": _pad([ep.logprobs for ep in episodes], 0.0, torch.float),
+            "loss_mask": _pad([ep.generated_mask for ep in episodes], 0, torch.float),
+            "rewards": rewards,
+            "advantages": advantages,
+            "anchor": anchor,
+            "rollout_seconds": rollout_seconds,
+            "reward_parts": scored,
+        }
+        if self.num_iterations > 1:  # the batch is reused: freeze pi_old's log-probs now
+            with torch.no_grad():
+                batch["old_logp_prompt"] = self._policy_logps(batch, "prompt", anchor.clone().fill_(True))[0]
+                batch["old_logp_trace"] = self._policy_logps(batch, "trace", anchor.clone().fill_(True))[0]
+        return batch
+
+    def _sft_batch(self, tasks: list[Task], plan: StepPlan) -> dict:
+        contexts, targets, reasoning, toolcall, answer = [], [], [], [], []
+        for task in tasks:
+            if not task.trace:
+                continue
+            r = self._target(task)
+            keep = [losses.reasoning_segments_supervised(n, plan.reasoning_fraction) for n in r.n_segments]
+            comps, blocks, segs = (r.components[r.prompt_len:], r.reasoning_block[r.prompt_len:],
+                                   r.reasoning_segment[r.prompt_len:])
+            contexts.append(r.input_ids[: r.prompt_len])
+            targets.append(r.input_ids[r.prompt_len:])
+            reasoning.append([int(c == "reasoning" and s < keep[b]) for c, b, s in zip(comps, blocks, segs)])
+            toolcall.append([int(c == "tool_call") for c in comps])
+            answer.append([int(c == "answer") for c in comps])
+        if not targets:
+            return {}
+        return {"sft_contexts": contexts, "sft_targets": targets, "sft_reasoning_mask": _pad(reasoning, 0, torch.float),
+                "sft_toolcall_mask": _pad(toolcall, 0, torch.float), "sft_answer_mask": _pad(answer, 0, torch.float)}
+
+    # ------------------------------------------------------------------ loss
+
+    def _policy_logps(self, batch: dict, context: str, rows: torch.Tensor, model=None):
+        """Log-probs of the rollout tokens after the prompt-only or trace-conditioned context, computed
+        for the selected rows only and scattered into a full [B, C] tensor (zeros elsewhere)."""
+        model = model or self.model
+        contexts = batch["prompt_contexts"] if context == "prompt" else batch["trace_contexts"]
+        idx = rows.nonzero().flatten().tolist()
+        width = batch["loss_mask"].shape[1]
+        full = torch.zeros(len(contexts), width)
+        entropy = torch.zeros(len(contexts), width)
+        if not idx:
+            return full, entropy
+        logp, _, ent = completion_logps(model, [contexts[i] for i in idx], [batch["completions"][i] for i in idx],
+                                        self.pad_id, self.sampling.temperature if not self.sampling.greedy else 1.0,
+                                        with_entropy=True)
+        full = full.to(logp.device).index_put((torch.tensor(idx, device=logp.device),),
+                                              _fit(logp, width))
+        entropy = entropy.to(logp.device).index_put((torch.tensor(idx, device=logp.device),), _fit(ent, width))
+        return full, entropy
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        plan: StepPlan = inputs["plan"]
+        metrics = self._metrics["train" if self.model.training else "eval"]
+        total = torch.zeros((), device=self.accelerator.device)
+        started = time.perf_counter()
+        n_tokens = 0
+        if plan.rl and "advantages" in inputs:
+            anchor, mask = inputs["anchor"], inputs["loss_mask"]
+            logp_prompt, ent_p = self._policy_logps(inputs, "prompt", anchor, model) if anchor.any() else (None, None)
+            logp_trace, ent_t = self._policy_logps(inputs, "trace", ~anchor, model) if (~anchor).any() else (None, None)
+            old_prompt = inputs.get("old_logp_prompt")
+            if old_prompt is None and self.method.surrogate == "cross_context":
+                # The rejected cross-context ratio pi_theta(.|x,h) / pi_old(.|x) needs pi_old(.|x): on-policy,
+                # that is the sampling log-probs the rollout engine recorded.
+                old_prompt = inputs["sampling_logps"]
+            loss_rl, stats = losses.anchored_rl_loss(
+                logp_prompt, old_prompt, logp_trace, inputs.get("old_logp_trace"),
+                inputs["advantages"], mask, anchor, self.method.eps_low, self.method.eps_high,
+                mode=self.method.anchor_mode, q=plan.anchor_q, ratio_form=self.method.surrogate,
+                aggregation=self.method.aggregation)
+            total = total + plan.rl_coef * loss_rl
+            n_tokens += int(mask.sum())
+            entropy = sum(e for e in (ent_p, ent_t) if e is not None)
+            metrics["loss/rl"].append(float(loss_rl.detach()))
+            metrics["reward"].append(float(inputs["rewards"].mean()))
+            metrics["reward_std"].append(float(inputs["rewards"].std()) if len(inputs["rewards"]) > 1 else 0.0)
+            metrics["entropy"].append(float(losses.masked_token_mean(entropy.detach(), mask)))
+            metrics["rollout_seconds"].append(float(inputs["rollout_seconds"]))
+            metrics["rollout_tokens"].append(float(mask.sum()))
+            for key, value in stats.items():
+                if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
+                    metrics[f"rl/{key}"].append(float(value))
+            if logp_trace is not None:
+                tc_mask = mask * (~anchor).float().unsqueeze(-1).to(mask.device)
+                gap = losses.over_reliance_gap(logp_trace, inputs["sampling_logps"].to(logp_trace.device), tc_mask)
+                metrics["over_reliance_gap"].append(float(gap))
+            for key in ("solve_r", "solve_p", "solve_f1", "format_errors", "n_calls"):
+                metrics[f"rollout/{key}"].append(sum(ep.metrics.get(key, 0.0) for ep in inputs["episodes"])
+                                                 / len(inputs["episodes"]))
+        if plan.sft_coef > 0 and "sft_targets" in inputs:
+            logp, valid, _ = completion_logps(model, inputs["sft_contexts"], inputs["sft_targets"], self.pad_id)
+            loss_sft, stats = losses.component_sft_loss(
+                logp, inputs["sft_reasoning_mask"].to(logp.device), inputs["sft_toolcall_mask"].to(logp.device),
+                plan.toolcall_weight, 1.0, inputs["sft_answer_mask"].to(logp.device), plan.answer_weight)
+            total = total + plan.sft_coef * loss_sft
+            n_tokens += int(valid.sum())
+            metrics["loss/sft"].append(float(loss_sft.detach()))
+            metrics["sft/n_supervised"].append(float(stats["n_supervised"]))
+        metrics["sft/coef"].append(plan.sft_coef)
+        metrics["sft/toolcall_weight"].append(plan.toolcall_weight)
+        metrics["sft/reasoning_fraction"].append(plan.reasoning_fraction)
+        metrics["rl/coef"].append(plan.rl_coef if plan.rl else 0.0)
+        metrics["tokens_per_second"].append(n_tokens / max(time.perf_counter() - started, 1e-9))
+        if not torch.isfinite(total):
+            raise NonFiniteLossError(
+                f"non-finite loss {float(total)} at step {inputs['step']} on the batch of tasks {inputs['task_ids']}")
+        return total
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _save_checkpoint(self, model, trial):
+        """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state), written to a staging
+        directory and renamed into place, so a checkpoint directory is either complete or absent."""
+        final_root = self.args.output_dir
+        staging_root = os.path.join(final_root, ".staging")
+        shutil.rmtree(staging_root, ignore_errors=True)
+        self.args.output_dir = staging_root
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self.args.output_dir = final_root
+        for name in os.listdir(staging_root):
+            target = os.path.join(final_root, name)
+            if os.path.isdir(target):
+                shutil.rmtree(target)
+            os.replace(os.path.join(staging_root, name), target)
+        shutil.rmtree(staging_root, ignore_errors=True)
+
+
+def _pad(rows: list[list], value, dtype) -> torch.Tensor:
+    width = max(max((len(r) for r in rows), default=0), 1)
+    return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
+
+
+def _fit(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad or cut the last dim to `width` (a subset's completions may be narrower)."""
+    if t.shape[1] >= width:
+        return t[:, :width]
+    return torch.nn.functional.pad(t, (0, width - t.shape[1]))

@@ -189,8 +189,14 @@ class PACTTrainer(GRPOTrainer):
         n_tokens = 0
         if plan.rl and "advantages" in inputs:
             anchor, mask = inputs["anchor"], inputs["loss_mask"]
-            logp_prompt, ent_p = self._policy_logps(inputs, "prompt", anchor, model) if anchor.any() else (None, None)
-            logp_trace, ent_t = self._policy_logps(inputs, "trace", ~anchor, model) if (~anchor).any() else (None, None)
+            prompt_rows, trace_rows = anchor, ~anchor
+            if self.method.anchor_mode == "mixture":  # q L_GRPO + (1-q) L_TC: both passes on every row
+                prompt_rows = torch.full_like(anchor, plan.anchor_q > 0)
+                trace_rows = torch.full_like(anchor, plan.anchor_q < 1)
+            logp_prompt, ent_p = (self._policy_logps(inputs, "prompt", prompt_rows, model)
+                                  if prompt_rows.any() else (None, None))
+            logp_trace, ent_t = (self._policy_logps(inputs, "trace", trace_rows, model)
+                                 if trace_rows.any() else (None, None))
             old_prompt = inputs.get("old_logp_prompt")
             if old_prompt is None and self.method.surrogate == "cross_context":
                 # The rejected cross-context ratio pi_theta(.|x,h) / pi_old(.|x) needs pi_old(.|x): on-policy,
@@ -203,7 +209,8 @@ class PACTTrainer(GRPOTrainer):
                 aggregation=self.method.aggregation)
             total = total + plan.rl_coef * loss_rl
             n_tokens += int(mask.sum())
-            entropy = sum(e for e in (ent_p, ent_t) if e is not None)
+            entropy = ent_t if ent_p is None else ent_p if ent_t is None else torch.where(
+                prompt_rows.unsqueeze(-1).to(ent_p.device), ent_p, ent_t)
             metrics["loss/rl"].append(float(loss_rl.detach()))
             metrics["reward"].append(float(inputs["rewards"].mean()))
             metrics["reward_std"].append(float(inputs["rewards"].std()) if len(inputs["rewards"]) > 1 else 0.0)
@@ -214,7 +221,7 @@ class PACTTrainer(GRPOTrainer):
                 if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
                     metrics[f"rl/{key}"].append(float(value))
             if logp_trace is not None:
-                tc_mask = mask * (~anchor).float().unsqueeze(-1).to(mask.device)
+                tc_mask = mask * trace_rows.float().unsqueeze(-1).to(mask.device)
                 gap = losses.over_reliance_gap(logp_trace, inputs["sampling_logps"].to(logp_trace.device), tc_mask)
                 metrics["over_reliance_gap"].append(float(gap))
             for key in ("solve_r", "solve_p", "solve_f1", "format_errors", "n_calls"):

@@ -1,0 +1,135 @@
+"""End-to-end training on a tiny random model: every method runs, resume is exact, gradients go
+where the method says."""
+
+import pytest
+import torch
+
+from pact_cotrain.recipes.train import build_trainer, load_config, run_train
+from pact_cotrain.testing import tiny_llama, tiny_tokenizer
+
+SMALL = ["train.k=2", "train.prompts_per_step=2", "data.n_train=8", "sampling.max_new_tokens_per_turn=12",
+         "sampling.max_completion_tokens=48", "sampling.max_turns=2", "train.report_to=[]",
+         "train.disable_tqdm=true", "train.learning_rate=1e-3"]
+
+METHOD_CONFIGS = ["pact", "grpo", "sft", "chord", "hint_rollouts", "ftrl", "toolrl", "matchtir", "sft_then_matchtir"]
+
+
+def small_config(name, tmp_path, *extra):
+    return load_config(name, SMALL + [f"output_dir={tmp_path}/run", "train.max_steps=2", *extra])
+
+
+@pytest.mark.parametrize("name", METHOD_CONFIGS)
+def test_every_method_trains_two_steps(name, tmp_path, tokenizer):
+    model = tiny_llama(tokenizer)
+    before = [p.detach().clone() for p in model.parameters()]
+    trainer = build_trainer(small_config(name, tmp_path, "train.save_steps=0"), model=model, tokenizer=tokenizer)
+    trainer.train()
+    assert trainer.state.global_step == 2
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    assert len(logs) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in logs)
+    if name in ("sft", "chord", "pact", "sft_then_matchtir"):  # these have an SFT term with non-zero loss
+        assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+@pytest.mark.parametrize("extra", [["method.surrogate=cross_context"], ["method.anchor_mode=mixture"],
+                                   ["train.num_iterations=2"], ["method.trace_view=no_tool_responses"],
+                                   ["method.sft=false", "method.anchor_q=0.0"]])
+def test_pact_ablation_switches_run(extra, tmp_path, tokenizer):
+    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", *extra),
+                            model=tiny_llama(tokenizer), tokenizer=tokenizer)
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+
+def test_resume_is_exact(tmp_path):
+    tok = tiny_tokenizer()
+    common = SMALL + ["train.max_steps=4", "train.save_steps=2", "method.anchor_q=0.5"]
+    straight = tiny_llama(tok)
+    run_train("pact", common + [f"output_dir={tmp_path}/a"], model=straight, tokenizer=tok)
+
+    # 2 steps, then a fresh process-like start from the step-2 checkpoint for the remaining 2.
+    first = tiny_llama(tok)
+    trainer = build_trainer(load_config("pact", common + [f"output_dir={tmp_path}/b"]), model=first, tokenizer=tok)
+    trainer.args.max_steps = 4
+    trainer.train()  # writes checkpoint-2 and checkpoint-4
+    import shutil
+    shutil.rmtree(tmp_path / "b" / "checkpoint-4")
+    resumed = tiny_llama(tok, seed=123)  # different init: everything must come from the checkpoint
+    run_train("pact", common + [f"output_dir={tmp_path}/b"], resume="latest", model=resumed, tokenizer=tok)
+    for a, b in zip(straight.parameters(), resumed.parameters()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+
+def _loss_and_logit_grads(trainer, batch):
+    """Loss of one built batch, and d loss / d logits at every position of every forward pass."""
+    captured = []
+
+    def keep(module, args, output):
+        output.logits.retain_grad()
+        captured.append(output.logits)
+
+    handle = trainer.model.register_forward_hook(keep)
+    try:
+        loss = trainer.compute_loss(trainer.model, batch)
+        loss.backward()
+    finally:
+        handle.remove()
+    return loss, captured
+
+
+def test_sft_term_changes_the_gradient(tmp_path, tokenizer):
+    grads = []
+    for coef in ("1.0", "0.0"):
+        model = tiny_llama(tokenizer)
+        trainer = build_trainer(small_config("pact", tmp_path, f"method.sft_coef={coef}", "train.save_steps=0"),
+                                model=model, tokenizer=tokenizer)
+        trainer.model.train()
+        rows = [{"task_index": i // 2} for i in range(4)]
+        batch = trainer._build_batch(rows)
+        trainer.compute_loss(trainer.model, batch).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].abs().sum() > 0
+    assert not torch.allclose(grads[0], grads[1])
+
+
+def test_tool_response_tokens_get_no_gradient(tmp_path):
+    # A tokenizer+model pair whose rollouts contain tool responses: force calls by constraining nothing;
+    # instead check masks directly on the built batch and the logits' gradient at inserted positions.
+    tok = tiny_tokenizer()
+    model = tiny_llama(tok)
+    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", "method.anchor_q=0.5"),
+                            model=model, tokenizer=tok)
+    trainer.model.train()
+    batch = trainer._build_batch([{"task_index": i // 2} for i in range(4)])
+    # RL: inserted (environment) tokens are outside the loss mask.
+    for ep, mask_row in zip(batch["episodes"], batch["loss_mask"]):
+        assert mask_row[: len(ep.generated_mask)].tolist() == [float(g) for g in ep.generated_mask]
+    # SFT: tool-response tokens of the expert traces are in no target mask.
+    for i, task_id in enumerate(batch["task_ids"]):
+        r = trainer._target(trainer.tasks[[t.id for t in trainer.tasks].index(task_id)])
+        comps = r.components[r.prompt_len:]
+        for name in ("sft_reasoning_mask", "sft_toolcall_mask", "sft_answer_mask"):
+            row = batch[name][i][: len(comps)]
+            assert all(row[t] == 0 for t, c in enumerate(comps) if c == "tool_response")
+        assert "tool_response" in comps
+    # And the loss's gradient w.r.t. the logits that predict SFT tool-response tokens is exactly zero.
+    loss, logits = _loss_and_logit_grads(trainer, batch)
+    sft_logits = logits[-1]  # the SFT pass runs last
+    for i, task_id in enumerate(batch["task_ids"]):
+        r = trainer._target(trainer.tasks[[t.id for t in trainer.tasks].index(task_id)])
+        comps = r.components[r.prompt_len:]
+        g = sft_logits.grad[i, : len(comps)]  # position t predicts target token t
+        for t, c in enumerate(comps):
+            if c == "tool_response":
+                assert torch.count_nonzero(g[t]) == 0
+
+
+def test_non_finite_loss_names_step_and_batch(tmp_path, tokenizer):
+    from pact_cotrain.training.trainer import NonFiniteLossError
+
+    model = tiny_llama(tokenizer)
+    with torch.no_grad():
+        model.lm_head.weight.fill_(float("nan"))
+    trainer = build_trainer(small_config("sft", tmp_path, "train.save_steps=0"), model=model, tokenizer=tokenizer)
+    with pytest.raises(NonFiniteLossError, match=r"step 0 .*toolworld_train"):
+        trainer.train()

@@ -114,11 +114,12 @@ def test_tool_response_tokens_get_no_gradient(tmp_path):
         assert "tool_response" in comps
     # And the loss's gradient w.r.t. the logits that predict SFT tool-response tokens is exactly zero.
     loss, logits = _loss_and_logit_grads(trainer, batch)
-    sft_logits = logits[-1]  # the SFT pass runs last
+    assert len(logits) == 1  # every pass of the step in one forward call
+    sft_grad = logits[0].grad[-len(batch["sft_targets"]):]  # SFT rows come last
     for i, task_id in enumerate(batch["task_ids"]):
         r = trainer._target(trainer.tasks[[t.id for t in trainer.tasks].index(task_id)])
         comps = r.components[r.prompt_len:]
-        g = sft_logits.grad[i, : len(comps)]  # position t predicts target token t
+        g = sft_grad[i]  # logits_to_keep: column t predicts completion token t
         for t, c in enumerate(comps):
             if c == "tool_response":
                 assert torch.count_nonzero(g[t]) == 0

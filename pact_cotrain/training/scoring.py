@@ -37,10 +37,11 @@ def pad_pairs(contexts: list[list[int]], completions: list[list[int]], pad_id: i
 
 
 def completion_logps(model, contexts: list[list[int]], completions: list[list[int]], pad_id: int,
-                     temperature: float = 1.0, with_entropy: bool = False):
+                     temperature: float | torch.Tensor = 1.0, with_entropy: bool = False):
     """Return (logp [B, C], completion_mask [B, C], entropy [B, C] or None).
 
-    logp[b, t] = log softmax(logits / temperature)[completion[b][t]] given context[b] + completion[b][:t].
+    logp[b, t] = log softmax(logits / T_b)[completion[b][t]] given context[b] + completion[b][:t], with
+    T_b = temperature, or temperature[b] when a tensor of one temperature per row is given.
     """
     device = next(model.parameters()).device
     batch = pad_pairs(contexts, completions, pad_id)
@@ -50,6 +51,8 @@ def completion_logps(model, contexts: list[list[int]], completions: list[list[in
     # Logits at positions [-width-1, -1) predict the completion tokens.
     logits = model(input_ids=ids, attention_mask=attn, position_ids=position_ids,
                    logits_to_keep=width + 1).logits[:, :-1, :]
+    if torch.is_tensor(temperature):
+        temperature = temperature.to(device=logits.device, dtype=torch.float).view(-1, 1, 1)
     logits = logits.float() / temperature
     targets = ids[:, -width:]
     logp = selective_log_softmax(logits, targets)

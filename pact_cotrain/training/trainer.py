@@ -137,8 +137,8 @@ class PACTTrainer(GRPOTrainer):
         }
         if self.num_iterations > 1:  # the batch is reused: freeze pi_old's log-probs now
             with torch.no_grad():
-                batch["old_logp_prompt"] = self._policy_logps(batch, "prompt", anchor.clone().fill_(True))[0]
-                batch["old_logp_trace"] = self._policy_logps(batch, "trace", anchor.clone().fill_(True))[0]
+                batch["old_logp_prompt"] = self._old_logps(batch, "prompt")
+                batch["old_logp_trace"] = self._old_logps(batch, "trace")
         return batch
 
     def _sft_batch(self, tasks: list[Task], plan: StepPlan) -> dict:
@@ -162,41 +162,79 @@ class PACTTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ loss
 
-    def _policy_logps(self, batch: dict, context: str, rows: torch.Tensor, model=None):
-        """Log-probs of the rollout tokens after the prompt-only or trace-conditioned context, computed
-        for the selected rows only and scattered into a full [B, C] tensor (zeros elsewhere)."""
-        model = model or self.model
-        contexts = batch["prompt_contexts"] if context == "prompt" else batch["trace_contexts"]
-        idx = rows.nonzero().flatten().tolist()
-        width = batch["loss_mask"].shape[1]
-        full = torch.zeros(len(contexts), width)
-        entropy = torch.zeros(len(contexts), width)
-        if not idx:
-            return full, entropy
-        logp, _, ent = completion_logps(model, [contexts[i] for i in idx], [batch["completions"][i] for i in idx],
-                                        self.pad_id, self.sampling.temperature if not self.sampling.greedy else 1.0,
-                                        with_entropy=True)
-        full = full.to(logp.device).index_put((torch.tensor(idx, device=logp.device),),
-                                              _fit(logp, width))
-        entropy = entropy.to(logp.device).index_put((torch.tensor(idx, device=logp.device),), _fit(ent, width))
-        return full, entropy
+    def _rollout_temperature(self) -> float:
+        return 1.0 if self.sampling.greedy else self.sampling.temperature
+
+    def _score_passes(self, model, inputs: dict, prompt_rows: torch.Tensor | None, trace_rows: torch.Tensor | None,
+                      sft: bool) -> dict:
+        """Every forward pass of a step in ONE batched call (one forward before one backward, as DDP and
+        FSDP expect): rollout tokens after the prompt-only context for `prompt_rows`, after the
+        trace-conditioned context for `trace_rows`, and the expert traces for SFT. Rollout passes come
+        back as full [B, C] tensors with zeros in unselected rows."""
+        contexts, completions, temps, slots = [], [], [], []
+        for kind, rows in (("prompt", prompt_rows), ("trace", trace_rows)):
+            if rows is None:
+                continue
+            source = inputs["prompt_contexts"] if kind == "prompt" else inputs["trace_contexts"]
+            for i in rows.nonzero().flatten().tolist():
+                contexts.append(source[i])
+                completions.append(inputs["completions"][i])
+                temps.append(self._rollout_temperature())
+                slots.append((kind, i))
+        if sft:
+            for j, (ctx, target) in enumerate(zip(inputs["sft_contexts"], inputs["sft_targets"])):
+                contexts.append(ctx)
+                completions.append(target)
+                temps.append(1.0)
+                slots.append(("sft", j))
+        logp, valid, entropy = completion_logps(model, contexts, completions, self.pad_id, torch.tensor(temps),
+                                                with_entropy=True)
+        out = {}
+        for kind in ("prompt", "trace"):
+            idx = [n for n, (k, _) in enumerate(slots) if k == kind]
+            if not idx:
+                continue
+            width = inputs["loss_mask"].shape[1]
+            rows = torch.tensor([slots[n][1] for n in idx], device=logp.device)
+            picked = torch.tensor(idx, device=logp.device)
+            full = torch.zeros(len(inputs["completions"]), width, device=logp.device, dtype=logp.dtype)
+            out[f"logp_{kind}"] = full.index_put((rows,), _fit(logp[picked], width))
+            out[f"entropy_{kind}"] = full.detach().index_put((rows,), _fit(entropy[picked], width))
+        idx = [n for n, (k, _) in enumerate(slots) if k == "sft"]
+        if idx:
+            width = inputs["sft_toolcall_mask"].shape[1]
+            picked = torch.tensor(idx, device=logp.device)
+            out["logp_sft"] = _fit(logp[picked], width)
+            out["valid_sft"] = _fit(valid[picked], width)
+        return out
+
+    def _old_logps(self, batch: dict, kind: str) -> torch.Tensor:
+        """pi_old's log-probs of the rollout tokens in one context, for every row (no gradient)."""
+        all_rows = torch.ones(len(batch["completions"]), dtype=torch.bool)
+        with torch.no_grad():
+            passes = self._score_passes(self.model, batch, all_rows if kind == "prompt" else None,
+                                        all_rows if kind == "trace" else None, sft=False)
+        return passes[f"logp_{kind}"].detach()
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plan: StepPlan = inputs["plan"]
         metrics = self._metrics["train" if self.model.training else "eval"]
-        total = torch.zeros((), device=self.accelerator.device)
         started = time.perf_counter()
-        n_tokens = 0
-        if plan.rl and "advantages" in inputs:
-            anchor, mask = inputs["anchor"], inputs["loss_mask"]
+        rl = plan.rl and "advantages" in inputs
+        sft = plan.sft_coef > 0 and "sft_targets" in inputs
+        prompt_rows = trace_rows = None
+        if rl:
+            anchor = inputs["anchor"]
             prompt_rows, trace_rows = anchor, ~anchor
             if self.method.anchor_mode == "mixture":  # q L_GRPO + (1-q) L_TC: both passes on every row
                 prompt_rows = torch.full_like(anchor, plan.anchor_q > 0)
                 trace_rows = torch.full_like(anchor, plan.anchor_q < 1)
-            logp_prompt, ent_p = (self._policy_logps(inputs, "prompt", prompt_rows, model)
-                                  if prompt_rows.any() else (None, None))
-            logp_trace, ent_t = (self._policy_logps(inputs, "trace", trace_rows, model)
-                                 if trace_rows.any() else (None, None))
+        passes = self._score_passes(model, inputs, prompt_rows, trace_rows, sft)
+        total = torch.zeros((), device=self.accelerator.device)
+        n_tokens = 0
+        if rl:
+            mask = inputs["loss_mask"].to(total.device)
+            logp_prompt, logp_trace = passes.get("logp_prompt"), passes.get("logp_trace")
             old_prompt = inputs.get("old_logp_prompt")
             if old_prompt is None and self.method.surrogate == "cross_context":
                 # The rejected cross-context ratio pi_theta(.|x,h) / pi_old(.|x) needs pi_old(.|x): on-policy,
@@ -209,41 +247,45 @@ class PACTTrainer(GRPOTrainer):
                 aggregation=self.method.aggregation)
             total = total + plan.rl_coef * loss_rl
             n_tokens += int(mask.sum())
-            entropy = ent_t if ent_p is None else ent_p if ent_t is None else torch.where(
-                prompt_rows.unsqueeze(-1).to(ent_p.device), ent_p, ent_t)
+            entropy = passes.get("entropy_prompt", 0.0) + passes.get("entropy_trace", 0.0)
+            if "entropy_prompt" in passes and "entropy_trace" in passes:  # mixture: both on every row
+                entropy = torch.where(prompt_rows.unsqueeze(-1).to(mask.device), passes["entropy_prompt"],
+                                      passes["entropy_trace"])
             metrics["loss/rl"].append(float(loss_rl.detach()))
             metrics["reward"].append(float(inputs["rewards"].mean()))
             metrics["reward_std"].append(float(inputs["rewards"].std()) if len(inputs["rewards"]) > 1 else 0.0)
-            metrics["entropy"].append(float(losses.masked_token_mean(entropy.detach(), mask)))
+            metrics["entropy"].append(float(losses.masked_token_mean(entropy, mask)))
             metrics["rollout_seconds"].append(float(inputs["rollout_seconds"]))
             metrics["rollout_tokens"].append(float(mask.sum()))
             for key, value in stats.items():
                 if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
                     metrics[f"rl/{key}"].append(float(value))
             if logp_trace is not None:
+                # Over-reliance gap: log pi(tau|x,h) - log pi(tau|x) on rollout tokens of trace-conditioned
+                # prompts; log pi(tau|x) is the sampling log-prob (the same weights, before this step's update).
                 tc_mask = mask * trace_rows.float().unsqueeze(-1).to(mask.device)
-                gap = losses.over_reliance_gap(logp_trace, inputs["sampling_logps"].to(logp_trace.device), tc_mask)
+                gap = losses.over_reliance_gap(logp_trace, inputs["sampling_logps"].to(mask.device), tc_mask)
                 metrics["over_reliance_gap"].append(float(gap))
             for key in ("solve_r", "solve_p", "solve_f1", "format_errors", "n_calls"):
                 metrics[f"rollout/{key}"].append(sum(ep.metrics.get(key, 0.0) for ep in inputs["episodes"])
                                                  / len(inputs["episodes"]))
-        if plan.sft_coef > 0 and "sft_targets" in inputs:
-            logp, valid, _ = completion_logps(model, inputs["sft_contexts"], inputs["sft_targets"], self.pad_id)
+        if sft:
+            logp = passes["logp_sft"]
             loss_sft, stats = losses.component_sft_loss(
                 logp, inputs["sft_reasoning_mask"].to(logp.device), inputs["sft_toolcall_mask"].to(logp.device),
                 plan.toolcall_weight, 1.0, inputs["sft_answer_mask"].to(logp.device), plan.answer_weight)
             total = total + plan.sft_coef * loss_sft
-            n_tokens += int(valid.sum())
+            n_tokens += int(passes["valid_sft"].sum())
             metrics["loss/sft"].append(float(loss_sft.detach()))
             metrics["sft/n_supervised"].append(float(stats["n_supervised"]))
         metrics["sft/coef"].append(plan.sft_coef)
         metrics["sft/toolcall_weight"].append(plan.toolcall_weight)
         metrics["sft/reasoning_fraction"].append(plan.reasoning_fraction)
         metrics["rl/coef"].append(plan.rl_coef if plan.rl else 0.0)
-        metrics["tokens_per_second"].append(n_tokens / max(time.perf_counter() - started, 1e-9))
+        metrics["forward_tokens_per_second"].append(n_tokens / max(time.perf_counter() - started, 1e-9))
         if not torch.isfinite(total):
-            raise NonFiniteLossError(
-                f"non-finite loss {float(total)} at step {inputs['step']} on the batch of tasks {inputs['task_ids']}")
+            raise NonFiniteLossError(f"non-finite loss {float(total.detach())} at step {inputs['step']} "
+                                     f"on the batch of tasks {inputs['task_ids']}")
         return total
 
     # ------------------------------------------------------------------ checkpoints

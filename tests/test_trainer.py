@@ -115,14 +115,22 @@ def test_tool_response_tokens_get_no_gradient(tmp_path):
     # And the loss's gradient w.r.t. the logits that predict SFT tool-response tokens is exactly zero.
     loss, logits = _loss_and_logit_grads(trainer, batch)
     assert len(logits) == 1  # every pass of the step in one forward call
-    sft_grad = logits[0].grad[-len(batch["sft_targets"]):]  # SFT rows come last
+    sft_grad = logits[0].grad[-len(batch["sft_targets"]):]  # SFT rows come last, one per trace
+    used = [batch["prompt_contexts"][i] for i in range(len(batch["completions"])) if batch["anchor"][i]]
+    used += [batch["trace_contexts"][i] for i in range(len(batch["completions"])) if not batch["anchor"][i]]
+    min_context = min(len(c) for c in used + batch["sft_contexts"])
+    checked = 0
     for i, task_id in enumerate(batch["task_ids"]):
         r = trainer._target(trainer.tasks[[t.id for t in trainer.tasks].index(task_id)])
         comps = r.components[r.prompt_len:]
-        g = sft_grad[i]  # logits_to_keep: column t predicts completion token t
         for t, c in enumerate(comps):
+            column = r.prompt_len - min_context + t  # target token t is predicted at context end - 1 + t
             if c == "tool_response":
-                assert torch.count_nonzero(g[t]) == 0
+                assert torch.count_nonzero(sft_grad[i, column]) == 0
+                checked += 1
+            elif c == "tool_call":
+                assert torch.count_nonzero(sft_grad[i, column]) > 0
+    assert checked > 0
 
 
 def test_non_finite_loss_names_step_and_batch(tmp_path, tokenizer):

@@ -29,7 +29,7 @@ from pact_cotrain.render import prompt_ids, render_trace_target
 from pact_cotrain.rewards.episode import EpisodeReward
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
-from pact_cotrain.training.scoring import completion_logps
+from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -167,45 +167,46 @@ class PACTTrainer(GRPOTrainer):
 
     def _score_passes(self, model, inputs: dict, prompt_rows: torch.Tensor | None, trace_rows: torch.Tensor | None,
                       sft: bool) -> dict:
-        """Every forward pass of a step in ONE batched call (one forward before one backward, as DDP and
-        FSDP expect): rollout tokens after the prompt-only context for `prompt_rows`, after the
-        trace-conditioned context for `trace_rows`, and the expert traces for SFT. Rollout passes come
-        back as full [B, C] tensors with zeros in unselected rows."""
-        contexts, completions, temps, slots = [], [], [], []
+        """Every forward pass of a step in ONE call (one forward before one backward, as DDP and FSDP
+        expect), with shared prefixes: the K rollouts of a prompt share its context, so each context is
+        computed once and its K completions are packed after it (`packed_completion_logps`). Rollout
+        tokens are scored after the prompt-only context for `prompt_rows` and after the trace-conditioned
+        context for `trace_rows`; expert traces for SFT. Rollout passes come back as full [B, C]
+        tensors with zeros in unselected rows."""
+        k = self.num_generations
+        groups, owners = [], []  # owners[g] = (kind, [row indices]) of group g's completions
         for kind, rows in (("prompt", prompt_rows), ("trace", trace_rows)):
             if rows is None:
                 continue
             source = inputs["prompt_contexts"] if kind == "prompt" else inputs["trace_contexts"]
-            for i in rows.nonzero().flatten().tolist():
-                contexts.append(source[i])
-                completions.append(inputs["completions"][i])
-                temps.append(self._rollout_temperature())
-                slots.append((kind, i))
+            selected = rows.nonzero().flatten().tolist()
+            for prompt_index in sorted({i // k for i in selected}):
+                members = [i for i in selected if i // k == prompt_index]
+                groups.append(PackedGroup(source[members[0]], [inputs["completions"][i] for i in members],
+                                          self._rollout_temperature()))
+                owners.append((kind, members))
         if sft:
             for j, (ctx, target) in enumerate(zip(inputs["sft_contexts"], inputs["sft_targets"])):
-                contexts.append(ctx)
-                completions.append(target)
-                temps.append(1.0)
-                slots.append(("sft", j))
-        logp, valid, entropy = completion_logps(model, contexts, completions, self.pad_id, torch.tensor(temps),
-                                                with_entropy=True)
-        out = {}
-        for kind in ("prompt", "trace"):
-            idx = [n for n, (k, _) in enumerate(slots) if k == kind]
-            if not idx:
+                groups.append(PackedGroup(ctx, [target], 1.0))
+                owners.append(("sft", [j]))
+        results = packed_completion_logps(model, groups, self.pad_id, with_entropy=True)
+
+        out: dict = {}
+        device = self.accelerator.device
+        for kind in ("prompt", "trace", "sft"):
+            scored = {row: pair for (owner, rows), res in zip(owners, results) if owner == kind
+                      for row, pair in zip(rows, res)}
+            if not scored:
                 continue
-            width = inputs["loss_mask"].shape[1]
-            rows = torch.tensor([slots[n][1] for n in idx], device=logp.device)
-            picked = torch.tensor(idx, device=logp.device)
-            full = torch.zeros(len(inputs["completions"]), width, device=logp.device, dtype=logp.dtype)
-            out[f"logp_{kind}"] = full.index_put((rows,), _fit(logp[picked], width))
-            out[f"entropy_{kind}"] = full.detach().index_put((rows,), _fit(entropy[picked], width))
-        idx = [n for n, (k, _) in enumerate(slots) if k == "sft"]
-        if idx:
-            width = inputs["sft_toolcall_mask"].shape[1]
-            picked = torch.tensor(idx, device=logp.device)
-            out["logp_sft"] = _fit(logp[picked], width)
-            out["valid_sft"] = _fit(valid[picked], width)
+            n_rows = len(inputs["completions"]) if kind != "sft" else len(inputs["sft_targets"])
+            width = (inputs["loss_mask"] if kind != "sft" else inputs["sft_toolcall_mask"]).shape[1]
+            zero = torch.zeros(width, device=device)
+            out[f"logp_{kind}"] = torch.stack([_fit1(scored[r][0], width) if r in scored else zero
+                                               for r in range(n_rows)])
+            out[f"entropy_{kind}"] = torch.stack([_fit1(scored[r][1], width) if r in scored else zero
+                                                  for r in range(n_rows)])
+        if sft:
+            out["n_sft_tokens"] = sum(len(t) for t in inputs["sft_targets"])
         return out
 
     def _old_logps(self, batch: dict, kind: str) -> torch.Tensor:
@@ -275,7 +276,7 @@ class PACTTrainer(GRPOTrainer):
                 logp, inputs["sft_reasoning_mask"].to(logp.device), inputs["sft_toolcall_mask"].to(logp.device),
                 plan.toolcall_weight, 1.0, inputs["sft_answer_mask"].to(logp.device), plan.answer_weight)
             total = total + plan.sft_coef * loss_sft
-            n_tokens += int(passes["valid_sft"].sum())
+            n_tokens += passes["n_sft_tokens"]
             metrics["loss/sft"].append(float(loss_sft.detach()))
             metrics["sft/n_supervised"].append(float(stats["n_supervised"]))
         metrics["sft/coef"].append(plan.sft_coef)
@@ -314,8 +315,8 @@ def _pad(rows: list[list], value, dtype) -> torch.Tensor:
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
 
 
-def _fit(t: torch.Tensor, width: int) -> torch.Tensor:
-    """Right-pad or cut the last dim to `width` (a subset's completions may be narrower)."""
-    if t.shape[1] >= width:
-        return t[:, :width]
-    return torch.nn.functional.pad(t, (0, width - t.shape[1]))
+def _fit1(t: torch.Tensor, width: int) -> torch.Tensor:
+    """Right-pad (zeros) or cut a 1-D tensor to `width`."""
+    if t.shape[0] >= width:
+        return t[:width]
+    return torch.nn.functional.pad(t, (0, width - t.shape[0]))

@@ -142,3 +142,37 @@ def test_non_finite_loss_names_step_and_batch(tmp_path, tokenizer):
     trainer = build_trainer(small_config("sft", tmp_path, "train.save_steps=0"), model=model, tokenizer=tokenizer)
     with pytest.raises(NonFiniteLossError, match=r"step 0 .*toolworld_train"):
         trainer.train()
+
+
+def test_lora_trains_only_adapters(tmp_path, tokenizer):
+    model = tiny_llama(tokenizer)
+    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0",
+                                         "train.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj]}"),
+                            model=model, tokenizer=tokenizer)
+    trainable = [n for n, p in trainer.model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n for n in trainable)
+    trainer.train()
+    assert trainer.state.global_step == 2
+
+
+def test_pact_train_cli_with_overrides_and_resume(tmp_path, monkeypatch):
+    from pact_cotrain import cli
+    from pact_cotrain.recipes import train as train_recipe
+
+    tok = tiny_tokenizer()
+    built = []
+
+    def tiny_build(cfg, **kwargs):
+        built.append(cfg)
+        return build_trainer(cfg, model=tiny_llama(tok), tokenizer=tok)
+
+    monkeypatch.setattr(train_recipe, "build_trainer", tiny_build)
+    args = ["train", "--config", "grpo", *SMALL, f"output_dir={tmp_path}/cli", "train.max_steps=2",
+            "train.save_steps=1", "method.reward=ftrl_step"]
+    assert cli.main(args) == 0
+    assert built[0]["method"] == {"name": "grpo", "reward": "ftrl_step"}
+    assert (tmp_path / "cli" / "checkpoint-2" / "trainer_state.json").is_file()
+    assert (tmp_path / "cli" / "final" / "config.json").is_file()
+    assert not (tmp_path / "cli" / ".staging").exists()
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        cli.main(["train", "--config", "grpo", *SMALL, f"output_dir={tmp_path}/empty", "--resume"])

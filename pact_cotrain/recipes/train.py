@@ -126,9 +126,16 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         lora = train["lora"]
         peft_config = LoraConfig(r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                                  target_modules=lora.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
-    return PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
-                       env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
-                       reward=EpisodeReward(method.reward), peft_config=peft_config)
+    trainer = PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
+                          env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
+                          reward=EpisodeReward(method.reward), peft_config=peft_config)
+    if not args.disable_tqdm and train.get("progress", "rich") == "rich":
+        from transformers.trainer_callback import ProgressCallback
+        from trl.trainer.callbacks import RichProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(RichProgressCallback())
+    return trainer
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
@@ -138,12 +145,12 @@ def latest_checkpoint(output_dir: str) -> str | None:
 
 def run_train(config: str, overrides: list[str] = (), resume: str | None = None, **build_kwargs) -> int:
     cfg = load_config(config, list(overrides))
-    trainer = build_trainer(cfg, **build_kwargs)
     checkpoint = None
     if resume:
         checkpoint = latest_checkpoint(cfg["output_dir"]) if resume == "latest" else resume
         if checkpoint is None:
             raise FileNotFoundError(f"--resume: no checkpoint-* directory in {cfg['output_dir']}")
+    trainer = build_trainer(cfg, **build_kwargs)
     trainer.train(resume_from_checkpoint=checkpoint)
     trainer.save_model(os.path.join(cfg["output_dir"], "final"))
     return 0

@@ -176,3 +176,23 @@ def test_pact_train_cli_with_overrides_and_resume(tmp_path, monkeypatch):
     assert not (tmp_path / "cli" / ".staging").exists()
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         cli.main(["train", "--config", "grpo", *SMALL, f"output_dir={tmp_path}/empty", "--resume"])
+
+
+def test_matchtir_turn_level_advantages_fill_each_turn():
+    from pact_cotrain.rewards.matchtir import dual_level_advantages
+    from pact_cotrain.rollout.engine import Episode
+    from pact_cotrain.training.trainer import PACTTrainer
+
+    def ep(spans, n):
+        return Episode("t", 0, [1], list(range(n)), [0.0] * n, [1] * n, spans, [])
+
+    episodes = [ep([(0, 2), (4, 6)], 6), ep([(0, 3)], 3)]
+    scored = [{"turn_rewards": [1.0, 0.5]}, {"turn_rewards": [0.0]}]
+    adv = PACTTrainer._turn_level_advantages(episodes, scored, k=2)
+    expected = dual_level_advantages([[1.0, 0.5], [0.0]])
+    assert adv.shape == (2, 6)
+    assert adv[0, :2].tolist() == [pytest.approx(expected[0][0])] * 2
+    assert adv[0, 2:4].tolist() == [0.0, 0.0]  # inserted tokens between the turns
+    assert adv[0, 4:6].tolist() == [pytest.approx(expected[0][1])] * 2
+    assert adv[1, :3].tolist() == [pytest.approx(expected[1][0])] * 3 and adv[1, 3:].tolist() == [0.0] * 3
+    assert expected[0][0] != 0.0

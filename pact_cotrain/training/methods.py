@@ -19,6 +19,7 @@ REWARDS = ("solve_f1", "ftrl_step", "toolrl", "matchtir")
 class MethodConfig:
     name: str = "pact"
     reward: str = "solve_f1"  # trajectory reward used for advantages
+    turn_level_advantages: bool = True  # matchtir: MatchTIR's dual-level (trajectory + turn) advantages
     # PACT (spec sections 2-4)
     anchor_q: float = 0.3  # probability a prompt uses prompt-only GRPO instead of L_TC
     anchor_mode: str = "sample"  # "sample" (per-prompt Bernoulli) | "mixture" (q L_GRPO + (1-q) L_TC)

@@ -115,6 +115,8 @@ class PACTTrainer(GRPOTrainer):
         scored = [self.episode_reward.score(ep, by_id[ep.task_id]) for ep in episodes]
         rewards = torch.tensor([s["reward"] for s in scored], dtype=torch.float)
         advantages = losses.group_advantages(rewards, k)
+        if self.method.reward == "matchtir" and self.method.turn_level_advantages:
+            advantages = self._turn_level_advantages(episodes, scored, k)
         generator = torch.Generator().manual_seed(seed + 1)
         if self.method.anchor_mode == "mixture":
             anchor = torch.full((len(tasks),), plan.anchor_q >= 1.0)
@@ -140,6 +142,21 @@ class PACTTrainer(GRPOTrainer):
                 batch["old_logp_prompt"] = self._old_logps(batch, "prompt")
                 batch["old_logp_trace"] = self._old_logps(batch, "trace")
         return batch
+
+    @staticmethod
+    def _turn_level_advantages(episodes: list[Episode], scored: list[dict], k: int) -> torch.Tensor:
+        """MatchTIR's dual-level advantages as per-token advantages [B, C]: each assistant turn's tokens
+        get (A_trajectory + A_turn) / 2 of their turn (environment-inserted tokens are masked anyway)."""
+        from pact_cotrain.rewards.matchtir import dual_level_advantages
+
+        width = max(max((len(ep.completion_ids) for ep in episodes), default=1), 1)
+        token_adv = torch.zeros(len(episodes), width)
+        for g in range(0, len(episodes), k):
+            per_turn = dual_level_advantages([scored[i]["turn_rewards"] for i in range(g, g + k)])
+            for i in range(g, g + k):
+                for (start, end), value in zip(episodes[i].turn_spans, per_turn[i - g]):
+                    token_adv[i, start:end] = value
+        return token_adv
 
     def _sft_batch(self, tasks: list[Task], plan: StepPlan) -> dict:
         contexts, targets, reasoning, toolcall, answer = [], [], [], [], []
@@ -258,6 +275,7 @@ class PACTTrainer(GRPOTrainer):
             metrics["entropy"].append(float(losses.masked_token_mean(entropy, mask)))
             metrics["rollout_seconds"].append(float(inputs["rollout_seconds"]))
             metrics["rollout_tokens"].append(float(mask.sum()))
+            metrics["rollout_tokens_per_second"].append(float(mask.sum()) / max(inputs["rollout_seconds"], 1e-9))
             for key, value in stats.items():
                 if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
                     metrics[f"rl/{key}"].append(float(value))

@@ -35,7 +35,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable
 
-from .trace_format import RESERVED_FIELDS, Task, TraceFormatError, _Invalid, _require, task_from_record
+from .trace_format import RESERVED_FIELDS, Task, _Invalid, _require, read_jsonl, task_from_record
 
 # The instruction every FTRL row opens its user turn with (identical across the FTRL test set).
 FTRL_INSTRUCTION = (
@@ -53,33 +53,14 @@ _FTRL_FIELDS = ("answer", "data_source", "split", "solve_rate")
 
 
 def _read_jsonl(path: str | Path, build: Callable[[dict], Task]) -> list[Task]:
-    path = str(path)
-    tasks: list[Task] = []
-    first_error: tuple[int, str, str] | None = None
-    bad_rows = 0
-    seen_ids: dict[str, int] = {}
-    with open(path, encoding="utf-8") as handle:
-        for line_no, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise _Invalid("<json>", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-                _require(isinstance(row, dict), "<record>", "must be a JSON object")
-                task = build(row)
-                task_from_record(task.to_record())
-                _require(task.id not in seen_ids, "id", f"duplicate id {task.id!r} (first on line {seen_ids.get(task.id)})")
-                seen_ids[task.id] = line_no
-                tasks.append(task)
-            except _Invalid as exc:
-                bad_rows += 1
-                if first_error is None:
-                    first_error = (line_no, exc.field_name, exc.reason)
-    if first_error is not None:
-        raise TraceFormatError(path, *first_error, bad_rows=bad_rows)
-    return tasks
+    """The shared JSONL loop; every produced Task is also checked against the trace format."""
+
+    def build_and_check(row: dict) -> Task:
+        task = build(row)
+        task_from_record(task.to_record())
+        return task
+
+    return read_jsonl(path, build_and_check)
 
 
 def _type_name(value: Any) -> str:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 RESERVED_FIELDS = ("id", "messages", "tools", "trace")
 
@@ -126,8 +126,9 @@ def task_from_record(record: Any) -> Task:
     return Task(id=record["id"], messages=messages, tools=tools, trace=trace, metadata=metadata)
 
 
-def load_tasks(path: str | Path) -> list[Task]:
-    """Load and validate a JSONL file; raise TraceFormatError on the first bad row (counting all)."""
+def read_jsonl(path: str | Path, build: Callable[[dict], Task]) -> list[Task]:
+    """Read a JSONL file, building one validated Task per row with `build` (which raises _Invalid on a
+    bad field); raise TraceFormatError on the first bad row, counting all bad rows."""
     path = str(path)
     tasks: list[Task] = []
     first_error: tuple[int, str, str] | None = None
@@ -142,7 +143,8 @@ def load_tasks(path: str | Path) -> list[Task]:
                     record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise _Invalid("<json>", f"not valid JSON ({exc.msg} at column {exc.colno})") from None
-                task = task_from_record(record)
+                _require(isinstance(record, dict), "<record>", "must be a JSON object")
+                task = build(record)
                 _require(task.id not in seen_ids, "id", f"duplicate id {task.id!r} (first on line {seen_ids.get(task.id)})")
                 seen_ids[task.id] = line_no
                 tasks.append(task)
@@ -153,6 +155,11 @@ def load_tasks(path: str | Path) -> list[Task]:
     if first_error is not None:
         raise TraceFormatError(path, *first_error, bad_rows=bad_rows)
     return tasks
+
+
+def load_tasks(path: str | Path) -> list[Task]:
+    """Load and validate a task/trace JSONL file."""
+    return read_jsonl(path, task_from_record)
 
 
 def write_tasks(path: str | Path, tasks: Iterable[Task]) -> None:

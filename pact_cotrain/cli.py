@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def _models_prepare(args) -> int:
@@ -69,6 +70,40 @@ def _demo(args) -> int:
     return run_demo(out_dir=args.out, minutes=args.minutes)
 
 
+def _eval(args) -> int:
+    from pact_cotrain.eval.runner import compare_runs, run_eval
+
+    if args.compare:
+        print(compare_runs(args.compare))
+        return 0
+    data = {}
+    for item in args.data:
+        name, _, path = item.partition("=")
+        if not path:
+            print(f"error: --data expects BENCH=PATH, got {item!r}", file=sys.stderr)
+            return 2
+        data[name] = path
+    run_eval(args.model, [b for b in args.benchmarks.split(",") if b], data=data, limit=args.limit,
+             out_dir=args.out, batch_size=args.batch_size, greedy=not args.sample, seed=args.seed)
+    print((Path(args.out) / "results.md").read_text())
+    return 0
+
+
+def _inspect(args) -> int:
+    from pact_cotrain.inspect_html import write_inspector
+
+    model = tokenizer = tasks = None
+    if args.model:
+        from pact_cotrain.eval.benchmarks import BENCHMARKS
+        from pact_cotrain.recipes.common import load_model_and_tokenizer
+
+        model, tokenizer = load_model_and_tokenizer(args.model, "float32")
+        tasks = BENCHMARKS[args.bench].load(args.tasks) if args.bench else args.tasks
+    path = write_inspector(args.episodes, args.out, model=model, tokenizer=tokenizer, tasks=tasks, limit=args.limit)
+    print(f"wrote {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pact", description="PACT: privileged trace co-training for tool-use agents")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, help="checkpoint dir, or latest")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=20 method.anchor_q=0.5")
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("eval", help="evaluate a model on benchmarks; writes results.json/.md and episodes")
+    p.add_argument("--model", default="smollm2-135m-instruct", help="registry name, HF id or directory")
+    p.add_argument("--benchmarks", default="toolworld", help="comma list: ftrl,toolhop,bfcl,toolworld")
+    p.add_argument("--data", action="append", default=[], help="BENCH=PATH: another file in that format")
+    p.add_argument("--limit", type=int, default=None, help="episodes per benchmark, for a quick pass")
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--sample", action="store_true", help="sample at temperature 1 instead of greedy")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="print runs side by side and exit")
+    p.set_defaults(func=_eval)
+
+    p = sub.add_parser("inspect", help="a static HTML page of episodes, tokens coloured by component")
+    p.add_argument("episodes", help="an episodes_<bench>.jsonl written by pact eval")
+    p.add_argument("--out", default="inspect.html")
+    p.add_argument("--model", default=None, help="also show log-probs with and without the expert trace")
+    p.add_argument("--bench", default=None, help="benchmark whose tasks (with traces) to load for --model")
+    p.add_argument("--tasks", default=None, help="task/trace JSONL (or the benchmark's file)")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=_inspect)
 
     p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, train PACT on toolworld, evaluate, report")
     p.add_argument("--out", default="runs/demo")

@@ -9,6 +9,9 @@ VPY=.venv/bin/python
 "$VPY" -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 "$VPY" -c "import torch" 2>/dev/null || "$VPY" -m pip install -q --disable-pip-version-check torch==2.13.0
 "$VPY" -m pip install -q --disable-pip-version-check -e ".[test]"
+# BFCL multi-turn (data, executable backends, checker) from the pinned wheel. --no-deps: a normal install
+# pulls numpy==1.26.4, faiss, sentence-transformers and many API SDKs; the multi-turn checker needs only mpmath.
+"$VPY" -m pip install -q --disable-pip-version-check --no-deps bfcl-eval==2026.3.23 mpmath
 # bubblewrap isolates dataset-supplied tool code (FTRL, ToolHop); the sandbox falls back to rlimits
 # alone, loudly, where it cannot be installed.
 if ! command -v bwrap >/dev/null 2>&1; then

@@ -172,7 +172,7 @@ def test_inspector_with_model_scores_tokens(toolworld_run, tmp_path, tokenizer):
 
     out, _ = toolworld_run
     episodes = _with_hostile_message(out / "episodes_toolworld.jsonl", tmp_path / "episodes.jsonl", hostile_id=False)
-    tasks = generate_tasks(3, seed=1000, split="test")  # the toolworld benchmark's default tasks, with traces
+    tasks = generate_tasks(100, seed=1000, split="test")  # the toolworld benchmark's default tasks, with traces
     page = write_inspector(str(episodes), str(tmp_path / "inspect.html"), model=tiny_llama(tokenizer),
                            tokenizer=tokenizer, tasks=tasks, limit=2)
     text = open(page).read()

@@ -88,6 +88,14 @@ def _model_name(model) -> str:
     return str(getattr(getattr(inner, "config", None), "_name_or_path", "") or type(inner).__name__)
 
 
+def spread_subset(tasks: list, limit: int) -> list:
+    """`limit` tasks evenly spaced over the file (files are often grouped by category, so a prefix
+    would cover only the first category); deterministic."""
+    if limit >= len(tasks):
+        return list(tasks)
+    return [tasks[(i * len(tasks)) // limit] for i in range(limit)]
+
+
 def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None, limit: int | None = None,
              out_dir: str = "runs/eval", batch_size: int = 16, greedy: bool = True,
              model_loader: Callable = load_model_and_tokenizer, *, temperature: float = 1.0, top_p: float = 1.0,
@@ -138,7 +146,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None, l
             tasks = bench.load(data.get(name))
             n_available = len(tasks)
             if limit is not None:
-                tasks = tasks[:limit]
+                tasks = spread_subset(tasks, limit)
             sampling = SamplingConfig(temperature=temperature, top_p=top_p, greedy=greedy, max_turns=bench.max_turns,
                                       max_new_tokens_per_turn=max_new_tokens_per_turn,
                                       max_completion_tokens=max_completion_tokens)

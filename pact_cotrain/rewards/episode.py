@@ -1,5 +1,6 @@
 """The trajectory reward that RL methods train on, computed from a finished episode.
 
+* "env": the environment's own trajectory reward (`metrics["reward"]`; BFCL: valid or not).
 * "solve_f1": FTRL's trajectory Solve-F1, as the environment measured it.
 * "ftrl_step": the mean of FTRL's per-step rewards over the episode's assistant steps (FTRL trains
   with per-step rewards; with one group-normalised advantage per trajectory we use their mean).
@@ -35,6 +36,8 @@ class EpisodeReward:
         self.__name__ = f"reward_{kind}"
 
     def score(self, episode: Episode, task: Task) -> dict:
+        if self.kind == "env":
+            return {"reward": float(episode.metrics.get("reward", 0.0))}
         if self.kind == "solve_f1":
             return {"reward": float(episode.metrics.get("solve_f1", 0.0))}
         if self.kind == "ftrl_step":

@@ -50,6 +50,19 @@ def _data_toolworld(args) -> int:
     return 0
 
 
+def _data_traces(args) -> int:
+    from pact_cotrain.recipes.traces import run_traces
+
+    run_traces(args.bench, args.out, path=args.data)
+    return 0
+
+
+def _tools_call(args) -> int:
+    from pact_cotrain.recipes.tools_call import run_tools_call
+
+    return run_tools_call(args.bench, args.data, args.id, args.tool, args.args)
+
+
 def _rollout(args) -> int:
     from pact_cotrain.recipes.rollout_smoke import run_rollout_smoke
 
@@ -126,6 +139,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=["train", "test"], default="train")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_data_toolworld)
+
+    p = data.add_parser("traces", help="build verified expert traces for a benchmark (FTRL, ToolHop)")
+    p.add_argument("bench", choices=["ftrl", "toolhop"])
+    p.add_argument("--data", default=None, help="benchmark file (default: the shared public file)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=_data_traces)
+
+    tools = sub.add_parser("tools", help="dataset tools").add_subparsers(dest="action", required=True)
+    p = tools.add_parser("call", help="run one dataset tool in the sandbox, exactly as the environment would")
+    p.add_argument("--bench", choices=["ftrl", "toolhop"], required=True)
+    p.add_argument("--data", default=None, help="benchmark file (default: the shared public file)")
+    p.add_argument("--id", required=True, help="row id, e.g. ftrl_test_007")
+    p.add_argument("--tool", required=True)
+    p.add_argument("--args", default="{}", help="JSON object of arguments")
+    p.set_defaults(func=_tools_call)
 
     p = sub.add_parser("rollout", help="smoke-run the rollout engine on toolworld tasks")
     p.add_argument("--model", default="smollm2-135m-instruct", help="registry name, HF id or directory")

@@ -12,7 +12,7 @@ import textwrap
 
 import pytest
 
-from pact_cotrain.data.expert_traces import build_traces, replay, strong_match
+from pact_cotrain.data.trace_mining import build_traces, replay, strong_match
 from pact_cotrain.data.trace_format import Task, load_tasks, task_from_record
 from pact_cotrain.envs.ftrl import FtrlEnv, default_ftrl_path, shared_sandbox
 from pact_cotrain.envs.parsing import format_tool_call
@@ -269,7 +269,7 @@ def test_strong_match_for_short_strings():
 
 
 def test_mining_hand_made_rows(sandbox, tmp_path):
-    from pact_cotrain.data.expert_traces import trace_for_task
+    from pact_cotrain.data.trace_mining import trace_for_task
 
     task, record = trace_for_task(ftrl_task(), "ftrl", sandbox)
     assert task is not None, record

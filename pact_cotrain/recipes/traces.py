@@ -3,7 +3,7 @@
     run_traces("ftrl", "ftrl_traces.jsonl")            # the shared FTRL file
     run_traces("toolhop", "toolhop_traces.jsonl", path="my_toolhop.jsonl")
 
-See ``pact_cotrain.data.expert_traces`` for how traces are mined and verified.
+See ``pact_cotrain.data.trace_mining`` for how traces are mined and verified.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Iterable
 
-from pact_cotrain.data.expert_traces import build_traces
+from pact_cotrain.data.trace_mining import build_traces
 from pact_cotrain.data.trace_format import write_tasks
 
 

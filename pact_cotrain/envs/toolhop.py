@@ -37,7 +37,8 @@ from pact_cotrain.data.readers import FTRL_INSTRUCTION, tool_source
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.base import StepResult, ToolCall
 from pact_cotrain.envs.ftrl import shared_data_dir, shared_sandbox
-from pact_cotrain.envs.parsing import CallError, ParseResult, error_observation, parse_tool_calls, split_reasoning
+from pact_cotrain.envs.parsing import CallError, ParseResult, parse_tool_calls
+from pact_cotrain.envs.tool_turn import run_tool_turn
 from pact_cotrain.rewards.ftrl import normalise
 from pact_cotrain.sandbox import ToolSandbox
 
@@ -142,33 +143,16 @@ class ToolHopEnv:
         return result.output, result.ok
 
     def step(self, assistant_text: str) -> StepResult:
-        text = assistant_text if isinstance(assistant_text, str) else ("" if assistant_text is None else str(assistant_text))
         self._n_steps += 1
-        _, visible = split_reasoning(text)
-        parsed = parse_calls(visible, self._tools)
-        messages: list[dict] = []
-        outputs: list[str] = []
-        n_calls = n_errors = n_failed = 0
-        for item in parsed.ordered:
-            if isinstance(item, ToolCall):
-                output, ok = self.execute(item)
-                n_calls += 1
-                if ok:
-                    outputs.append(output)
-                else:
-                    n_failed += 1
-                messages.append({"role": "tool", "name": item.name, "content": output})
-                continue
-            n_errors += 1
-            messages.append({"role": "tool", "name": item.name or "tool_call_error", "content": error_observation(item)})
-        self._n_calls += n_calls
-        self._format_errors += n_errors
-        self._final_content = parsed.content
-        self._outputs_before_final, self._last_outputs = self._last_outputs, outputs
-        done = not parsed.has_call_markup or self._n_steps >= self.max_steps
+        turn = run_tool_turn(assistant_text, self._tools, self.execute, parse=parse_calls)
+        self._n_calls += turn.n_valid  # ToolHop counts only valid calls executed
+        self._format_errors += turn.n_format_errors
+        self._final_content = turn.content
+        self._outputs_before_final, self._last_outputs = self._last_outputs, turn.outputs
+        done = turn.done(self._n_steps, self.max_steps)
         reward = self._answer_correct() if done else 0.0
-        info = {"n_calls": n_calls, "n_format_errors": n_errors, "n_tool_errors": n_failed}
-        return StepResult(tool_messages=messages, done=done, reward=reward, info=info)
+        info = {"n_calls": turn.n_valid, "n_format_errors": turn.n_format_errors, "n_tool_errors": turn.n_tool_errors}
+        return StepResult(turn.tool_messages, done, reward, info)
 
     def _answer_correct(self) -> float:
         if self._n_steps == 0:

@@ -28,7 +28,7 @@ from typing import Sequence
 
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.base import StepResult, ToolCall
-from pact_cotrain.envs.parsing import error_observation, parse_tool_calls, split_reasoning
+from pact_cotrain.envs.tool_turn import run_tool_turn
 from pact_cotrain.rewards.ftrl import FtrlTracker, contains_answer, matches
 
 SCENARIOS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
@@ -534,33 +534,15 @@ class ToolworldEnv:
         return output, True
 
     def step(self, assistant_text: str) -> StepResult:
-        text = assistant_text if isinstance(assistant_text, str) else ("" if assistant_text is None else str(assistant_text))
         self._n_steps += 1
-        _, visible = split_reasoning(text)
-        parsed = parse_tool_calls(visible, self._tools)
-        messages: list[dict] = []
-        n_calls = n_solved = n_errors = 0
-        malformed = False
-        for item in parsed.ordered:
-            if isinstance(item, ToolCall):
-                output, found = self.execute(item)
-                n_calls += 1
-                n_solved += self._tracker.record_call(item.name, output if found else None)
-                messages.append({"role": "tool", "name": item.name, "content": output})
-                continue
-            n_errors += 1
-            if item.name is not None:  # a named call the schema rejected: still one of FTRL's C
-                n_calls += 1
-                self._tracker.record_call(item.name, None)
-            else:
-                malformed = True
-            messages.append({"role": "tool", "name": item.name or "tool_call_error", "content": error_observation(item)})
-        self._format_errors += n_errors
-        self._final_content = parsed.content
-        reward = self._tracker.record_step(n_calls, n_solved, visible, malformed, self._answer)
-        done = not parsed.has_call_markup or self._n_steps >= self.max_steps
-        info = {"n_calls": n_calls, "n_format_errors": n_errors, "n_solved": n_solved}
-        return StepResult(tool_messages=messages, done=done, reward=reward, info=info)
+        turn = run_tool_turn(assistant_text, self._tools, self.execute)
+        # FTRL's C counts rejected named calls too; only a found lookup can solve a string.
+        n_solved = sum(self._tracker.record_call(a.name, a.ok_output) for a in turn.attempts)
+        self._format_errors += turn.n_format_errors
+        self._final_content = turn.content
+        reward = self._tracker.record_step(turn.n_attempts, n_solved, turn.visible_text, turn.malformed, self._answer)
+        info = {"n_calls": turn.n_attempts, "n_format_errors": turn.n_format_errors, "n_solved": n_solved}
+        return StepResult(turn.tool_messages, turn.done(self._n_steps, self.max_steps), reward, info)
 
     def metrics(self) -> dict[str, float]:
         t = self._tracker

@@ -156,9 +156,10 @@ class _Labeller:
         return start, end
 
 
-def _label_target(target: str, trace: list[dict], eos_token: str) -> list[tuple[int, int, str, int, int]]:
+def _label_target(target: str, trace: list[dict], eos_token: str, turn_header: str) -> list[tuple[int, int, str, int, int]]:
     lab = _Labeller(target)
     block = 0
+    turn_start = 0  # the first assistant turn's header is the end of the context
     for msg in trace:
         if msg["role"] == "tool":
             # Whole <tool_response> element when the template draws one, else the content alone.
@@ -169,10 +170,13 @@ def _label_target(target: str, trace: list[dict], eos_token: str) -> list[tuple[
                 lab.find(target[start : close + len("</tool_response>")], "tool_response")
             else:
                 lab.find(msg["content"], "tool_response")
+            header_at = target.find(turn_header, lab.cursor) if turn_header else -1
+            turn_start = header_at + len(turn_header) if header_at >= 0 else lab.cursor
             continue
+        first_span = len(lab.spans)
         reasoning = (msg.get("reasoning") or "").strip()
         if reasoning:
-            r_start = target.find(reasoning, lab.cursor)
+            r_start = target.find(reasoning, max(lab.cursor, turn_start))
             if r_start < 0:
                 raise ValueError(f"the chat template did not render reasoning {reasoning[:60]!r}")
             for seg, (s, e) in enumerate(split_segments(reasoning)):
@@ -196,7 +200,27 @@ def _label_target(target: str, trace: list[dict], eos_token: str) -> list[tuple[
         # The end-of-turn token belongs to the turn's last component: the model must learn to stop.
         if eos_token and target.find(eos_token, lab.cursor) >= 0:
             lab.find(eos_token, last_label)
+        _fill_turn_gaps(lab, first_span, max(turn_start, 0))
     return lab.spans
+
+
+def _fill_turn_gaps(lab: _Labeller, first_span: int, turn_start: int) -> None:
+    """Text the model itself writes inside an assistant turn between components (`<think>`,
+    `</think>`, newlines between calls) joins the component that follows it: at inference the
+    model must produce it to get there. Role headers before `turn_start` stay template."""
+    turn = sorted(lab.spans[first_span:])
+    cursor = turn_start
+    for start, end, label, block, segment in turn:
+        if start > cursor:
+            lab.spans.append((cursor, start, label, block, segment))
+        cursor = max(cursor, end)
+
+
+def _assistant_header(tokenizer) -> str:
+    """What the template writes to open an assistant turn (the generation prompt)."""
+    probe = [{"role": "user", "content": "?"}]
+    with_header = apply_template(tokenizer, probe, None, add_generation_prompt=True)
+    return with_header[len(apply_template(tokenizer, probe, None, add_generation_prompt=False)):]
 
 
 def render_trace_target(tokenizer, task: Task) -> RenderedSequence:
@@ -213,7 +237,7 @@ def render_trace_target(tokenizer, task: Task) -> RenderedSequence:
     target = full[len(context) :]
     context_ids = encode(tokenizer, context)
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
-    spans = _label_target(target, task.trace, tokenizer.eos_token or "")
+    spans = _label_target(target, task.trace, tokenizer.eos_token or "", _assistant_header(tokenizer))
 
     components = ["prompt"] * len(context_ids)
     blocks, segments = [-1] * len(context_ids), [-1] * len(context_ids)

@@ -65,7 +65,8 @@ def test_component_texts(tok):
 
     assert text_of("tool_call").count("<tool_call>") == 2 and text_of("tool_call").count("</tool_call>") == 2
     assert '"Ola Vesk"' in text_of("tool_call") and tok.eos_token in text_of("tool_call")
-    assert text_of("answer") == "Varnhold and Ostmark." + tok.eos_token
+    answer = text_of("answer")  # the closing think tag the model writes, then the answer and end of turn
+    assert answer.startswith("\n</think>\n") and answer.endswith("\nVarnhold and Ostmark." + tok.eos_token)
     assert "I need the birthplace." in text_of("reasoning") and "I can answer." in text_of("reasoning")
     assert all(c == "prompt" for c in r.components[: r.prompt_len])
     assert all(c != "prompt" for c in r.components[r.prompt_len:])
@@ -78,8 +79,18 @@ def test_reasoning_segments(tok):
     for t, b, s in zip(r.input_ids, r.reasoning_block, r.reasoning_segment):
         if b >= 0:
             seg_text.setdefault((b, s), []).append(t)
-    assert tok.decode(seg_text[(0, 0)]) == "I need the birthplace."
-    assert tok.decode(seg_text[(1, 1)]) == "I can answer."
+    assert tok.decode(seg_text[(0, 0)]) == "<think>\nI need the birthplace."  # the opening tag joins segment 0
+    assert tok.decode(seg_text[(1, 1)]) == "\n\nI can answer."  # the paragraph break joins the next segment
+
+
+def test_turn_structure_the_model_writes_is_a_target_but_role_headers_are_not(tok):
+    r = render_trace_target(tok, task())
+    targets = [t for t, c in zip(r.input_ids, r.components) if c in ("reasoning", "tool_call", "answer")]
+    text = tok.decode(targets)
+    assert text.count("<think>") == 2 and text.count("</think>") == 2
+    assert "<|im_start|>" not in text and "assistant" not in text.replace("Varnhold", "")
+    template = tok.decode([t for t, c in zip(r.input_ids, r.components) if c == "template"])
+    assert "<|im_start|>assistant" in template and "<think>" not in template
 
 
 def test_split_segments():

@@ -32,18 +32,15 @@ environment is therefore cheap (no process is started per episode).
 from __future__ import annotations
 
 import atexit
-import copy
 import os
 import threading
 from pathlib import Path
 
 from pact_cotrain.data.trace_format import Task
-from pact_cotrain.envs.base import StepResult, ToolCall
-from pact_cotrain.envs.tool_turn import run_tool_turn
-from pact_cotrain.rewards.ftrl import FtrlTracker, contains_answer
+from pact_cotrain.envs.base import ToolCall
+from pact_cotrain.envs.ftrl_scored import FtrlScoredEnv
 from pact_cotrain.sandbox import ToolSandbox
 
-REWARD_MODES = ("solve_f1", "step_mean")
 FTRL_MAX_STEPS = 20
 
 # ---------------------------------------------------------------------------------------------
@@ -95,18 +92,14 @@ def close_shared_sandbox() -> None:
 # The environment
 
 
-class FtrlEnv:
-    """One episode over an FTRL task (the Environment protocol)."""
+class FtrlEnv(FtrlScoredEnv):
+    """One episode over an FTRL task (the Environment protocol); the task's tool code runs in the sandbox."""
 
     def __init__(self, sandbox: ToolSandbox | None = None, max_steps: int = FTRL_MAX_STEPS,
                  reward: str = "solve_f1"):
-        if reward not in REWARD_MODES:
-            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
         self._sandbox = sandbox
-        self.max_steps = max_steps
-        self.reward_mode = reward
-        self.task: Task | None = None
-        self._start({}, [], {}, "")  # a usable (empty) state even before reset
+        self._codes: dict = {}
+        super().__init__(max_steps, reward)
 
     @property
     def sandbox(self) -> ToolSandbox:
@@ -114,58 +107,14 @@ class FtrlEnv:
             self._sandbox = shared_sandbox()
         return self._sandbox
 
-    def _start(self, codes: dict, tools: list[dict], unsolved: dict, answer: str) -> None:
-        self._codes = codes
-        self._tools = tools
-        self._tracker = FtrlTracker(unsolved)
-        self._answer = answer
-        self._n_steps = 0
-        self._format_errors = 0
-        self._final_content = ""
-        self._step_rewards: list[float] = []
-
-    def reset(self, task: Task) -> tuple[list[dict], list[dict]]:
-        self.task = task
-        meta = task.metadata
-        codes = meta.get("codes") if isinstance(meta.get("codes"), dict) else {}
-        unsolved = meta.get("unsolved_set") if isinstance(meta.get("unsolved_set"), dict) else {}
-        self._start(codes, task.tools, unsolved, str(meta.get("answer", "")))
-        return copy.deepcopy(task.messages), copy.deepcopy(task.tools)
+    def _load(self, task: Task) -> None:
+        codes = task.metadata.get("codes")
+        self._codes = codes if isinstance(codes, dict) else {}
 
     def execute(self, call: ToolCall) -> tuple[str, bool]:
         """(observation, ok): run one validated call in the sandbox with the task's code."""
         result = self.sandbox.call(self._codes, call.name, call.arguments)
         return result.output, result.ok
-
-    def step(self, assistant_text: str) -> StepResult:
-        self._n_steps += 1
-        turn = run_tool_turn(assistant_text, self._tools, self.execute)
-        # FTRL's C counts rejected named calls too; only a call the sandbox ran to completion can solve.
-        n_solved = sum(self._tracker.record_call(a.name, a.ok_output) for a in turn.attempts)
-        self._format_errors += turn.n_format_errors
-        self._final_content = turn.content
-        reward = self._tracker.record_step(turn.n_attempts, n_solved, turn.visible_text, turn.malformed, self._answer)
-        info = {"n_calls": turn.n_attempts, "n_format_errors": turn.n_format_errors, "n_solved": n_solved,
-                "n_tool_errors": turn.n_tool_errors}
-        return StepResult(turn.tool_messages, turn.done(self._n_steps, self.max_steps), reward, info)
-
-    def metrics(self) -> dict[str, float]:
-        t = self._tracker
-        out = {
-            "solve_r": t.solve_r,
-            "solve_p": t.solve_p,
-            "solve_f1": t.solve_f1,
-            # The answer must be in the visible text of the last turn, outside any call block.
-            "answer_correct": float(contains_answer(self._final_content, self._answer)),
-            "format_errors": float(self._format_errors),
-            "n_calls": float(t.C),
-            "n_solved": float(t.S),
-            "n_steps": float(self._n_steps),
-            "step_mean": t.step_mean,
-            "step_reward_sum": float(sum(s["reward"] for s in t.steps)),
-        }
-        out["reward"] = out[self.reward_mode]
-        return out
 
 
 def make_env(task: Task | None = None, max_steps: int = FTRL_MAX_STEPS, reward: str = "solve_f1",

@@ -19,7 +19,6 @@ hash of its lower-cased text (`split_of`), and generation rejects names of the o
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import random
@@ -27,9 +26,9 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from pact_cotrain.data.trace_format import Task
-from pact_cotrain.envs.base import StepResult, ToolCall
-from pact_cotrain.envs.tool_turn import run_tool_turn
-from pact_cotrain.rewards.ftrl import FtrlTracker, contains_answer, matches
+from pact_cotrain.envs.base import ToolCall
+from pact_cotrain.envs.ftrl_scored import FtrlScoredEnv
+from pact_cotrain.rewards.ftrl import matches
 
 SCENARIOS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
 SPLITS = ("train", "test")
@@ -474,50 +473,28 @@ def generate_tasks(
 
 # ---------------------------------------------------------------- the environment
 
-REWARD_MODES = ("solve_f1", "step_mean")
-
-
-class ToolworldEnv:
+class ToolworldEnv(FtrlScoredEnv):
     """One episode over a ToolWorld task (the Environment protocol).
 
     step(): read calls from the visible text (after any `</think>`), validated against the
     task's schemas; execute valid ones against the task's tables; answer every block in text
     order (an output, or an error observation); score the step with FTRL's per-step reward.
     The episode is done at a turn with no `<tool_call>` markup, or after `max_steps` turns.
-
-    Call accounting: a block that names a tool counts as a call (FTRL's C) even when schema
-    validation rejects it (it can solve nothing); a block that cannot be read as a call at all
-    is a format error only, and makes a call-less step "malformed" (-0.3). Only successful
-    lookups can solve expected strings, so an error message echoing an argument never scores.
     """
 
     def __init__(self, max_steps: int = 10, reward: str = "solve_f1"):
-        if reward not in REWARD_MODES:
-            raise ValueError(f"reward must be one of {REWARD_MODES}, got {reward!r}")
-        self.max_steps = max_steps
-        self.reward_mode = reward
-        self.task: Task | None = None
-        self._start({}, [], {}, "")  # a usable (empty) state even before reset
-
-    def _start(self, tables: dict, tools: list[dict], unsolved: dict, answer: str) -> None:
-        self._tables = {tool: {_lookup_key(k): v for k, v in entries.items()} for tool, entries in tables.items()}
-        self._tools = tools
+        self._tables: dict = {}
         self._params: dict[str, str | None] = {}
-        for schema in tools:
+        super().__init__(max_steps, reward)
+
+    def _load(self, task: Task) -> None:
+        tables = task.metadata.get("toolworld_tables") or {}
+        self._tables = {tool: {_lookup_key(k): v for k, v in entries.items()} for tool, entries in tables.items()}
+        self._params = {}
+        for schema in task.tools:
             params = schema["function"].get("parameters") or {}
             names = params.get("required") or list(params.get("properties") or {})
             self._params[schema["function"]["name"]] = names[0] if names else None
-        self._tracker = FtrlTracker(unsolved)
-        self._answer = answer
-        self._n_steps = 0
-        self._format_errors = 0
-        self._final_content = ""
-
-    def reset(self, task: Task) -> tuple[list[dict], list[dict]]:
-        self.task = task
-        meta = task.metadata
-        self._start(meta.get("toolworld_tables") or {}, task.tools, meta.get("unsolved_set") or {}, str(meta.get("answer", "")))
-        return copy.deepcopy(task.messages), copy.deepcopy(task.tools)
 
     def execute(self, call: ToolCall) -> tuple[str, bool]:
         """(output, found). Unknown keys get an API-style error object, not an exception."""
@@ -532,33 +509,6 @@ class ToolworldEnv:
             shown = value if len(value) <= 80 else value[:77] + "..."
             return json.dumps({"error": f"no {param} named {shown}"}, ensure_ascii=False), False
         return output, True
-
-    def step(self, assistant_text: str) -> StepResult:
-        self._n_steps += 1
-        turn = run_tool_turn(assistant_text, self._tools, self.execute)
-        # FTRL's C counts rejected named calls too; only a found lookup can solve a string.
-        n_solved = sum(self._tracker.record_call(a.name, a.ok_output) for a in turn.attempts)
-        self._format_errors += turn.n_format_errors
-        self._final_content = turn.content
-        reward = self._tracker.record_step(turn.n_attempts, n_solved, turn.visible_text, turn.malformed, self._answer)
-        info = {"n_calls": turn.n_attempts, "n_format_errors": turn.n_format_errors, "n_solved": n_solved}
-        return StepResult(turn.tool_messages, turn.done(self._n_steps, self.max_steps), reward, info)
-
-    def metrics(self) -> dict[str, float]:
-        t = self._tracker
-        out = {
-            "solve_r": t.solve_r,
-            "solve_p": t.solve_p,
-            "solve_f1": t.solve_f1,
-            # The answer must be in the visible text of the last turn, outside any call block.
-            "answer_correct": float(contains_answer(self._final_content, self._answer)),
-            "format_errors": float(self._format_errors),
-            "n_calls": float(t.C),
-            "n_steps": float(self._n_steps),
-            "step_mean": t.step_mean,
-        }
-        out["reward"] = out[self.reward_mode]
-        return out
 
 
 def make_env(task: Task | None = None, max_steps: int = 10, reward: str = "solve_f1") -> ToolworldEnv:

@@ -16,7 +16,7 @@ from pact_cotrain.rollout.engine import RolloutEngine, SamplingConfig, component
 
 def run_rollout_smoke(model="smollm2-135m-instruct", n_tasks=4, k=4, seed=0, max_new_tokens=128,
                       temperature=1.0, show=4):
-    console = Console()
+    console = Console(width=max(Console().width, 150))  # the table has 11 columns
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model, tokenizer = load_model_and_tokenizer(model)
     tasks = generate_tasks(n_tasks, seed=seed, split="test")

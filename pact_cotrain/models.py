@@ -20,7 +20,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from pact_cotrain.testing import chatml_tool_template
+from pact_cotrain.templates import chatml_tool_template
 
 
 @dataclass(frozen=True)

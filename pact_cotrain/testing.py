@@ -7,7 +7,7 @@ initialised Llama of a few hundred thousand parameters.
 
 from __future__ import annotations
 
-from importlib import resources
+from pact_cotrain.templates import chatml_tool_template
 
 CHATML_SPECIAL_TOKENS = ["<|im_start|>", "<|im_end|>", "<|endoftext|>"]
 
@@ -44,10 +44,6 @@ def tiny_tokenizer(vocab_size: int = 600, chat_template: str | None = None):
     )
     tok.chat_template = chat_template or chatml_tool_template()
     return tok
-
-
-def chatml_tool_template() -> str:
-    return resources.files("pact_cotrain").joinpath("templates/chatml_tools.jinja").read_text()
 
 
 def tiny_llama(tokenizer, hidden: int = 32, layers: int = 2, seed: int = 0):

@@ -57,7 +57,6 @@ class PACTTrainer(GRPOTrainer):
             else processing_class.eos_token_id
         self._prompt_cache: dict[tuple[str, str | None], list[int]] = {}
         self._target_cache: dict[str, object] = {}
-        self.last_episodes: list[Episode] = []
 
     # ------------------------------------------------------------------ batch construction
 
@@ -109,7 +108,6 @@ class PACTTrainer(GRPOTrainer):
         episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
         model.train(was_training)
-        self.last_episodes = episodes
 
         by_id = {t.id: t for t in tasks}
         scored = [self.episode_reward.score(ep, by_id[ep.task_id]) for ep in episodes]
@@ -135,7 +133,6 @@ class PACTTrainer(GRPOTrainer):
             "advantages": advantages,
             "anchor": anchor,
             "rollout_seconds": rollout_seconds,
-            "reward_parts": scored,
         }
         if self.num_iterations > 1:  # the batch is reused: freeze pi_old's log-probs now
             with torch.no_grad():

@@ -48,7 +48,7 @@ def write_demo_report(path, cfg, before, after, history, steps_done, train_secon
         "# PACT demo: SmolLM2-135M-Instruct on toolworld (CPU)",
         "",
         f"Held-out toolworld test tasks: {n_eval} (entities disjoint from training), greedy decoding, "
-        f"prompt-only, at most {4} assistant turns. Training: method `{cfg['method']['name']}`, "
+        f"prompt-only, at most {after.get('max_turns', '?')} assistant turns. Training: method `{cfg['method']['name']}`, "
         f"{steps_done} optimiser steps of {cfg['train']['prompts_per_step']} prompts x {cfg['train']['k']} rollouts"
         f"{' (stopped early by the time budget)' if stopped_early else ''}.",
         "",

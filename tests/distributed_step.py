@@ -2,7 +2,6 @@
 
 import sys
 
-import torch
 from accelerate import PartialState
 
 from pact_cotrain.recipes.train import build_trainer, load_config

@@ -1,7 +1,5 @@
 """The rollout engine returns exactly the tokens it sampled, with their log-probs."""
 
-import copy
-
 import torch
 
 from pact_cotrain.data.trace_format import Task

@@ -89,7 +89,7 @@ def _check_message(msg: Any, where: str, allowed_roles: tuple[str, ...]) -> None
             "a tool message needs `tool_call_id` or `name`",
         )
     else:
-        _require("tool_calls" not in msg, f"{where}.tool_calls", f"only assistant messages carry tool calls")
+        _require("tool_calls" not in msg, f"{where}.tool_calls", "only assistant messages carry tool calls")
 
 
 def _check_tool_schema(schema: Any, where: str) -> None:

@@ -15,9 +15,6 @@ from pact_cotrain.envs.parsing import parse_tool_calls
 from pact_cotrain.envs.toolworld import ToolworldEnv
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
 
-METRICS = ("solve_r", "solve_p", "solve_f1", "answer_correct", "valid_call_episodes", "valid_call_blocks", "n_calls")
-
-
 def call_validity(episode: Episode, tools: list[dict]) -> tuple[int, int]:
     """(valid call blocks, all call blocks) over the episode's assistant turns."""
     valid = blocks = 0
@@ -55,4 +52,5 @@ def evaluate_toolworld(model, tokenizer, tasks: list[Task], sampling: SamplingCo
     total_blocks = sum(r["call_blocks"] for r in rows)
     summary["valid_call_blocks"] = sum(r["valid_calls"] for r in rows) / total_blocks if total_blocks else 0.0
     summary["n_episodes"] = len(rows)
+    summary["max_turns"] = sampling.max_turns
     return summary

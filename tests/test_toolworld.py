@@ -265,3 +265,21 @@ def test_ambiguity_check_rejects_clashing_tables():
     ok = {"get_population": {"Varnhold": '{"population": 4821}', "Kelmere": '{"population": 9930}'}}
     clash = {"get_population": {"Varnhold": '{"population": 4821}', "Kelmere": '{"population": 48210}'}}
     assert _unambiguous(ok, unsolved, gold) and not _unambiguous(clash, unsolved, gold)
+
+
+def test_warmup_split_shares_no_entity_and_no_tool_with_train_or_test(train_tasks):
+    warmup = generate_tasks(200, seed=0, split="warmup")
+    main = train_tasks + generate_tasks(200, seed=0, split="test")
+    assert not {n.casefold() for n in _names(warmup)} & {n.casefold() for n in _names(main)}
+    assert {split_of(n) for n in _names(warmup)} == {"warmup"}
+    assert not {t for task in warmup for t in task.tool_names} & {t for task in main for t in task.tool_names}
+    assert Counter(t.metadata["scenario"] for t in warmup) == {s: 50 for s in SCENARIOS}
+
+
+def test_warmup_expert_traces_replay_perfectly():
+    for task in generate_tasks(120, seed=0, split="warmup"):
+        env = make_env(task)
+        pairs, results = _replay(task, env)
+        assert all(env_msgs == trace_msgs for env_msgs, trace_msgs in pairs), task.id
+        m = env.metrics()
+        assert (m["solve_r"], m["solve_p"], m["solve_f1"], m["answer_correct"]) == (1.0, 1.0, 1.0, 1.0), task.id

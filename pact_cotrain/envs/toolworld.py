@@ -15,6 +15,10 @@ environment executes calls against, so tasks round-trip through the JSONL trace 
 
 Train and test draw entity names from disjoint pools: a name belongs to the split picked by a
 hash of its lower-cased text (`split_of`), and generation rejects names of the other split.
+A third split, `warmup`, is disjoint from both in entities *and* tools: its names start with "J"
+(an onset the train/test names never use) and its tasks use their own relations
+(`WARMUP_RELATIONS`). It teaches the tool-call format before a study without leaking any
+training or evaluation tool or entity.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from pact_cotrain.envs.ftrl_scored import FtrlScoredEnv
 from pact_cotrain.rewards.ftrl import matches
 
 SCENARIOS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
-SPLITS = ("train", "test")
+SPLITS = ("train", "test", "warmup")
 ENTITY_TYPES = ("person", "city", "company", "product", "country")
 VALUE_KINDS = ("year", "date", "number")  # terminal outputs: never the argument of another call
 
@@ -76,7 +80,34 @@ RELATIONS: tuple[Relation, ...] = (
     Relation("get_country", "city", "country", "country", "the country of {x}", "Return the country a city is in.", "country"),
     Relation("get_capital", "country", "city", "capital", "the capital of {x}", "Return the capital city of a country.", "capital"),
 )
-RELATION_BY_TOOL = {r.tool: r for r in RELATIONS}
+
+# The warm-up split's relations: the same entity types, none of the tools above.
+WARMUP_RELATIONS: tuple[Relation, ...] = (
+    Relation("get_spouse", "person", "person", "spouse", "the spouse of {x}", "Return the person someone is married to.", "kin"),
+    Relation("get_sibling", "person", "person", "sibling", "the sibling of {x}", "Return a person's brother or sister.", "kin"),
+    Relation("get_height_cm", "person", "number", "height_cm", "the height in centimetres of {x}", "Return a person's height in centimetres.", "body", 140, 210),
+    Relation("get_weight_kg", "person", "number", "weight_kg", "the weight in kilograms of {x}", "Return a person's weight in kilograms.", "body", 45, 120),
+    Relation("get_sister_city", "city", "city", "sister_city", "the sister city of {x}", "Return a city's twinned sister city.", "twin"),
+    Relation("get_area_km2", "city", "number", "area_km2", "the area in square kilometres of {x}", "Return a city's area in square kilometres.", "area", 10, 2000),
+    Relation("get_charter_year", "city", "year", "charter_year", "the charter year of {x}", "Return the year a city received its charter.", "charter", 1100, 1990),
+    Relation("get_main_rival", "company", "company", "main_rival", "the main rival of {x}", "Return a company's main competitor.", "rival"),
+    Relation("get_parent_company", "company", "company", "parent_company", "the parent company of {x}", "Return the company that owns a company.", "rival"),
+    Relation("get_employee_count", "company", "number", "employees", "the number of employees of {x}", "Return how many people a company employs.", "staff", 10, 200000),
+    Relation("get_ipo_date", "company", "date", "ipo_date", "the IPO date of {x}", "Return the date a company was listed (YYYY-MM-DD).", "listing", 1950, 2023),
+    Relation("get_chief_designer", "product", "person", "chief_designer", "the chief designer of {x}", "Return the person who designed a product.", "designer"),
+    Relation("get_weight_grams", "product", "number", "weight_g", "the weight in grams of {x}", "Return a product's weight in grams.", "mass", 50, 9000),
+    Relation("get_release_year", "product", "year", "release_year", "the release year of {x}", "Return the year a product was released.", "release", 1990, 2024),
+    Relation("get_head_of_state", "country", "person", "head_of_state", "the head of state of {x}", "Return a country's head of state.", "leader"),
+    Relation("get_largest_city", "country", "city", "largest_city", "the largest city of {x}", "Return a country's most populous city.", "bigcity"),
+    Relation("get_independence_year", "country", "year", "independence_year", "the independence year of {x}", "Return the year a country became independent.", "independence", 1800, 1995),
+    Relation("get_land_area", "country", "number", "land_area_km2", "the land area in square kilometres of {x}", "Return a country's land area in square kilometres.", "area", 1000, 900000),
+)
+RELATION_BY_TOOL = {r.tool: r for r in RELATIONS + WARMUP_RELATIONS}
+
+
+def relations_for(split: str) -> tuple[Relation, ...]:
+    return WARMUP_RELATIONS if split == "warmup" else RELATIONS
+
 
 # Consecutive hops that lead straight back to where they started ("the country of the capital
 # of X" is X): such questions answer themselves, so chains never use them.
@@ -86,6 +117,10 @@ _BACKTRACKS = {
     ("get_former_ceo", "get_employer"),
     ("get_flagship_product", "get_manufacturer"),
     ("get_manufacturer", "get_flagship_product"),
+    ("get_spouse", "get_spouse"),
+    ("get_sibling", "get_sibling"),
+    ("get_sister_city", "get_sister_city"),
+    ("get_main_rival", "get_main_rival"),
 }
 
 # ---------------------------------------------------------------- names
@@ -121,8 +156,16 @@ def _raw_name(rng: random.Random, etype: str) -> str:
 
 
 def split_of(name: str) -> str:
-    """The split a name belongs to: a hash of its lower-cased text, so pools never overlap."""
+    """The split a name belongs to: warm-up names start with "J" (no train/test onset does);
+    the rest split by a hash of the lower-cased text, so pools never overlap."""
+    if name[:1] in ("J", "j"):
+        return "warmup"
     return SPLITS[hashlib.sha256(name.casefold().encode("utf-8")).digest()[0] % 2]
+
+
+def _warmup_name(raw: str) -> str:
+    """"Braik Stol" -> "Jaik Stol": the first onset becomes "J"."""
+    return "J" + raw.lstrip("BDFGHKLMNPRSTVZbdfghklmnprstvz")
 
 
 def _lookup_key(value: str) -> str:
@@ -161,6 +204,8 @@ class _World:
     def name(self, etype: str, track: bool = True) -> str:
         while True:
             cand = _raw_name(self.rng, etype)
+            if self.split == "warmup":
+                cand = _warmup_name(cand)
             low = cand.casefold()
             # Same split only; no name inside another, which keeps FTRL substring matching unambiguous.
             if split_of(cand) == self.split and not any(low in n or n in low for n in self.names):
@@ -196,14 +241,15 @@ def _draw(rng: random.Random, knob: int | tuple[int, int]) -> int:
     return knob if isinstance(knob, int) else rng.randint(knob[0], knob[1])
 
 
-def _pick_chain(rng: random.Random, hops: int, start: str | None = None, final: Sequence[str] | None = None) -> list[Relation]:
+def _pick_chain(rng: random.Random, rels: Sequence[Relation], hops: int, start: str | None = None,
+                final: Sequence[str] | None = None) -> list[Relation]:
     """Relations r1..rh with r_i.out == r_{i+1}.arg, no tool twice, no backtracking pair."""
     for _ in range(200):
         cur, chain = start or rng.choice(ENTITY_TYPES), []
         for h in range(hops):
             last = h == hops - 1
             options = [
-                r for r in RELATIONS
+                r for r in rels
                 if r.arg == cur and r not in chain
                 and ((final is None or r.out in final) if last else r.out in ENTITY_TYPES)
                 and not (chain and (chain[-1].tool, r.tool) in _BACKTRACKS)
@@ -279,16 +325,17 @@ def _combine(rng: random.Random, branches: list[list[_Hop]], op: str) -> tuple[s
 
 def _plan(rng: random.Random, world: _World, scenario: str, hops, branches) -> tuple[list[list[_Hop]], str]:
     """Choose relations and start entities, resolve every gold hop, pick the combine op."""
+    rels = relations_for(world.split)
     if scenario in ("single_hop", "multi_hop"):
         n_hops = 1 if scenario == "single_hop" else max(2, _draw(rng, hops))
-        chains, op = [_pick_chain(rng, n_hops)], "single"
+        chains, op = [_pick_chain(rng, rels, n_hops)], "single"
     else:
         n_hops = 1 if scenario == "parallel_single_hop" else max(2, _draw(rng, hops))
         n_branches = max(2, _draw(rng, branches))
         if rng.random() < 0.5:  # independent lookups, answered as a list
-            chains, op = [_pick_chain(rng, n_hops) for _ in range(n_branches)], "list"
+            chains, op = [_pick_chain(rng, rels, n_hops) for _ in range(n_branches)], "list"
         else:  # the same chain from different starts, combined arithmetically or compared
-            chain = _pick_chain(rng, n_hops, final=VALUE_KINDS)
+            chain = _pick_chain(rng, rels, n_hops, final=VALUE_KINDS)
             kind = chain[-1].out
             ops = {"number": ["sum", "difference", "compare"], "year": ["difference", "compare"], "date": ["compare"]}[kind]
             if n_branches > 2 and "difference" in ops:
@@ -355,10 +402,10 @@ def tool_schema(rel: Relation) -> dict:
     }
 
 
-def _pick_distractors(rng: random.Random, needed: list[Relation], n: int) -> list[Relation]:
+def _pick_distractors(rng: random.Random, rels: Sequence[Relation], needed: list[Relation], n: int) -> list[Relation]:
     """About half confusable (same family, e.g. get_birth_year next to get_birthplace), the rest random."""
     families = {r.family for r in needed}
-    unused = [r for r in RELATIONS if r not in needed]
+    unused = [r for r in rels if r not in needed]
     similar = [r for r in unused if r.family in families]
     rng.shuffle(similar)
     chosen = similar[: (n + 1) // 2]
@@ -402,7 +449,7 @@ def _build_task(task_id: str, rng: random.Random, split: str, scenario: str, hop
     plan, op = _plan(rng, world, scenario, hops, branches)
     question, answer, final_reasoning, final_content = _combine(rng, plan, op)
     needed = list(dict.fromkeys(h.rel for b in plan for h in b))  # unique, in first-use order
-    distractors = _pick_distractors(rng, needed, _draw(rng, n_distractors))
+    distractors = _pick_distractors(rng, relations_for(split), needed, _draw(rng, n_distractors))
     _fill_tables(world, needed, distractors, n_decoys)
 
     unsolved: dict[str, list[str]] = {}

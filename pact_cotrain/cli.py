@@ -77,6 +77,16 @@ def _train(args) -> int:
     return run_train(args.config, args.overrides, resume=args.resume)
 
 
+def _study(args) -> int:
+    from pact_cotrain.recipes.study import run_one, run_study
+
+    if args.run_one:
+        return run_one(args.config, args.out, args.run_one)
+    return run_study(args.config, args.out, only=args.only.split(",") if args.only else None,
+                     seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None,
+                     workers=args.workers, report_only=args.report)
+
+
 def _demo(args) -> int:
     from pact_cotrain.recipes.demo import run_demo
 
@@ -97,7 +107,8 @@ def _eval(args) -> int:
             return 2
         data[name] = path
     run_eval(args.model, [b for b in args.benchmarks.split(",") if b], data=data, limit=args.limit,
-             out_dir=args.out, batch_size=args.batch_size, greedy=not args.sample, seed=args.seed)
+             out_dir=args.out, batch_size=args.batch_size, greedy=not args.sample, seed=args.seed,
+             max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens)
     print((Path(args.out) / "results.md").read_text())
     return 0
 
@@ -180,6 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--sample", action="store_true", help="sample at temperature 1 instead of greedy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-turns", type=int, default=None, help="cap each benchmark's turn limit (recorded)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per assistant turn")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="print runs side by side and exit")
     p.set_defaults(func=_eval)
 
@@ -191,6 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tasks", default=None, help="task/trace JSONL (or the benchmark's file)")
     p.add_argument("--limit", type=int, default=50)
     p.set_defaults(func=_inspect)
+
+    p = sub.add_parser("study", help="matched-compute comparison of methods over seeds (resumable)")
+    p.add_argument("--config", default="cpu", help="a study in configs/studies/, or a YAML path")
+    p.add_argument("--out", default="runs/cpu-study")
+    p.add_argument("--only", default=None, help="comma list of methods to run")
+    p.add_argument("--seeds", default=None, help="comma list of seeds to run")
+    p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the study's)")
+    p.add_argument("--report", action="store_true", help="only rebuild results.md and curves.png")
+    p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
+    p.set_defaults(func=_study)
 
     p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, train PACT on toolworld, evaluate, report")
     p.add_argument("--out", default="runs/demo")

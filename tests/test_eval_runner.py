@@ -195,3 +195,13 @@ def test_token_components_labels_turns_and_inserted_tokens():
     assert token_components(record, pieces) == (
         ["reasoning"] * 3 + ["tool_call"] * 3 + ["eot"] + ["template"] + ["tool_response"] * 3 + ["template"]
         + ["answer"] * 2 + ["eot"])
+
+
+def test_per_benchmark_limit_and_turn_cap(tmp_path, tokenizer):
+    results = run_eval((tiny_llama(tokenizer), tokenizer), ["toolworld"], {}, limit={"toolworld": 2},
+                       out_dir=str(tmp_path), batch_size=2, max_turns={"toolworld": 1}, **EVAL_KW)
+    bench = results["benchmarks"]["toolworld"]
+    assert bench["n_episodes"] == 2 and bench["max_turns"] == 1
+    assert results["sampling"]["max_turns_cap"] == {"toolworld": 1}
+    for line in (tmp_path / "episodes_toolworld.jsonl").read_text().splitlines():
+        assert len(json.loads(line)["turn_spans"]) <= 1

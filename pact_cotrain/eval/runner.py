@@ -96,14 +96,27 @@ def spread_subset(tasks: list, limit: int) -> list:
     return [tasks[(i * len(tasks)) // limit] for i in range(limit)]
 
 
-def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None, limit: int | None = None,
+def _capped(make_env: Callable, max_turns: int) -> Callable:
+    """The benchmark's environment factory, with the episode's step limit lowered to max_turns."""
+    def make(task):
+        env = make_env(task)
+        env.max_steps = min(env.max_steps, max_turns)
+        return env
+
+    return make
+
+
+def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
+             limit: int | dict[str, int | None] | None = None,
              out_dir: str = "runs/eval", batch_size: int = 16, greedy: bool = True,
              model_loader: Callable = load_model_and_tokenizer, *, temperature: float = 1.0, top_p: float = 1.0,
              max_new_tokens_per_turn: int = 256, max_completion_tokens: int = 4096, seed: int = 0,
-             device: str | None = None, progress: bool = True) -> dict:
+             max_turns: int | dict[str, int] | None = None, device: str | None = None, progress: bool = True) -> dict:
     """Evaluate `model` (a name/path for `model_loader`, or a ready (model, tokenizer) pair) on each
     named benchmark; write episodes_<bench>.jsonl, results.json and results.md under `out_dir`, and
-    return the results dict (the content of results.json)."""
+    return the results dict (the content of results.json). `max_turns` (an int, or
+    {benchmark: int}) caps a benchmark's own turn limit: a cheaper deviation from its protocol,
+    recorded in results.json."""
     import torch
 
     from pact_cotrain.eval.benchmarks import BENCHMARKS
@@ -132,7 +145,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None, l
         "greedy": greedy,
         "batch_size": batch_size,
         "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens_per_turn": max_new_tokens_per_turn,
-                     "max_completion_tokens": max_completion_tokens, "seed": seed},
+                     "max_completion_tokens": max_completion_tokens, "seed": seed, "max_turns_cap": max_turns},
         "load_seconds": load_seconds,
         "benchmarks": {},
     }
@@ -145,12 +158,15 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None, l
             t0 = time.time()
             tasks = bench.load(data.get(name))
             n_available = len(tasks)
-            if limit is not None:
-                tasks = spread_subset(tasks, limit)
-            sampling = SamplingConfig(temperature=temperature, top_p=top_p, greedy=greedy, max_turns=bench.max_turns,
+            bench_limit = limit.get(name) if isinstance(limit, dict) else limit
+            if bench_limit is not None:
+                tasks = spread_subset(tasks, bench_limit)
+            cap = max_turns.get(name) if isinstance(max_turns, dict) else max_turns
+            turns = bench.max_turns if cap is None else min(bench.max_turns, cap)
+            sampling = SamplingConfig(temperature=temperature, top_p=top_p, greedy=greedy, max_turns=turns,
                                       max_new_tokens_per_turn=max_new_tokens_per_turn,
                                       max_completion_tokens=max_completion_tokens)
-            engine = RolloutEngine(policy, tokenizer, bench.make_env, sampling)
+            engine = RolloutEngine(policy, tokenizer, _capped(bench.make_env, turns), sampling)
             batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
             job = bar.add_task(name, total=len(batches)) if bar is not None else None
             episodes_path = out / f"episodes_{name}.jsonl"
@@ -177,6 +193,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None, l
                 "stop_reasons": dict(stops),
                 "generated_tokens": generated,
                 "wall_seconds": time.time() - t0,
+                "max_turns": turns,
             }
     finally:
         if bar is not None:

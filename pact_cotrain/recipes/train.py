@@ -56,20 +56,24 @@ def load_train_tasks(data: dict) -> list[Task]:
     if data["source"] == "toolworld":
         from pact_cotrain.envs.toolworld import generate_tasks
 
-        return generate_tasks(data["n_train"], seed=data.get("toolworld_seed", 0), split="train")
+        return generate_tasks(data["n_train"], seed=data.get("toolworld_seed", 0), split=data.get("split", "train"))
     if data["source"] == "file":
         return load_tasks(data["path"])
     raise ValueError(f"data.source must be toolworld or file, got {data['source']!r}")
 
 
 def env_factory_for(tasks: list[Task], max_steps: int):
-    """Each task's benchmark picks its environment (toolworld in process; others via the sandbox)."""
+    """Each task's benchmark picks its environment (toolworld in process; FTRL's tool code in the sandbox)."""
     from pact_cotrain.envs.toolworld import ToolworldEnv
 
     def make(task: Task):
         bench = task.metadata.get("benchmark", "toolworld")
         if bench == "toolworld":
             return ToolworldEnv(max_steps=max_steps)
+        if bench == "ftrl":
+            from pact_cotrain.envs.ftrl import FtrlEnv
+
+            return FtrlEnv(max_steps=max_steps)
         raise ValueError(f"task {task.id}: no training environment for benchmark {bench!r} yet")
 
     return make

@@ -1,0 +1,199 @@
+"""`pact study`: a matched-compute comparison of methods over seeds, resumable run by run.
+
+    pact study --config cpu --out runs/cpu-study             # everything not yet done, then the report
+    pact study --config cpu --out runs/cpu-study --only pact,grpo --seeds 0
+    pact study --config cpu --out runs/cpu-study --report    # only rebuild results.md and the curves
+
+A study (a YAML file in `configs/studies/`, or a path) names a base model, seeds, a warm-up SFT run,
+one training budget shared by every method, the methods (a train config plus overrides each) and
+an evaluation. The driver:
+
+1. builds the data once: toolworld train tasks plus the FTRL rows with a verified expert trace,
+   split by a hash of the row id into train and dev (dev is never trained on);
+2. trains the warm-up checkpoint once; every method starts from it, and `vanilla` evaluates it;
+3. runs each (method, seed) not yet done as its own process (`workers` at a time): train, save,
+   evaluate with `pact eval`'s runner, delete the weights, write `done.json`;
+4. writes `results.md` (mean ± std over seeds) and `curves.png` from whatever is done.
+
+A run that crashed or was interrupted has no `done.json` and is redone from scratch next time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+import yaml
+
+
+def load_study(config: str) -> dict:
+    text = Path(config).read_text() if os.path.exists(config) else (
+        resources.files("pact_cotrain").joinpath(f"configs/studies/{config}.yaml").read_text())
+    return yaml.safe_load(text)
+
+
+def _overrides(mapping: dict | None) -> list[str]:
+    return [f"{key}={json.dumps(value)}" for key, value in (mapping or {}).items()]
+
+
+# ---------------------------------------------------------------------------------------------
+# 1. Data
+
+
+def is_dev(task_id: str, dev_percent: int) -> bool:
+    return int(hashlib.sha256(task_id.encode()).hexdigest(), 16) % 100 < dev_percent
+
+
+def prepare_data(study: dict, out: Path) -> dict[str, str]:
+    """out/data/{train,ftrl_dev}.jsonl (made once). Returns their paths."""
+    from pact_cotrain.data.trace_format import load_tasks, write_tasks
+    from pact_cotrain.envs.toolworld import generate_tasks
+    from pact_cotrain.recipes.traces import run_traces
+
+    data_dir = out / "data"
+    paths = {"train": str(data_dir / "train.jsonl"), "ftrl_dev": str(data_dir / "ftrl_dev.jsonl")}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    data_dir.mkdir(parents=True, exist_ok=True)
+    traces = data_dir / "ftrl_traces.jsonl"
+    if not traces.exists():
+        run_traces("ftrl", str(traces))
+    ftrl = load_tasks(str(traces))
+    dev = [t for t in ftrl if is_dev(t.id, study["data"]["ftrl_dev_percent"])]
+    train = generate_tasks(study["data"]["toolworld_train"], seed=0, split="train")
+    train += [t for t in ftrl if not is_dev(t.id, study["data"]["ftrl_dev_percent"])]
+    write_tasks(paths["ftrl_dev"], dev)
+    write_tasks(paths["train"], train)
+    print(f"data: {len(train)} train tasks ({len(train) - (len(ftrl) - len(dev))} toolworld), {len(dev)} FTRL dev rows")
+    return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# 2-3. Runs (each in its own process)
+
+
+def run_dir(out: Path, method: str, seed: int) -> Path:
+    return out / "runs" / method / f"seed{seed}"
+
+
+def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
+    """One (method, seed): train from the warm-up checkpoint, evaluate, keep logs, drop weights."""
+    from pact_cotrain.recipes.train import build_trainer, load_config
+
+    paths = prepare_data(study, out)
+    directory = run_dir(out, method, seed)
+    if directory.exists():
+        shutil.rmtree(directory)  # a leftover of an interrupted run
+    directory.mkdir(parents=True)
+    spec = study["methods"][method]
+    started = time.time()
+    if spec is None:  # vanilla: the warm-up checkpoint itself
+        model_dir, history, train_seconds = str(out / "warmup" / "final"), [], 0.0
+    else:
+        overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides")) + [
+            f"model={out / 'warmup' / 'final'}", "data.source=file", f"data.path={paths['train']}",
+            f"seed={seed}", f"output_dir={directory / 'train'}", "train.report_to=[]", "train.disable_tqdm=true"]
+        cfg = load_config(spec["config"], overrides)
+        (directory / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        trainer = build_trainer(cfg)
+        trainer.train()
+        model_dir = str(directory / "train" / "final")
+        trainer.save_model(model_dir)
+        history, train_seconds = trainer.state.log_history, time.time() - started
+    (directory / "log_history.json").write_text(json.dumps(history, indent=1))
+    evaluate(study, paths, model_dir, directory / "eval", seed)
+    if spec is not None:
+        shutil.rmtree(directory / "train", ignore_errors=True)  # checkpoints are not kept
+    done = {"method": method, "seed": seed, "train_seconds": train_seconds,
+            "total_seconds": time.time() - started, "threads": _threads()}
+    (directory / "done.json").write_text(json.dumps(done, indent=1))
+
+
+def evaluate(study: dict, paths: dict, model_dir: str, out_dir: Path, seed: int) -> dict:
+    from pact_cotrain.eval.runner import run_eval
+
+    ev = study["eval"]
+    return run_eval(model_dir, ev["benchmarks"], data={"ftrl": paths["ftrl_dev"]}, limit=ev.get("limit"),
+                    out_dir=str(out_dir), batch_size=ev.get("batch_size", 16), greedy=True, seed=seed,
+                    max_turns=ev.get("max_turns"), max_new_tokens_per_turn=ev.get("max_new_tokens_per_turn", 256),
+                    progress=False)
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+def _warmup(study: dict, out: Path, threads: int) -> None:
+    if (out / "warmup" / "final" / "config.json").exists():
+        return
+    spec = study["warmup"]
+    overrides = _overrides(spec.get("overrides")) + [
+        f"model={study['model']}", f"output_dir={out / 'warmup'}", "train.report_to=[]", "train.save_steps=0"]
+    print("warm-up:", " ".join(overrides), flush=True)
+    _spawn(["train", "--config", spec["config"], *overrides], out / "warmup.log", threads)
+
+
+def _spawn(args: list[str], log: Path, threads: int) -> int:
+    """`pact ARGS` in a child process with `threads` torch threads; output to `log`."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as handle:
+        code = subprocess.call([sys.executable, "-m", "pact_cotrain.cli", *args], stdout=handle,
+                               stderr=subprocess.STDOUT, env=env)
+    if code != 0:
+        raise RuntimeError(f"`pact {' '.join(args)}` failed with exit code {code}; see {log}")
+    return code
+
+
+def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[int] | None = None,
+              workers: int | None = None, report_only: bool = False) -> int:
+    study = load_study(config)
+    out_path = Path(out)
+    out_path.mkdir(parents=True, exist_ok=True)
+    (out_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
+    if not report_only:
+        prepare_data(study, out_path)
+        workers = workers or study.get("workers", 1)
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        _warmup(study, out_path, os.cpu_count() or 1)
+        methods = [m for m in study["methods"] if not only or m in only]
+        # vanilla is one greedy evaluation of one checkpoint: the same for every seed, so run once.
+        jobs = [(m, s) for s in (seeds if seeds is not None else study["seeds"]) for m in methods
+                if not (study["methods"][m] is None and s != study["seeds"][0])]
+        todo = [(m, s) for m, s in jobs if not (run_dir(out_path, m, s) / "done.json").exists()]
+        print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done; running {len(todo)} with {workers} worker(s) "
+              f"x {threads} thread(s)", flush=True)
+
+        def one(job):
+            method, seed = job
+            t0 = time.time()
+            log = run_dir(out_path, method, seed).parent / f"seed{seed}.log"
+            try:
+                _spawn(["study", "--config", config, "--out", out, "--run-one", f"{method}:{seed}"], log, threads)
+                print(f"done {method} seed {seed} in {time.time() - t0:.0f} s", flush=True)
+            except RuntimeError as err:
+                print(f"FAILED {method} seed {seed}: {err}", flush=True)
+
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, todo))
+    from pact_cotrain.recipes.study_report import write_report
+
+    write_report(study, out_path)
+    print(f"wrote {out_path / 'results.md'}")
+    return 0
+
+
+def run_one(config: str, out: str, job: str) -> int:
+    method, _, seed = job.partition(":")
+    _train_and_eval(load_study(config), Path(out), method, int(seed))
+    return 0

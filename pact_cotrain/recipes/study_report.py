@@ -1,0 +1,145 @@
+"""The study's report: the paper's table as mean ± std over seeds, per-seed numbers, and curves.
+
+Reads what `pact study` left under OUT/runs/<method>/seed<N>/ (done.json, eval/results.json,
+log_history.json) and writes OUT/results.md, OUT/results_per_seed.csv and OUT/curves.png.
+Runs that are not done are listed as missing, never filled in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from statistics import mean, stdev
+
+# (column label, where to read it in results.json)
+COLUMNS = [
+    ("Solve-R", ("paper", "Solve-R")),
+    ("Solve-P", ("paper", "Solve-P")),
+    ("Solve-F1", ("paper", "Solve-F1")),
+    ("BFCL Avg", ("paper", "BFCL Avg")),
+    ("ToolHop AC", ("paper", "ToolHop AC")),
+    ("Avg", ("paper", "Avg")),
+    ("TW Solve-F1", ("toolworld", "solve_f1")),
+    ("TW answer", ("toolworld", "answer_correct")),
+]
+CURVES = [("reward", "rollout reward (mean)"), ("loss/sft", "SFT loss"),
+          ("over_reliance_gap", "over-reliance gap (nats/token)"), ("rollout/n_calls", "calls per rollout")]
+
+
+def _value(results: dict, where: tuple[str, str]) -> float | None:
+    section, key = where
+    if section == "paper":
+        return results["paper"]["values"].get(key)
+    metrics = (results["benchmarks"].get(section) or {}).get("metrics") or {}
+    return metrics.get(key)
+
+
+def collect(out: Path, study: dict) -> dict[str, list[dict]]:
+    """method -> [{seed, values, history, done}] for the finished runs, in study order."""
+    found: dict[str, list[dict]] = {m: [] for m in study["methods"]}
+    for method in study["methods"]:
+        for seed in study["seeds"]:
+            directory = out / "runs" / method / f"seed{seed}"
+            if not (directory / "done.json").exists():
+                continue
+            results = json.loads((directory / "eval" / "results.json").read_text())
+            found[method].append({
+                "seed": seed,
+                "values": {label: _value(results, where) for label, where in COLUMNS},
+                "history": json.loads((directory / "log_history.json").read_text()),
+                "done": json.loads((directory / "done.json").read_text()),
+            })
+    return found
+
+
+def mean_std(values: list[float | None]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "–"
+    pct = [100 * v for v in values]
+    if len(pct) == 1:
+        return f"{pct[0]:.1f} (n=1)"
+    return f"{mean(pct):.1f} ± {stdev(pct):.1f}"
+
+
+def table(found: dict[str, list[dict]]) -> list[str]:
+    header = ["method", "seeds", *[label for label, _ in COLUMNS], "train min/run"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for method, runs in found.items():
+        if not runs:
+            continue
+        cells = [method, ",".join(str(r["seed"]) for r in runs)]
+        cells += [mean_std([r["values"][label] for r in runs]) for label, _ in COLUMNS]
+        cells.append(f"{mean(r['done']['train_seconds'] for r in runs) / 60:.1f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_per_seed_csv(found: dict[str, list[dict]], path: Path) -> None:
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["method", "seed", *[label for label, _ in COLUMNS], "train_seconds", "total_seconds"])
+        for method, runs in found.items():
+            for r in runs:
+                writer.writerow([method, r["seed"], *[r["values"][label] for label, _ in COLUMNS],
+                                 round(r["done"]["train_seconds"], 1), round(r["done"]["total_seconds"], 1)])
+
+
+def plot_curves(found: dict[str, list[dict]], path: Path) -> None:
+    """One panel per logged quantity; one line per method, the mean over its seeds at each step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    for ax, (key, label) in zip(axes.flat, CURVES):
+        for method, runs in found.items():
+            by_step: dict[int, list[float]] = {}
+            for r in runs:
+                for h in r["history"]:
+                    if h.get(key) is not None and "step" in h:
+                        by_step.setdefault(h["step"], []).append(h[key])
+            if by_step:
+                steps = sorted(by_step)
+                ax.plot(steps, [mean(by_step[s]) for s in steps], marker=".", label=method)
+        ax.set_title(label, fontsize=10)
+        ax.set_xlabel("optimiser step", fontsize=8)
+        ax.grid(alpha=0.3)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8)
+    fig.suptitle("training curves, mean over seeds")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def write_report(study: dict, out: Path) -> None:
+    found = collect(out, study)
+    missing = [f"{m} seed {s}" for m in study["methods"] for s in study["seeds"]
+               if study["methods"][m] is not None and s not in {r["seed"] for r in found[m]}]
+    ev = study["eval"]
+    lines = [
+        "# Study results",
+        "",
+        "Percent, mean ± sample std over seeds (n = number of finished seeds). FTRL = the FTRL dev rows; "
+        "BFCL Avg = the multi-turn categories evaluated; Avg = mean of Solve-R, Solve-P, Solve-F1, BFCL Avg "
+        "and ToolHop AC; TW = held-out toolworld test tasks. `vanilla` is the warm-up checkpoint every method "
+        "starts from (one greedy evaluation, the same for every seed).",
+        "",
+        *table(found),
+        "",
+        f"Evaluation: greedy, benchmarks {ev['benchmarks']}, subsets {ev.get('limit')}, turn caps "
+        f"{ev.get('max_turns')}, {ev.get('max_new_tokens_per_turn')} new tokens per turn.",
+        "",
+        "Budget shared by every trained method: " + ", ".join(f"`{k}={v}`" for k, v in study["budget"].items()),
+        "",
+        f"Runs not finished ({len(missing)}): " + (", ".join(missing) if missing else "none"),
+        "",
+    ]
+    (out / "results.md").write_text("\n".join(lines))
+    write_per_seed_csv(found, out / "results_per_seed.csv")
+    if any(found.values()):
+        plot_curves(found, out / "curves.png")

@@ -2,11 +2,22 @@
 without environments in the loop, on the same batch. Prints measured tokens/s and the ratios.
 
     python benchmarks/rollout_throughput.py --batch 8 --new-tokens 64 --dtype bfloat16
+
+`--backend vllm` measures the engine with VLLMBackend instead (plus vLLM's own fixed-length generate),
+next to plain HF generate in the same process; `--backend both` adds the HF-backend engine rows too.
+It needs the vLLM environment (`bash scripts/setup_vllm_cpu.sh`):
+
+    .venv-vllm/bin/vllm-python benchmarks/rollout_throughput.py --backend vllm --batch 8 32
+
+Several batch sizes share one vLLM engine (its start-up compiles the model, ~1 min on CPU). Plain HF
+generate is timed before the vLLM engine is built; it is timed once more after ("after vLLM init") to
+show whether the in-process engine changed the HF model's speed (threads, OpenMP runtime).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import torch
@@ -16,6 +27,8 @@ from pact_cotrain.envs.toolworld import ToolworldEnv, generate_tasks
 from pact_cotrain.recipes.common import load_model_and_tokenizer
 from pact_cotrain.render import prompt_ids
 from pact_cotrain.rollout.engine import RolloutEngine, SamplingConfig
+
+PLAIN = "plain model.generate (fixed length)"
 
 
 class NoToolEnv:
@@ -33,52 +46,98 @@ class NoToolEnv:
         return {"reward": 0.0}
 
 
+def best_rate(fn, repeats):
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with torch.no_grad():
+            n = fn()
+        best = max(best, n / (time.perf_counter() - started))
+    return best
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", default="smollm2-135m-instruct")
-    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--batch", type=int, nargs="+", default=[8])
     ap.add_argument("--new-tokens", type=int, default=64)
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--backend", choices=["hf", "vllm", "both"], default="hf",
+                    help="engine backend(s) to time; plain HF generate is always timed")
+    ap.add_argument("--vllm-warmup", type=int, default=1, help="untimed vLLM engine rollouts per batch size")
     args = ap.parse_args()
     model, tok = load_model_and_tokenizer(args.model, args.dtype)
-    tasks = generate_tasks(args.batch, seed=1, split="test")
-    prompts = [prompt_ids(tok, t) for t in tasks]
+    batches = {b: generate_tasks(b, seed=1, split="test") for b in args.batch}
+    prompts = {b: [prompt_ids(tok, t) for t in tasks] for b, tasks in batches.items()}
 
-    def plain_generate():
-        width = max(map(len, prompts))
-        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in prompts])
-        attn = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in prompts])[:, None]).long()
+    def plain_generate(batch):
+        ps = prompts[batch]
+        width = max(map(len, ps))
+        ids = torch.tensor([[tok.pad_token_id] * (width - len(p)) + p for p in ps])
+        attn = (torch.arange(width)[None, :] >= torch.tensor([width - len(p) for p in ps])[:, None]).long()
         out = model.generate(input_ids=ids, attention_mask=attn, max_new_tokens=args.new_tokens, do_sample=True,
                              temperature=1.0, top_k=0, min_new_tokens=args.new_tokens, pad_token_id=tok.pad_token_id)
-        return (out.shape[1] - width) * len(prompts)
+        return (out.shape[1] - width) * len(ps)
 
-    def engine_run(env_factory, max_turns):
+    def engine_run(batch, env_factory, max_turns, backend=None):
         cfg = SamplingConfig(max_turns=max_turns, max_new_tokens_per_turn=args.new_tokens,
                              max_completion_tokens=max_turns * args.new_tokens + 400)
-        episodes = RolloutEngine(model, tok, env_factory, cfg).rollout(tasks, k=1, seed=0)
+        episodes = RolloutEngine(model, tok, env_factory, cfg, backend=backend).rollout(batches[batch], k=1, seed=0)
         return sum(ep.n_generated for ep in episodes)
 
-    runs = {
-        "plain model.generate (fixed length)": plain_generate,
-        "engine, no environment (1 turn)": lambda: engine_run(lambda t: NoToolEnv(), 1),
-        "engine + toolworld env (<=3 turns)": lambda: engine_run(lambda t: ToolworldEnv(max_steps=3), 3),
-    }
+    def engine_runs(batch, label, backend=None):
+        return {
+            f"engine[{label}], no environment (1 turn)": lambda: engine_run(batch, lambda t: NoToolEnv(), 1, backend),
+            f"engine[{label}] + toolworld env (<=3 turns)":
+                lambda: engine_run(batch, lambda t: ToolworldEnv(max_steps=3), 3, backend),
+        }
+
     print(f"model={args.model} dtype={args.dtype} batch={args.batch} new_tokens/turn={args.new_tokens} "
-          f"threads={torch.get_num_threads()}")
-    rates = {}
-    for name, fn in runs.items():
-        best = 0.0
-        for _ in range(args.repeats):
-            started = time.perf_counter()
-            with torch.no_grad():
-                n = fn()
-            best = max(best, n / (time.perf_counter() - started))
-        rates[name] = best
-        print(f"{name:40s} {best:8.1f} tok/s")
-    base = rates["plain model.generate (fixed length)"]
-    for name, rate in rates.items():
-        print(f"{name:40s} {rate / base:6.2f}x of plain generate")
+          f"threads={torch.get_num_threads()} backend={args.backend} load(1,5,15 min)={os.getloadavg()}")
+    rates: dict[int, dict[str, float]] = {b: {} for b in args.batch}
+
+    def measure(batch, runs, repeats=None):
+        for name, fn in runs.items():
+            rates[batch][name] = best_rate(fn, repeats or args.repeats)
+            print(f"batch={batch:<3d} {name:50s} {rates[batch][name]:8.1f} tok/s", flush=True)
+
+    for batch in args.batch:
+        runs = {PLAIN: lambda b=batch: plain_generate(b)}
+        if args.backend in ("hf", "both"):
+            runs.update(engine_runs(batch, "hf"))
+        measure(batch, runs)
+
+    if args.backend in ("vllm", "both"):
+        from pact_cotrain.models import resolve_model
+        from pact_cotrain.rollout.vllm_backend import VLLMBackend
+
+        started = time.perf_counter()
+        backend = VLLMBackend(str(resolve_model(args.model)), tok.eos_token_id, dtype=args.dtype, seed=0)
+        print(f"vLLM engine init {time.perf_counter() - started:.1f}s; torch threads {torch.get_num_threads()}; "
+              f"load={os.getloadavg()}", flush=True)
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        def vllm_plain(batch):
+            sp = SamplingParams(max_tokens=args.new_tokens, min_tokens=args.new_tokens, temperature=1.0, top_k=0,
+                                ignore_eos=True, detokenize=False, seed=0)
+            outs = backend.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts[batch]], sp, use_tqdm=False)
+            return sum(len(o.outputs[0].token_ids) for o in outs)
+
+        for batch in args.batch:
+            for _ in range(args.vllm_warmup):  # first batches at a new shape are slower
+                engine_run(batch, lambda t: NoToolEnv(), 1, backend)
+            measure(batch, {"plain vLLM generate (fixed length)": lambda b=batch: vllm_plain(b),
+                            **engine_runs(batch, "vllm", backend)})
+            measure(batch, {f"{PLAIN}, after vLLM init": lambda b=batch: plain_generate(b)}, repeats=1)
+
+    print(f"load(1,5,15 min)={os.getloadavg()}")
+    for batch in args.batch:
+        base = rates[batch][PLAIN]
+        print(f"\nbatch={batch}: tok/s and ratio to plain HF model.generate ({base:.1f} tok/s)")
+        for name, rate in rates[batch].items():
+            print(f"  {name:55s} {rate:8.1f} tok/s {rate / base:6.2f}x")
 
 
 if __name__ == "__main__":

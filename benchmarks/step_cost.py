@@ -1,11 +1,12 @@
-"""Optimisation-phase cost of PACT vs GRPO on the SAME rollouts, and shared-prefix packing vs padding.
+"""Step cost of PACT vs GRPO on the SAME rollouts, and shared-prefix packing vs padding.
 
-One batch of rollouts is generated once; then, side by side in this process, forward+backward is
-timed for: GRPO (prompt-only pass), PACT with every prompt trace-conditioned plus the SFT term, and
-the same PACT rows scored with plain left/right padding instead of shared-prefix packing. Prints
-seconds, tokens processed and ratios.
+One batch of rollouts is generated once (timed: both methods roll out the same way, prompt-only);
+then, side by side in this process, forward+backward is timed for: GRPO (prompt-only pass), PACT
+with every prompt trace-conditioned plus the SFT term, and the same PACT rows scored with plain
+left/right padding instead of shared-prefix packing. Prints seconds, tokens processed and ratios,
+for the optimisation phase alone and for the whole step (rollouts + optimisation).
 
-    python benchmarks/step_cost.py --prompts 2 --k 4 --repeats 2
+    python benchmarks/step_cost.py --prompts 2 --k 4 --repeats 2 [--model runs/cpu-study/warmup/final]
 """
 
 from __future__ import annotations
@@ -34,13 +35,16 @@ def main():
     ap.add_argument("--prompts", type=int, default=2)
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--model", default="smollm2-135m-instruct", help="e.g. a warm-up checkpoint that calls tools")
     args = ap.parse_args()
-    cfg = load_config("demo", [f"train.prompts_per_step={args.prompts}", f"train.k={args.k}", "train.report_to=[]",
+    cfg = load_config("demo", [f"model={args.model}", f"train.prompts_per_step={args.prompts}", f"train.k={args.k}", "train.report_to=[]",
                                "output_dir=/tmp/pact-step-cost", "method.anchor_q=0.0"])
     trainer = build_trainer(cfg)
     trainer.model.train()
     rows = [{"task_index": i // args.k} for i in range(args.prompts * args.k)]
+    started = time.perf_counter()
     batch = trainer._build_batch(rows)  # rollouts once, shared by every variant below
+    t_rollout = time.perf_counter() - started
     pact_plan = batch["plan"]
     grpo_batch = {**batch, "plan": dataclasses.replace(pact_plan, anchor_q=1.0, sft_coef=0.0),
                   "anchor": torch.ones_like(batch["anchor"])}
@@ -73,6 +77,10 @@ def main():
     print(f"PACT rows with plain padding instead of packing:  {t_padded:7.2f} s for {padded_tokens} padded tokens")
     print(f"PACT / GRPO = {t_pact / t_grpo:.2f}x time, {floor_pact / floor_grpo:.2f}x tokens (the token floor)")
     print(f"padded / packed (PACT rows) = {t_padded / t_pact:.2f}x")
+    print(f"rollouts (the same for both methods): {t_rollout:7.2f} s, {gen} completion tokens "
+          f"({sum(len(ep.turn_spans) for ep in batch['episodes'])} assistant turns)")
+    print(f"whole step PACT / GRPO = ({t_rollout:.2f} + {t_pact:.2f}) / ({t_rollout:.2f} + {t_grpo:.2f}) = "
+          f"{(t_rollout + t_pact) / (t_rollout + t_grpo):.2f}x")
 
 
 if __name__ == "__main__":

@@ -196,3 +196,17 @@ def test_matchtir_turn_level_advantages_fill_each_turn():
     assert adv[0, 4:6].tolist() == [pytest.approx(expected[0][1])] * 2
     assert adv[1, :3].tolist() == [pytest.approx(expected[1][0])] * 3 and adv[1, 3:].tolist() == [0.0] * 3
     assert expected[0][0] != 0.0
+
+
+def test_bf16_mixed_precision_autocasts_passes_over_fp32_weights(tmp_path, tokenizer):
+    model = tiny_llama(tokenizer)
+    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", "train.mixed_precision=bf16"),
+                            model=model, tokenizer=tokenizer)
+    assert trainer.args.bf16 and trainer.accelerator.mixed_precision == "bf16"
+    batch = trainer._build_batch([{"task_index": i // 2} for i in range(4)])
+    with trainer.accelerator.autocast():
+        logits = model(input_ids=torch.tensor([batch["completions"][0][:4] or [1]])).logits
+    assert logits.dtype == torch.bfloat16  # the passes run in bf16 ...
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # ... the weights stay fp32

@@ -8,8 +8,8 @@ A study (a YAML file in `configs/studies/`, or a path) names a base model, seeds
 one training budget shared by every method, the methods (a train config plus overrides each) and
 an evaluation. The driver:
 
-1. builds the data once: toolworld train tasks plus the FTRL rows with a verified expert trace,
-   split by a hash of the row id into train and dev (dev is never trained on);
+1. builds the data once: toolworld train tasks plus (if `data.ftrl_train`) the FTRL rows with a
+   verified expert trace, split by a hash of the row id into train and dev (dev is never trained on);
 2. trains the warm-up checkpoint once; every method starts from it, and `vanilla` evaluates it;
 3. runs each (method, seed) not yet done as its own process (`workers` at a time): train, save,
    evaluate with `pact eval`'s runner, delete the weights, write `done.json`;
@@ -69,10 +69,11 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
     ftrl = load_tasks(str(traces))
     dev = [t for t in ftrl if is_dev(t.id, study["data"]["ftrl_dev_percent"])]
     train = generate_tasks(study["data"]["toolworld_train"], seed=0, split="train")
-    train += [t for t in ftrl if not is_dev(t.id, study["data"]["ftrl_dev_percent"])]
+    if study["data"].get("ftrl_train", True):
+        train += [t for t in ftrl if not is_dev(t.id, study["data"]["ftrl_dev_percent"])]
     write_tasks(paths["ftrl_dev"], dev)
     write_tasks(paths["train"], train)
-    print(f"data: {len(train)} train tasks ({len(train) - (len(ftrl) - len(dev))} toolworld), {len(dev)} FTRL dev rows")
+    print(f"data: {len(train)} train tasks ({study['data']['toolworld_train']} toolworld), {len(dev)} FTRL dev rows")
     return paths
 
 
@@ -138,14 +139,16 @@ def _warmup(study: dict, out: Path, threads: int) -> None:
         return
     spec = study["warmup"]
     overrides = _overrides(spec.get("overrides")) + [
-        f"model={study['model']}", f"output_dir={out / 'warmup'}", "train.report_to=[]", "train.save_steps=0"]
+        f"model={study['model']}", f"output_dir={out / 'warmup'}", "train.report_to=[]", "train.save_steps=0",
+        "train.disable_tqdm=true"]
     print("warm-up:", " ".join(overrides), flush=True)
     _spawn(["train", "--config", spec["config"], *overrides], out / "warmup.log", threads)
 
 
 def _spawn(args: list[str], log: Path, threads: int) -> int:
     """`pact ARGS` in a child process with `threads` torch threads; output to `log`."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    # Passive OpenMP waits: spinning threads slow everything down when the cores are shared.
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
         code = subprocess.call([sys.executable, "-m", "pact_cotrain.cli", *args], stdout=handle,
@@ -165,7 +168,7 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
         prepare_data(study, out_path)
         workers = workers or study.get("workers", 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
-        _warmup(study, out_path, os.cpu_count() or 1)
+        _warmup(study, out_path, threads)
         methods = [m for m in study["methods"] if not only or m in only]
         # vanilla is one greedy evaluation of one checkpoint: the same for every seed, so run once.
         jobs = [(m, s) for s in (seeds if seeds is not None else study["seeds"]) for m in methods

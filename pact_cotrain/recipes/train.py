@@ -119,7 +119,9 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         max_completion_length=sampling.max_completion_tokens,
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
-        bf16=torch.cuda.is_available() and cfg.get("dtype") == "bfloat16",
+        # bf16 autocast over fp32 weights: on by `train.mixed_precision: bf16` (GPU or CPU; about
+        # 1.6x faster fwd+bwd on this CPU), or on a GPU when the weights themselves are bf16.
+        bf16=train.get("mixed_precision") == "bf16" or (torch.cuda.is_available() and cfg.get("dtype") == "bfloat16"),
         disable_tqdm=train.get("disable_tqdm", False),
     )
     dataset = Dataset.from_dict({"prompt": [t.id for t in tasks], "task_index": list(range(len(tasks)))})

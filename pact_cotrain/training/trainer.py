@@ -105,7 +105,8 @@ class PACTTrainer(GRPOTrainer):
         was_training = model.training
         model.eval()
         started = time.perf_counter()
-        episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+        with self.accelerator.autocast():  # rollouts in the same precision as the training passes
+            episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
         model.train(was_training)
 

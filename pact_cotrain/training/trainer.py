@@ -105,8 +105,9 @@ class PACTTrainer(GRPOTrainer):
         was_training = model.training
         model.eval()
         started = time.perf_counter()
-        with self.accelerator.autocast():  # rollouts in the same precision as the training passes
-            episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+        # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
+        # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
+        episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
         model.train(was_training)
 

@@ -210,3 +210,20 @@ def test_bf16_mixed_precision_autocasts_passes_over_fp32_weights(tmp_path, token
     trainer.train()
     assert trainer.state.global_step == 2
     assert all(p.dtype == torch.float32 for p in model.parameters())  # ... the weights stay fp32
+
+
+def test_bf16_rollout_copy_is_resynced_from_the_trained_weights(tmp_path, tokenizer):
+    model = tiny_llama(tokenizer)
+    trainer = build_trainer(small_config("grpo", tmp_path, "train.save_steps=0", "train.rollout_dtype=bfloat16",
+                                         "train.max_steps=1"), model=model, tokenizer=tokenizer)
+    trainer._build_batch([{"task_index": i // 2} for i in range(4)])
+    copy_ = trainer._rollout_copy
+    assert copy_ is not model and all(p.dtype == torch.bfloat16 for p in copy_.parameters())
+    assert all(b.dtype == torch.float32 for b in copy_.buffers() if b.is_floating_point())  # rotary stays fp32
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.5)
+    trainer._build_batch([{"task_index": i // 2} for i in range(4)])
+    assert trainer._rollout_copy is copy_
+    assert all(torch.equal(c, p.to(torch.bfloat16)) for c, p in zip(copy_.parameters(), model.parameters()))
+    assert all(p.dtype == torch.float32 for p in model.parameters())

@@ -134,7 +134,8 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
                                  target_modules=lora.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
     trainer = PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
                           env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
-                          reward=EpisodeReward(method.reward), peft_config=peft_config)
+                          reward=EpisodeReward(method.reward), peft_config=peft_config,
+                          rollout_dtype=train.get("rollout_dtype"))
     if not args.disable_tqdm and train.get("progress", "rich") == "rich":
         from transformers.trainer_callback import ProgressCallback
         from trl.trainer.callbacks import RichProgressCallback

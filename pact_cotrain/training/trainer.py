@@ -15,6 +15,7 @@ anchoring) is seeded from (seed, global_step), so a resumed run repeats the same
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import shutil
@@ -42,7 +43,8 @@ def step_seed(seed: int, step: int) -> int:
 
 class PACTTrainer(GRPOTrainer):
     def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
-                 method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward, **kwargs):
+                 method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward,
+                 rollout_dtype: str | None = None, **kwargs):
         if args.steps_per_generation not in (None, 1) or args.gradient_accumulation_steps != 1:
             raise ValueError("PACTTrainer takes one optimiser step per generation batch: "
                              "set steps_per_generation=1 and gradient_accumulation_steps=1")
@@ -57,6 +59,10 @@ class PACTTrainer(GRPOTrainer):
             else processing_class.eos_token_id
         self._prompt_cache: dict[tuple[str, str | None], list[int]] = {}
         self._target_cache: dict[str, object] = {}
+        # Rollouts from a copy of the policy in `rollout_dtype` (e.g. bfloat16), re-synced from the
+        # trained weights before every rollout, as an inference engine would hold its own weights.
+        self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
+        self._rollout_copy = None
 
     # ------------------------------------------------------------------ batch construction
 
@@ -98,9 +104,24 @@ class PACTTrainer(GRPOTrainer):
             batch.update(self._sft_batch(tasks, plan))
         return batch
 
+    @torch.no_grad()
+    def _rollout_policy(self, model):
+        """The model itself, or its `rollout_dtype` copy with the current weights. Only parameters are
+        cast: buffers such as rotary frequencies keep their precision."""
+        if self.rollout_dtype is None or next(model.parameters()).dtype == self.rollout_dtype:
+            return model
+        if self._rollout_copy is None:
+            self._rollout_copy = copy.deepcopy(model)
+            for param in self._rollout_copy.parameters():
+                param.requires_grad_(False)
+                param.data = param.data.to(self.rollout_dtype)
+        for dst, src in zip(self._rollout_copy.parameters(), model.parameters()):
+            dst.copy_(src)
+        return self._rollout_copy
+
     def _rl_batch(self, tasks: list[Task], plan: StepPlan, seed: int) -> dict:
         k = self.num_generations
-        model = self.accelerator.unwrap_model(self.model)
+        model = self._rollout_policy(self.accelerator.unwrap_model(self.model))
         engine = RolloutEngine(model, self.processing_class, self.env_factory, self.sampling)
         was_training = model.training
         model.eval()

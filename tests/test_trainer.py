@@ -200,9 +200,10 @@ def test_matchtir_turn_level_advantages_fill_each_turn():
 
 def test_bf16_mixed_precision_autocasts_passes_over_fp32_weights(tmp_path, tokenizer):
     model = tiny_llama(tokenizer)
-    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", "train.mixed_precision=bf16"),
-                            model=model, tokenizer=tokenizer)
+    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", "train.mixed_precision=bf16",
+                                         "train.gradient_checkpointing=false"), model=model, tokenizer=tokenizer)
     assert trainer.args.bf16 and trainer.accelerator.mixed_precision == "bf16"
+    assert not trainer.args.gradient_checkpointing
     batch = trainer._build_batch([{"task_index": i // 2} for i in range(4)])
     with trainer.accelerator.autocast():
         logits = model(input_ids=torch.tensor([batch["completions"][0][:4] or [1]])).logits

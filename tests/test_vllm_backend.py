@@ -53,7 +53,8 @@ def rescore(model, prompts, turns, temperature):
     for prompt, turn in zip(prompts, turns):
         with torch.no_grad():
             logits = model(input_ids=torch.tensor([prompt + turn.token_ids])).logits[0, len(prompt) - 1 : -1]
-        out.append(torch.log_softmax(logits.float() / temperature, -1).gather(-1, torch.tensor(turn.token_ids)[:, None])[:, 0])
+        logps = torch.log_softmax(logits.float() / temperature, -1)
+        out.append(logps.gather(-1, torch.tensor(turn.token_ids)[:, None])[:, 0])
     return out
 
 

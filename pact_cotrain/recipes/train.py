@@ -108,6 +108,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         lr_scheduler_type=train.get("lr_scheduler_type", "constant"),
         warmup_steps=train.get("warmup_steps", 0),
         max_grad_norm=train.get("max_grad_norm", 1.0),
+        gradient_checkpointing=train.get("gradient_checkpointing", True),  # TRL's default; recompute costs time
         logging_steps=train.get("logging_steps", 1),
         save_strategy="steps" if train.get("save_steps") else "no",
         save_steps=train.get("save_steps") or 500,

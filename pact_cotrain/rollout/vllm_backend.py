@@ -37,7 +37,9 @@ Weights: by default the engine runs in this process (`VLLM_ENABLE_V1_MULTIPROCES
 colocate mode), and `load_weights(model)` / `sync_weights(named_tensors)` go through the worker's
 `reload_weights`, which re-runs vLLM's post-load processing (on CPU the linear weights are repacked for
 oneDNN, so writing into the parameters alone would not reach the kernels), then the prefix cache is
-reset. With `in_process=False` the same call is sent to the engine process over `collective_rpc`.
+reset. On CPU the packed LM-head GEMM is rebuilt too (a tied head is otherwise left stale). With
+`in_process=False` the same calls go to the engine process over `collective_rpc`; the LM-head step sends
+a function, which vLLM only allows with VLLM_ALLOW_INSECURE_SERIALIZATION=1 (that mode is untested here).
 """
 
 from __future__ import annotations
@@ -62,12 +64,25 @@ _CPU_KV_CACHE_BYTES = 2 << 30  # KV cache on the CPU backend when neither size n
 
 def _import_vllm():
     try:
-        import vllm  # noqa: F401
         from vllm import LLM, SamplingParams
         from vllm.inputs import TokensPrompt
     except ImportError as exc:  # pragma: no cover - depends on the environment
         raise ImportError(f"{_INSTALL_HINT} ({exc})") from exc
     return LLM, SamplingParams, TokensPrompt
+
+
+def _redispatch_cpu_embedding_gemms(model) -> None:
+    """Rebuild the CPU GEMM of (LM-head) embedding layers from their current weight.
+
+    On CPU, vLLM computes logits with a oneDNN / packed copy of the LM head's weight made at load time.
+    `reload_weights` rebuilds that copy for the layers it loads, but a head tied to the input embeddings
+    (SmolLM2, Qwen3 small models) is not loaded by name, so its copy would keep the old weights: the
+    logits would ignore every update of the embeddings. Only needed on CPU (elsewhere there is no copy)."""
+    from vllm.model_executor.layers.vocab_parallel_embedding import VocabParallelEmbedding
+
+    for module in model.modules():
+        if isinstance(module, VocabParallelEmbedding) and hasattr(module, "cpu_linear"):
+            module.quant_method.process_weights_after_loading(module)
 
 
 class VLLMBackend:
@@ -84,6 +99,7 @@ class VLLMBackend:
 
         self.eos = int(eos_token_id)
         self.in_process = in_process
+        self._on_cpu = current_platform.is_cpu()
         kwargs = dict(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
                       logprobs_mode="processed_logprobs",
                       # Ignore the checkpoint's generation_config.json: every parameter is given per call.
@@ -164,6 +180,8 @@ class VLLMBackend:
             weights = [(name, t.detach().to("cpu").contiguous()) for name, t in named_tensors]
             self.llm.collective_rpc("reload_weights",
                                     kwargs={"weights_iterator": weights, "is_checkpoint_format": True})
+        if self._on_cpu:
+            self.llm.apply_model(_redispatch_cpu_embedding_gemms)
         self.llm.reset_prefix_cache()
 
     def close(self) -> None:

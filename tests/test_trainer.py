@@ -228,3 +228,19 @@ def test_bf16_rollout_copy_is_resynced_from_the_trained_weights(tmp_path, tokeni
     assert trainer._rollout_copy is copy_
     assert all(torch.equal(c, p.to(torch.bfloat16)) for c, p in zip(copy_.parameters(), model.parameters()))
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_bf16_rollout_copy_never_runs_the_trained_model(tmp_path, tokenizer):
+    """Regression: accelerate's autocast wrapper (an instance `forward` closing over the original
+    model's forward) survived deepcopy, so the copy ran the trained model in train mode, where
+    gradient checkpointing drops the KV cache and generation degenerates."""
+    model = tiny_llama(tokenizer)
+    trainer = build_trainer(small_config("grpo", tmp_path, "train.save_steps=0", "train.rollout_dtype=bfloat16",
+                                         "train.mixed_precision=bf16", "train.gradient_checkpointing=true"),
+                            model=model, tokenizer=tokenizer)
+    rows = [{"task_index": i // 2} for i in range(4)]
+    trainer._build_batch(rows)  # makes the copy
+    calls = []
+    model.get_input_embeddings().register_forward_hook(lambda *a: calls.append(1))  # on the original only
+    trainer._build_batch(rows)
+    assert trainer._rollout_copy is not None and calls == []

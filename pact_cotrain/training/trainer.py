@@ -112,6 +112,11 @@ class PACTTrainer(GRPOTrainer):
             return model
         if self._rollout_copy is None:
             self._rollout_copy = copy.deepcopy(model)
+            # accelerate's mixed-precision wrapper is an instance `forward` whose closure holds the
+            # ORIGINAL model's forward: deepcopy keeps that closure, so the copy would silently run the
+            # trained model (in train mode, where gradient checkpointing drops the KV cache). Drop it.
+            self._rollout_copy.__dict__.pop("forward", None)
+            self._rollout_copy.__dict__.pop("_original_forward", None)
             for param in self._rollout_copy.parameters():
                 param.requires_grad_(False)
                 param.data = param.data.to(self.rollout_dtype)

@@ -9,9 +9,10 @@ It needs the vLLM environment (`bash scripts/setup_vllm_cpu.sh`):
 
     .venv-vllm/bin/vllm-python benchmarks/rollout_throughput.py --backend vllm --batch 8 32
 
-Several batch sizes share one vLLM engine (its start-up compiles the model, ~1 min on CPU). Plain HF
-generate is timed before the vLLM engine is built; it is timed once more after ("after vLLM init") to
-show whether the in-process engine changed the HF model's speed (threads, OpenMP runtime).
+Several batch sizes share one vLLM engine (its start-up compiles the model, ~1 min on CPU); it runs in
+this process next to the HF model. The runs are timed round robin (best of --repeats), so a change in the
+machine's load hits all of them alike. Each vLLM run starts with an empty prefix cache (as plain HF
+generate recomputes every prompt); within a multi-turn rollout the cache is used, as in training.
 """
 
 from __future__ import annotations
@@ -44,16 +45,6 @@ class NoToolEnv:
 
     def metrics(self):
         return {"reward": 0.0}
-
-
-def best_rate(fn, repeats):
-    best = 0.0
-    for _ in range(repeats):
-        started = time.perf_counter()
-        with torch.no_grad():
-            n = fn()
-        best = max(best, n / (time.perf_counter() - started))
-    return best
 
 
 def main():
@@ -93,31 +84,17 @@ def main():
                 lambda: engine_run(batch, lambda t: ToolworldEnv(max_steps=3), 3, backend),
         }
 
-    print(f"model={args.model} dtype={args.dtype} batch={args.batch} new_tokens/turn={args.new_tokens} "
-          f"threads={torch.get_num_threads()} backend={args.backend} load(1,5,15 min)={os.getloadavg()}")
-    rates: dict[int, dict[str, float]] = {b: {} for b in args.batch}
-
-    def measure(batch, runs, repeats=None):
-        for name, fn in runs.items():
-            rates[batch][name] = best_rate(fn, repeats or args.repeats)
-            print(f"batch={batch:<3d} {name:50s} {rates[batch][name]:8.1f} tok/s", flush=True)
-
-    for batch in args.batch:
-        runs = {PLAIN: lambda b=batch: plain_generate(b)}
-        if args.backend in ("hf", "both"):
-            runs.update(engine_runs(batch, "hf"))
-        measure(batch, runs)
-
+    backend = None
     if args.backend in ("vllm", "both"):
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
         from pact_cotrain.models import resolve_model
         from pact_cotrain.rollout.vllm_backend import VLLMBackend
 
         started = time.perf_counter()
         backend = VLLMBackend(str(resolve_model(args.model)), tok.eos_token_id, dtype=args.dtype, seed=0)
-        print(f"vLLM engine init {time.perf_counter() - started:.1f}s; torch threads {torch.get_num_threads()}; "
-              f"load={os.getloadavg()}", flush=True)
-        from vllm import SamplingParams
-        from vllm.inputs import TokensPrompt
+        print(f"vLLM engine init {time.perf_counter() - started:.1f}s", flush=True)
 
         def vllm_plain(batch):
             sp = SamplingParams(max_tokens=args.new_tokens, min_tokens=args.new_tokens, temperature=1.0, top_k=0,
@@ -125,19 +102,41 @@ def main():
             outs = backend.llm.generate([TokensPrompt(prompt_token_ids=p) for p in prompts[batch]], sp, use_tqdm=False)
             return sum(len(o.outputs[0].token_ids) for o in outs)
 
-        for batch in args.batch:
-            for _ in range(args.vllm_warmup):  # first batches at a new shape are slower
+        def cold(fn):  # each timed run starts without cached prompt KV, like plain HF generate
+            def run():
+                backend.llm.reset_prefix_cache()
+                return fn()
+            return run
+
+    print(f"model={args.model} dtype={args.dtype} batch={args.batch} new_tokens/turn={args.new_tokens} "
+          f"threads={torch.get_num_threads()} backend={args.backend} load(1,5,15 min)={os.getloadavg()}", flush=True)
+    rates: dict[int, dict[str, float]] = {}
+    for batch in args.batch:
+        runs = {PLAIN: lambda b=batch: plain_generate(b)}
+        if args.backend in ("hf", "both"):
+            runs.update(engine_runs(batch, "hf"))
+        if backend is not None:
+            for _ in range(args.vllm_warmup):  # the first batches at new shapes are slower
                 engine_run(batch, lambda t: NoToolEnv(), 1, backend)
-            measure(batch, {"plain vLLM generate (fixed length)": lambda b=batch: vllm_plain(b),
-                            **engine_runs(batch, "vllm", backend)})
-            measure(batch, {f"{PLAIN}, after vLLM init": lambda b=batch: plain_generate(b)}, repeats=1)
+            runs["plain vLLM generate (fixed length)"] = cold(lambda b=batch: vllm_plain(b))
+            runs.update({name: cold(fn) for name, fn in engine_runs(batch, "vllm", backend).items()})
+        # Round robin over the runs, best of `repeats` each, so a change in load hits all of them alike.
+        rates[batch] = dict.fromkeys(runs, 0.0)
+        tokens = {}
+        for _ in range(args.repeats):
+            for name, fn in runs.items():
+                started = time.perf_counter()
+                with torch.no_grad():
+                    tokens[name] = fn()
+                rates[batch][name] = max(rates[batch][name], tokens[name] / (time.perf_counter() - started))
+        for name, rate in rates[batch].items():
+            print(f"batch={batch:<3d} {name:50s} {rate:8.1f} tok/s  ({tokens[name]} sampled tokens)", flush=True)
 
     print(f"load(1,5,15 min)={os.getloadavg()}")
     for batch in args.batch:
         base = rates[batch][PLAIN]
-        print(f"\nbatch={batch}: tok/s and ratio to plain HF model.generate ({base:.1f} tok/s)")
         for name, rate in rates[batch].items():
-            print(f"  {name:55s} {rate:8.1f} tok/s {rate / base:6.2f}x")
+            print(f"batch={batch:<3d} {name:50s} {rate / base:6.2f}x of plain generate")
 
 
 if __name__ == "__main__":

@@ -7,10 +7,11 @@ Run in the vLLM environment (see scripts/setup_vllm_cpu.sh):
 1. Samples toolworld prompts with VLLMBackend, re-scores the exact sampled ids with the HF model in fp32
    (log_softmax(logits / T) gathered at each sampled id) and prints max/mean |vLLM - HF| per setting.
 2. Same seed -> same ids; turns end at the first end-of-turn id (inclusive) and nowhere else.
-3. Weight sync: perturbs the HF model (scales every down_proj, adds noise to every q_proj, scales the
-   final norm; rounded to bf16, as the checkpoint is), shows vLLM (still on the old weights) disagreeing with the HF
-   re-score, calls `backend.load_weights(model)`, and shows vLLM's greedy ids and log-probs matching
-   the perturbed HF model; then syncs the original weights back and checks the original outputs return.
+3. Weight sync: perturbs the HF model (scales every down_proj, adds noise to every q_proj and to the
+   embeddings, which the LM head is tied to, scales the final norm; rounded to bf16, as the checkpoint
+   is), shows vLLM (still on the old weights) disagreeing with the HF re-score, calls
+   `backend.load_weights(model)`, and shows vLLM's greedy ids and log-probs matching the perturbed HF
+   model; then syncs the original weights back and checks the original outputs return.
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ def main():
             q = layer.self_attn.q_proj.weight
             q.add_(torch.randn(q.shape, generator=gen) * q.std() * 0.2)
         model.model.norm.weight.mul_(1.1)
+        emb = model.model.embed_tokens.weight  # tied to lm_head in SmolLM2
+        emb.add_(torch.randn(emb.shape, generator=gen) * emb.std() * 0.1)
         # Round to bf16 so that a bf16 engine holds exactly the HF weights: what remains is compute precision.
         for p in model.parameters():
             p.copy_(p.to(torch.bfloat16).float())

@@ -70,7 +70,7 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
     dev = [t for t in ftrl if is_dev(t.id, study["data"]["ftrl_dev_percent"])]
     train = generate_tasks(study["data"]["toolworld_train"], seed=0, split="train")
     if study["data"].get("ftrl_train", True):
-        train += [t for t in ftrl if not is_dev(t.id, study["data"]["ftrl_dev_percent"])]
+        train += [t for t in ftrl if t not in dev]
     write_tasks(paths["ftrl_dev"], dev)
     write_tasks(paths["train"], train)
     print(f"data: {len(train)} train tasks ({study['data']['toolworld_train']} toolworld), {len(dev)} FTRL dev rows")

@@ -123,7 +123,10 @@ def config_for(method, args, device, dtype, tag):
 def token_counts(batch, k, sft: bool):
     """(floor, padded): the floor counts each distinct context once plus every completion / SFT target
     token (what shared-prefix packing computes, padding aside); padded is rows x longest row of the
-    packed forward pass (`packed_completion_logps`: one row per prompt group, one per SFT trace)."""
+    packed forward pass (`packed_completion_logps`: one segment per prompt group and per SFT trace,
+    short segments sharing a row, `pack_rows`)."""
+    from pact_cotrain.training.scoring import pack_rows
+
     rows = []
     n = len(batch["completions"])
     for g in range(0, n, k):
@@ -133,7 +136,7 @@ def token_counts(batch, k, sft: bool):
         rows.append(len(ctx) + sum(len(batch["completions"][i]) for i in members))
     if sft:
         rows += [len(c) + len(t) for c, t in zip(batch.get("sft_contexts", []), batch.get("sft_targets", []))]
-    return sum(rows), len(rows) * max(rows)
+    return sum(rows), len(pack_rows(rows)) * max(rows)
 
 
 def enable_checkpointing_like_train(trainer) -> bool:

@@ -108,7 +108,7 @@ def _eval(args) -> int:
         data[name] = path
     run_eval(args.model, [b for b in args.benchmarks.split(",") if b], data=data, limit=args.limit,
              out_dir=args.out, batch_size=args.batch_size, greedy=not args.sample, seed=args.seed,
-             max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens)
+             max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens, backend=args.backend)
     print((Path(args.out) / "results.md").read_text())
     return 0
 
@@ -193,6 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-turns", type=int, default=None, help="cap each benchmark's turn limit (recorded)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per assistant turn")
+    p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
+                   help="generation backend: HF generate, or vLLM (optional extra, bf16)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="print runs side by side and exit")
     p.set_defaults(func=_eval)
 

@@ -45,3 +45,31 @@ def test_packed_gradient_matches_unpacked(tokenizer):
         total.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
     torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+
+
+def test_pack_rows_shares_rows_without_exceeding_the_longest_group():
+    from pact_cotrain.training.scoring import pack_rows
+
+    assert pack_rows([10, 4, 6, 3, 3]) == [[0], [2, 1], [3, 4]]
+    assert pack_rows([5]) == [[0]]
+    for lengths in ([7, 7, 7], [1, 2, 3, 4, 5, 6], [9, 1, 1, 1, 8]):
+        rows = pack_rows(lengths)
+        assert sorted(i for r in rows for i in r) == list(range(len(lengths)))
+        assert all(sum(lengths[i] for i in r) <= max(lengths) for r in rows)
+
+
+def test_groups_sharing_a_row_do_not_see_each_other(model):
+    # The second and third groups are short enough to share one row: each must still be scored alone.
+    groups = [PackedGroup([5, 6, 7, 8, 9, 10, 11, 12], [[20, 21, 22], [23, 24]]),
+              PackedGroup([13, 14], [[30, 31, 32]]),
+              PackedGroup([15], [[40], [], [41, 42]], 0.5)]
+    from pact_cotrain.training.scoring import pack_rows
+
+    assert len(pack_rows([13, 5, 4])) == 2  # the layout this test relies on
+    results = packed_completion_logps(model, groups, pad_id=0)
+    for g, res in zip(groups, results):
+        for comp, (logp, _) in zip(g.completions, res):
+            if comp:
+                torch.testing.assert_close(logp, alone(model, g.context, comp, g.temperature), atol=1e-5, rtol=1e-4)
+            else:
+                assert logp.numel() == 0

@@ -113,23 +113,35 @@ def test_tool_response_tokens_get_no_gradient(tmp_path):
             assert all(row[t] == 0 for t, c in enumerate(comps) if c == "tool_response")
         assert "tool_response" in comps
     # And the loss's gradient w.r.t. the logits that predict SFT tool-response tokens is exactly zero.
-    loss, logits = _loss_and_logit_grads(trainer, batch)
-    assert len(logits) == 1  # every pass of the step in one forward call
-    sft_grad = logits[0].grad[-len(batch["sft_targets"]):]  # SFT rows come last, one per trace
-    used = [batch["prompt_contexts"][i] for i in range(len(batch["completions"])) if batch["anchor"][i]]
-    used += [batch["trace_contexts"][i] for i in range(len(batch["completions"])) if not batch["anchor"][i]]
-    min_context = min(len(c) for c in used + batch["sft_contexts"])
+    from pact_cotrain.training import scoring, trainer as trainer_module
+
+    groups_seen = []
+
+    def recording(model, groups, pad_id, **kwargs):
+        groups_seen.append(groups)
+        return scoring.packed_completion_logps(model, groups, pad_id, **kwargs)
+
+    original = trainer_module.packed_completion_logps
+    trainer_module.packed_completion_logps = recording
+    try:
+        loss, logits = _loss_and_logit_grads(trainer, batch)
+    finally:
+        trainer_module.packed_completion_logps = original
+    assert len(logits) == 1 and len(groups_seen) == 1  # every pass of the step in one forward call
+    layout = scoring.pack_groups(groups_seen[0], trainer.pad_id)
+    sft_layouts = layout.predict[-len(batch["sft_targets"]):]  # SFT groups come last, one per trace
     checked = 0
     for i, task_id in enumerate(batch["task_ids"]):
         r = trainer._target(trainer.tasks[[t.id for t in trainer.tasks].index(task_id)])
         comps = r.components[r.prompt_len:]
+        (row, cols), = sft_layouts[i]
         for t, c in enumerate(comps):
-            column = r.prompt_len - min_context + t  # target token t is predicted at context end - 1 + t
+            grad = logits[0].grad[row, cols[t]]  # the logits that predict target token t
             if c == "tool_response":
-                assert torch.count_nonzero(sft_grad[i, column]) == 0
+                assert torch.count_nonzero(grad) == 0
                 checked += 1
             elif c == "tool_call":
-                assert torch.count_nonzero(sft_grad[i, column]) > 0
+                assert torch.count_nonzero(grad) > 0
     assert checked > 0
 
 
@@ -244,3 +256,9 @@ def test_bf16_rollout_copy_never_runs_the_trained_model(tmp_path, tokenizer):
     model.get_input_embeddings().register_forward_hook(lambda *a: calls.append(1))  # on the original only
     trainer._build_batch(rows)
     assert trainer._rollout_copy is not None and calls == []
+
+
+def test_unknown_rollout_backend_is_a_clear_error(tmp_path, tokenizer):
+    cfg = small_config("grpo", tmp_path, "train.rollout_backend=sglang")
+    with pytest.raises(ValueError, match="rollout_backend must be hf or vllm"):
+        build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)

@@ -96,6 +96,30 @@ def spread_subset(tasks: list, limit: int) -> list:
     return [tasks[(i * len(tasks)) // limit] for i in range(limit)]
 
 
+def _tokenizer_for(model):
+    if isinstance(model, (tuple, list)):
+        return model[1]
+    from transformers import AutoTokenizer
+
+    from pact_cotrain.models import resolve_model
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _vllm_backend_for(model, tokenizer, vllm_kwargs: dict):
+    """A bf16 vLLM engine over the model's checkpoint directory (the same dtype `pact eval` loads HF in)."""
+    from pact_cotrain.models import resolve_model
+    from pact_cotrain.rollout.vllm_backend import VLLMBackend
+
+    if not isinstance(model, str):
+        raise ValueError("backend='vllm' needs the model as a name or directory (or pass a ready backend)")
+    kwargs = {"dtype": "bfloat16", **vllm_kwargs}
+    return VLLMBackend(resolve_model(model), eos_token_id=tokenizer.eos_token_id, **kwargs)
+
+
 def _capped(make_env: Callable, max_turns: int) -> Callable:
     """The benchmark's environment factory, with the episode's step limit lowered to max_turns."""
     def make(task):
@@ -111,12 +135,17 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
              out_dir: str = "runs/eval", batch_size: int = 16, greedy: bool = True,
              model_loader: Callable = load_model_and_tokenizer, *, temperature: float = 1.0, top_p: float = 1.0,
              max_new_tokens_per_turn: int = 256, max_completion_tokens: int = 4096, seed: int = 0,
-             max_turns: int | dict[str, int] | None = None, device: str | None = None, progress: bool = True) -> dict:
+             max_turns: int | dict[str, int] | None = None, device: str | None = None, progress: bool = True,
+             backend="hf", vllm_kwargs: dict | None = None) -> dict:
     """Evaluate `model` (a name/path for `model_loader`, or a ready (model, tokenizer) pair) on each
     named benchmark; write episodes_<bench>.jsonl, results.json and results.md under `out_dir`, and
     return the results dict (the content of results.json). `max_turns` (an int, or
     {benchmark: int}) caps a benchmark's own turn limit: a cheaper deviation from its protocol,
-    recorded in results.json."""
+    recorded in results.json.
+
+    `backend`: "hf" (the model's `generate`), "vllm" (a `VLLMBackend` built from the model's directory,
+    bf16, with `vllm_kwargs`; only the tokenizer is loaded here) or a ready generation backend, e.g. a
+    trainer's synced vLLM engine (then `model` is a (None, tokenizer) pair)."""
     import torch
 
     from pact_cotrain.eval.benchmarks import BENCHMARKS
@@ -130,13 +159,22 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
-    policy, tokenizer = model if isinstance(model, (tuple, list)) else model_loader(model)
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else None
-    if device is not None:
-        policy = policy.to(device)
-    was_training = policy.training
-    policy.eval()
+    if backend == "vllm":
+        policy, tokenizer = None, _tokenizer_for(model)
+        backend = _vllm_backend_for(model, tokenizer, vllm_kwargs or {})
+    elif isinstance(model, (tuple, list)):
+        policy, tokenizer = model
+    else:
+        policy, tokenizer = model_loader(model)
+    if backend == "hf":
+        backend = None  # the engine's HFBackend over `policy`
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else None
+        if device is not None:
+            policy = policy.to(device)
+    was_training = policy is not None and policy.training
+    if policy is not None:
+        policy.eval()
     load_seconds = time.time() - started
 
     results = {
@@ -144,6 +182,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
         "limit": limit,
         "greedy": greedy,
         "batch_size": batch_size,
+        "backend": type(backend).__name__ if backend is not None else "HFBackend",
         "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens_per_turn": max_new_tokens_per_turn,
                      "max_completion_tokens": max_completion_tokens, "seed": seed, "max_turns_cap": max_turns},
         "load_seconds": load_seconds,
@@ -166,7 +205,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
             sampling = SamplingConfig(temperature=temperature, top_p=top_p, greedy=greedy, max_turns=turns,
                                       max_new_tokens_per_turn=max_new_tokens_per_turn,
                                       max_completion_tokens=max_completion_tokens)
-            engine = RolloutEngine(policy, tokenizer, _capped(bench.make_env, turns), sampling)
+            engine = RolloutEngine(policy, tokenizer, _capped(bench.make_env, turns), sampling, backend=backend)
             batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
             job = bar.add_task(name, total=len(batches)) if bar is not None else None
             episodes_path = out / f"episodes_{name}.jsonl"
@@ -198,7 +237,8 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
     finally:
         if bar is not None:
             bar.stop()
-        policy.train(was_training)
+        if policy is not None:
+            policy.train(was_training)
 
     results["total_seconds"] = time.time() - started
     paper, missing = paper_metrics(results["benchmarks"])

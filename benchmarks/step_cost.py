@@ -6,7 +6,8 @@ with every prompt trace-conditioned plus the SFT term, and the same PACT rows sc
 left/right padding instead of shared-prefix packing. Prints seconds, tokens processed and ratios,
 for the optimisation phase alone and for the whole step (rollouts + optimisation).
 
-    python benchmarks/step_cost.py --prompts 2 --k 4 --repeats 2 [--model runs/cpu-study/warmup/final]
+    python benchmarks/step_cost.py --prompts 2 --k 4 --repeats 2 [--model runs/cpu-study/warmup/final] [key=value ...]
+    .venv-vllm/bin/vllm-python benchmarks/step_cost.py ... train.rollout_backend=vllm train.rollout_dtype=bfloat16
 """
 
 from __future__ import annotations
@@ -36,15 +37,18 @@ def main():
     ap.add_argument("--k", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--model", default="smollm2-135m-instruct", help="e.g. a warm-up checkpoint that calls tools")
+    ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.mixed_precision=bf16 "
+                                                 "train.rollout_backend=vllm (run that one in .venv-vllm)")
     args = ap.parse_args()
     cfg = load_config("demo", [f"model={args.model}", f"train.prompts_per_step={args.prompts}", f"train.k={args.k}", "train.report_to=[]",
-                               "output_dir=/tmp/pact-step-cost", "method.anchor_q=0.0"])
+                               "output_dir=/tmp/pact-step-cost", "method.anchor_q=0.0", *args.overrides])
     trainer = build_trainer(cfg)
     trainer.model.train()
     rows = [{"task_index": i // args.k} for i in range(args.prompts * args.k)]
-    started = time.perf_counter()
+    if trainer.rollout_backend == "vllm":
+        trainer._build_batch(rows)  # untimed: builds the engine and warms it up
     batch = trainer._build_batch(rows)  # rollouts once, shared by every variant below
-    t_rollout = time.perf_counter() - started
+    t_rollout = batch["rollout_seconds"]
     pact_plan = batch["plan"]
     grpo_batch = {**batch, "plan": dataclasses.replace(pact_plan, anchor_q=1.0, sft_coef=0.0),
                   "anchor": torch.ones_like(batch["anchor"])}

@@ -56,6 +56,20 @@ def test_report_is_mean_and_sample_std_over_finished_seeds(tmp_path):
     assert "vanilla" not in md.split("Runs not finished")[1]
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert len((tmp_path / "results_per_seed.csv").read_text().splitlines()) == 1 + 4
+    # Paired by seed: only seed 0 has both PACT (TW 50) and GRPO (TW 20).
+    assert "| grpo | 0 | 30.0 (one seed) |" in md
+
+
+def test_paired_differences_use_common_seeds_and_vanilla_for_every_seed(tmp_path):
+    for seed, tw in ((0, 0.5), (1, 0.25), (2, 0.0)):
+        _fake_run(tmp_path, "pact", seed, 0.0, tw)
+    for seed, tw in ((1, 0.5), (2, 0.25)):
+        _fake_run(tmp_path, "grpo", seed, 0.0, tw)
+    _fake_run(tmp_path, "vanilla", 0, 0.0, 0.25)
+    write_report(STUDY, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert f"| grpo | 1,2 | {mean([-25, -25]):.1f} ± {stdev([-25, -25]):.1f} |" in md
+    assert f"| vanilla | 0,1,2 | {mean([25, 0, -25]):.1f} ± {stdev([25, 0, -25]):.1f} |" in md
 
 
 def test_builtin_cpu_study_names_every_method_and_ablation():

@@ -76,6 +76,24 @@ def table(found: dict[str, list[dict]]) -> list[str]:
     return lines
 
 
+def paired_differences(found: dict[str, list[dict]], reference: str = "pact", label: str = "TW Solve-F1") -> list[str]:
+    """`reference` minus every other method on `label`, paired by seed (same seed: same data order and
+    the same first rollouts), in points: mean ± sample std over the seeds both have finished."""
+    ours = {r["seed"]: r["values"][label] for r in found.get(reference, []) if r["values"][label] is not None}
+    lines = [f"| {reference} minus | seeds | Δ {label} (points) |", "|---|---|---|"]
+    for method, runs in found.items():
+        if method == reference:
+            continue
+        # vanilla is one evaluation, the same starting point for every seed
+        theirs = {s: r["values"][label] for r in runs for s in (ours if method == "vanilla" else [r["seed"]])
+                  if r["values"][label] is not None}
+        seeds = sorted(set(ours) & set(theirs))
+        if seeds:
+            lines.append(f"| {method} | {','.join(map(str, seeds))} | "
+                         f"{mean_std([ours[s] - theirs[s] for s in seeds]).replace(' (n=1)', ' (one seed)')} |")
+    return lines if len(lines) > 2 else []
+
+
 def write_per_seed_csv(found: dict[str, list[dict]], path: Path) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
@@ -131,6 +149,8 @@ def write_report(study: dict, out: Path) -> None:
         "",
         *table(found),
         "",
+        *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""] if (paired := paired_differences(found))
+          else []),
         f"Evaluation: greedy, benchmarks {ev['benchmarks']}, subsets {ev.get('limit')}, turn caps "
         f"{ev.get('max_turns')}, {ev.get('max_new_tokens_per_turn')} new tokens per turn.",
         "",

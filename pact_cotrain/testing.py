@@ -69,3 +69,21 @@ def tiny_llama(tokenizer, hidden: int = 32, layers: int = 2, seed: int = 0):
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     return model.eval()
+
+
+def save_tiny_llama_for_vllm(tokenizer, path, seed: int = 0):
+    """A random Llama that vLLM can serve (head_dim 64, which every vLLM attention backend supports),
+    saved with the tokenizer under `path`. Its init std (0.2, not 0.02) makes the distributions peaked
+    enough for greedy decoding to be free of near-ties, so HF and vLLM can be compared token by token."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                         tie_word_embeddings=True, initializer_range=0.2)
+    model = LlamaForCausalLM(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return model

@@ -23,23 +23,12 @@ MAX_NEW = 24
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     from pact_cotrain.rollout.vllm_backend import VLLMBackend
-    from pact_cotrain.testing import tiny_tokenizer
+    from pact_cotrain.testing import save_tiny_llama_for_vllm, tiny_tokenizer
 
     tok = tiny_tokenizer()
-    torch.manual_seed(0)
-    # head_dim 64: a size every vLLM attention backend supports. Larger init std than the default 0.02 so
-    # the random model's distributions are peaked enough for greedy decoding to be free of near-ties.
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-                         tie_word_embeddings=True, initializer_range=0.2)
-    model = LlamaForCausalLM(config).eval()
     path = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(path)
-    tok.save_pretrained(path)
+    model = save_tiny_llama_for_vllm(tok, path)
     backend = VLLMBackend(str(path), tok.eos_token_id, dtype="float32", max_model_len=1024, seed=0,
                           kv_cache_memory_bytes=64 << 20, enforce_eager=True)
     prompts = [tok.encode(text) for text in ("Where was Ola Vesk born?", "<tool_call>\n{\"name\": \"get",

@@ -19,18 +19,12 @@ pytestmark = pytest.mark.slow
 
 
 def test_pact_trains_with_vllm_rollouts_and_syncs_weights(tmp_path):
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaForCausalLM
 
-    from pact_cotrain.testing import tiny_tokenizer
+    from pact_cotrain.testing import save_tiny_llama_for_vllm, tiny_tokenizer
 
     tok = tiny_tokenizer()
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=2048,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, bos_token_id=None,
-                         tie_word_embeddings=True, initializer_range=0.2)
-    LlamaForCausalLM(config).save_pretrained(tmp_path / "init")
-    tok.save_pretrained(tmp_path / "init")
+    save_tiny_llama_for_vllm(tok, tmp_path / "init")
     model = LlamaForCausalLM.from_pretrained(tmp_path / "init", dtype=torch.float32)
     cfg = load_config("pact", [
         "train.k=2", "train.prompts_per_step=2", "data.n_train=8", "sampling.max_new_tokens_per_turn=12",

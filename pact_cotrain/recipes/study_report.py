@@ -22,6 +22,8 @@ COLUMNS = [
     ("Avg", ("paper", "Avg")),
     ("TW Solve-F1", ("toolworld", "solve_f1")),
     ("TW answer", ("toolworld", "answer_correct")),
+    ("TW Solve-R", ("toolworld", "solve_r")),
+    ("TW Solve-P", ("toolworld", "solve_p")),
 ]
 CURVES = [("reward", "rollout reward (mean)"), ("loss/sft", "SFT loss"),
           ("over_reliance_gap", "over-reliance gap (nats/token)"), ("rollout/n_calls", "calls per rollout")]

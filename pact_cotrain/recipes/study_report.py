@@ -114,6 +114,8 @@ def plot_curves(found: dict[str, list[dict]], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(2, 2, figsize=(14, 9))
+    # One colour per method in every panel (matplotlib's cycle would shift where a method has no data).
+    colours = {method: plt.get_cmap("tab20")(i % 20) for i, method in enumerate(found)}
     for ax, (key, label) in zip(axes.flat, CURVES):
         for method, runs in found.items():
             by_step: dict[int, list[float]] = {}
@@ -123,13 +125,16 @@ def plot_curves(found: dict[str, list[dict]], path: Path) -> None:
                         by_step.setdefault(h["step"], []).append(h[key])
             if by_step:
                 steps = sorted(by_step)
-                ax.plot(steps, [mean(by_step[s]) for s in steps], marker=".", label=method)
+                ax.plot(steps, [mean(by_step[s]) for s in steps], marker=".", label=method, color=colours[method])
         ax.set_title(label, fontsize=10)
         ax.set_xlabel("optimiser step", fontsize=8)
         ax.grid(alpha=0.3)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    if handles:
-        fig.legend(handles, labels, loc="lower center", ncol=6, fontsize=8)
+    from matplotlib.lines import Line2D
+
+    shown = [m for m, runs in found.items() if runs and any(r["history"] for r in runs)]
+    if shown:
+        fig.legend([Line2D([], [], color=colours[m], marker=".") for m in shown], shown, loc="lower center",
+                   ncol=6, fontsize=8)
     fig.suptitle("training curves, mean over seeds")
     fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=90)

@@ -9,8 +9,8 @@ It needs the vLLM environment (`bash scripts/setup_vllm_cpu.sh`):
 
     .venv-vllm/bin/vllm-python benchmarks/rollout_throughput.py --backend vllm --batch 8 32
 
-Several batch sizes share one vLLM engine (its start-up compiles the model, ~1 min on CPU); it runs in
-this process next to the HF model. The runs are timed round robin (best of --repeats), so a change in the
+Several batch sizes share one vLLM engine (eager on CPU: start-up takes seconds); it runs in this
+process next to the HF model. The runs are timed round robin (best of --repeats), so a change in the
 machine's load hits all of them alike. Each vLLM run starts with an empty prefix cache (as plain HF
 generate recomputes every prompt); within a multi-turn rollout the cache is used, as in training.
 """

@@ -24,7 +24,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Callable
 
-from pact_cotrain.recipes.common import load_model_and_tokenizer
+from pact_cotrain.recipes.common import load_model_and_tokenizer, load_tokenizer
 
 # The paper's table, in order. BFCL categories are inserted before "BFCL Avg" from the bfcl benchmark's columns.
 PAPER_FTRL = (("Solve-R", "solve_r"), ("Solve-P", "solve_p"), ("Solve-F1", "solve_f1"))
@@ -96,19 +96,6 @@ def spread_subset(tasks: list, limit: int) -> list:
     return [tasks[(i * len(tasks)) // limit] for i in range(limit)]
 
 
-def _tokenizer_for(model):
-    if isinstance(model, (tuple, list)):
-        return model[1]
-    from transformers import AutoTokenizer
-
-    from pact_cotrain.models import resolve_model
-
-    tokenizer = AutoTokenizer.from_pretrained(resolve_model(model))
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
 def _vllm_backend_for(model, tokenizer, vllm_kwargs: dict):
     """A bf16 vLLM engine over the model's checkpoint directory (the same dtype `pact eval` loads HF in)."""
     from pact_cotrain.models import resolve_model
@@ -160,7 +147,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
 
     started = time.time()
     if backend == "vllm":
-        policy, tokenizer = None, _tokenizer_for(model)
+        policy, tokenizer = None, (model[1] if isinstance(model, (tuple, list)) else load_tokenizer(model))
         backend = _vllm_backend_for(model, tokenizer, vllm_kwargs or {})
     elif isinstance(model, (tuple, list)):
         policy, tokenizer = model

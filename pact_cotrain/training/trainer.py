@@ -165,21 +165,20 @@ class PACTTrainer(GRPOTrainer):
 
     def _rl_batch(self, tasks: list[Task], plan: StepPlan, seed: int) -> dict:
         k = self.num_generations
-        backend = self.vllm_backend() if self.rollout_backend == "vllm" else None  # built and synced untimed
+        # The engine (vLLM, or the policy / its rollout copy for HF) is prepared and synced untimed.
+        backend = self.vllm_backend() if self.rollout_backend == "vllm" else None
+        policy = None if backend is not None else self._rollout_policy(self.accelerator.unwrap_model(self.model))
+        engine = RolloutEngine(policy, self.processing_class, self.env_factory, self.sampling, backend=backend)
+        was_training = policy is not None and policy.training
+        if policy is not None:
+            policy.eval()
         started = time.perf_counter()
-        if backend is not None:
-            engine = RolloutEngine(None, self.processing_class, self.env_factory, self.sampling, backend=backend)
-            episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
-        else:
-            model = self._rollout_policy(self.accelerator.unwrap_model(self.model))
-            engine = RolloutEngine(model, self.processing_class, self.env_factory, self.sampling)
-            was_training = model.training
-            model.eval()
-            # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
-            # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
-            episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
-            model.train(was_training)
+        # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
+        # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
+        episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
+        if policy is not None:
+            policy.train(was_training)
 
         by_id = {t.id: t for t in tasks}
         scored = [self.episode_reward.score(ep, by_id[ep.task_id]) for ep in episodes]

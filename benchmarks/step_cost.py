@@ -1,8 +1,9 @@
 """Step cost of PACT vs GRPO on the SAME rollouts, and shared-prefix packing vs padding.
 
 One batch of rollouts is generated once (timed: both methods roll out the same way, prompt-only);
-then, side by side in this process, forward+backward is timed for: GRPO (prompt-only pass), PACT
-with every prompt trace-conditioned plus the SFT term, and the same PACT rows scored with plain
+then, side by side in this process, forward+backward is timed for: GRPO (prompt-only pass) and PACT
+with every prompt trace-conditioned plus the SFT term, each under both scoring layouts (one batched
+forward, or one forward per shared-prefix group), and the same PACT rows scored with plain
 left/right padding instead of shared-prefix packing. Prints seconds, tokens processed and ratios,
 for the optimisation phase alone and for the whole step (rollouts + optimisation).
 
@@ -44,6 +45,8 @@ def main():
                                "output_dir=/tmp/pact-step-cost", "method.anchor_q=0.0", *args.overrides])
     trainer = build_trainer(cfg)
     trainer.model.train()
+    if trainer.args.gradient_checkpointing:  # Trainer.train() turns it on; these steps bypass train()
+        trainer.model.gradient_checkpointing_enable(trainer.args.gradient_checkpointing_kwargs)
     rows = [{"task_index": i // args.k} for i in range(args.prompts * args.k)]
     if trainer.rollout_backend == "vllm":
         trainer._build_batch(rows)  # untimed: builds the engine and warms it up
@@ -72,18 +75,28 @@ def main():
     padded_tokens = (len(rows) + len(batch["sft_targets"])) * (
         max(map(len, batch["trace_contexts"] + batch["sft_contexts"]))
         + max(map(len, batch["completions"] + batch["sft_targets"])))
-    t_grpo = timed(lambda: step(grpo_batch), args.repeats)
-    t_pact = timed(lambda: step(batch), args.repeats)
+    times = {}
+    for per_group in (False, True):  # the two scoring layouts (`train.forward_per_group`), side by side
+        trainer.forward_per_group = per_group
+        times["grpo", per_group] = timed(lambda: step(grpo_batch), args.repeats)
+        times["pact", per_group] = timed(lambda: step(batch), args.repeats)
     t_padded = timed(padded_pact, args.repeats)
     print(f"threads={torch.get_num_threads()} prompts={args.prompts} k={args.k} rollout tokens={gen} sft target tokens={sft}")
-    print(f"GRPO optimisation (packed, prompt-only contexts): {t_grpo:7.2f} s for {floor_grpo} tokens")
-    print(f"PACT optimisation (packed, trace contexts + SFT):  {t_pact:7.2f} s for {floor_pact} tokens")
-    print(f"PACT rows with plain padding instead of packing:  {t_padded:7.2f} s for {padded_tokens} padded tokens")
-    print(f"PACT / GRPO = {t_pact / t_grpo:.2f}x time, {floor_pact / floor_grpo:.2f}x tokens (the token floor)")
-    print(f"padded / packed (PACT rows) = {t_padded / t_pact:.2f}x")
+    print(f"token floor: GRPO {floor_grpo} (prompt-only contexts), PACT {floor_pact} (trace contexts + SFT) = "
+          f"{floor_pact / floor_grpo:.2f}x")
+    for per_group, name in ((False, "one batched forward (rows)"), (True, "one forward per group")):
+        t_grpo, t_pact = times["grpo", per_group], times["pact", per_group]
+        print(f"{name:>27}: GRPO {t_grpo:7.2f} s, PACT {t_pact:7.2f} s, PACT / GRPO = {t_pact / t_grpo:.2f}x time "
+              f"= {t_pact / t_grpo / (floor_pact / floor_grpo):.2f}x the token floor")
+    print(f"PACT, rows / per group = {times['pact', False] / times['pact', True]:.2f}x; "
+          f"GRPO, rows / per group = {times['grpo', False] / times['grpo', True]:.2f}x")
+    t_pact = min(times["pact", False], times["pact", True])
+    t_grpo = min(times["grpo", False], times["grpo", True])
+    print(f"PACT rows with plain padding instead of packing: {t_padded:7.2f} s for {padded_tokens} padded tokens; "
+          f"padded / best packed = {t_padded / t_pact:.2f}x")
     print(f"rollouts (the same for both methods): {t_rollout:7.2f} s, {gen} completion tokens "
           f"({sum(len(ep.turn_spans) for ep in batch['episodes'])} assistant turns)")
-    print(f"whole step PACT / GRPO = ({t_rollout:.2f} + {t_pact:.2f}) / ({t_rollout:.2f} + {t_grpo:.2f}) = "
+    print(f"whole step PACT / GRPO, each with its faster layout = ({t_rollout:.2f} + {t_pact:.2f}) / ({t_rollout:.2f} + {t_grpo:.2f}) = "
           f"{(t_rollout + t_pact) / (t_rollout + t_grpo):.2f}x")
 
 

@@ -1,5 +1,6 @@
 """Batched and shared-prefix (packed) scoring agree with scoring each sequence alone."""
 
+import pytest
 import torch
 
 from pact_cotrain.training.scoring import PackedGroup, completion_logps, packed_completion_logps
@@ -21,10 +22,13 @@ def test_padded_batch_matches_single_sequences(model):
         assert mask[b].tolist() == [1.0] * n + [0.0] * (logp.shape[1] - n)
 
 
-def test_packed_groups_match_single_sequences(model):
+@pytest.mark.parametrize("forward_per_group", [False, True])
+def test_packed_groups_match_single_sequences(model, forward_per_group):
+    # The last group is one SFT-like trace: alone in its forward, it takes the unmasked causal path.
     groups = [PackedGroup([5, 6, 7, 8, 9, 10], [[20, 21, 22], [23], [24, 25, 26, 27]], 0.8),
-              PackedGroup([11, 12], [[30, 31], [32, 33, 34]], 1.0)]
-    results = packed_completion_logps(model, groups, pad_id=0, with_entropy=True)
+              PackedGroup([11, 12], [[30, 31], [32, 33, 34]], 1.0), PackedGroup([13, 14, 15], [[40, 41]], 1.0)]
+    results = packed_completion_logps(model, groups, pad_id=0, with_entropy=True, forward_per_group=forward_per_group)
+    assert len(results) == len(groups)
     for g, res in zip(groups, results):
         for comp, (logp, entropy) in zip(g.completions, res):
             torch.testing.assert_close(logp, alone(model, g.context, comp, g.temperature), atol=1e-5, rtol=1e-4)
@@ -35,16 +39,19 @@ def test_packed_gradient_matches_unpacked(tokenizer):
     from pact_cotrain.testing import tiny_llama
 
     context, comps = [5, 6, 7, 8], [[20, 21, 22], [23, 24]]
+    groups = [PackedGroup(context, comps), PackedGroup([9, 10, 11], [[25, 26]])]
     grads = []
-    for packed in (True, False):
+    for packed in ("rows", "per_group", None):
         model = tiny_llama(tokenizer)
         if packed:
-            total = sum(lp.sum() for lp, _ in packed_completion_logps(model, [PackedGroup(context, comps)], 0)[0])
+            results = packed_completion_logps(model, groups, 0, forward_per_group=packed == "per_group")
+            total = sum(lp.sum() for res in results for lp, _ in res)
         else:
-            total = sum(alone(model, context, c).sum() for c in comps)
+            total = sum(alone(model, g.context, c).sum() for g in groups for c in g.completions)
         total.backward()
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters()]))
-    torch.testing.assert_close(grads[0], grads[1], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[0], grads[2], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(grads[1], grads[2], atol=1e-5, rtol=1e-4)
 
 
 def test_pack_rows_shares_rows_without_exceeding_the_longest_group():
@@ -73,3 +80,24 @@ def test_groups_sharing_a_row_do_not_see_each_other(model):
                 torch.testing.assert_close(logp, alone(model, g.context, comp, g.temperature), atol=1e-5, rtol=1e-4)
             else:
                 assert logp.numel() == 0
+
+
+def test_forward_per_group_passes_no_mask_for_a_lone_trace(model):
+    """One forward per group; a group with one completion is plain causal, so it gets no dense mask
+    (the fused causal attention path) while a K-completion group keeps its block mask."""
+    masks = []
+    original = model.forward
+
+    def recording(*args, **kwargs):
+        masks.append(kwargs.get("attention_mask"))
+        return original(*args, **kwargs)
+
+    model.forward = recording
+    try:
+        packed_completion_logps(model, [PackedGroup([5, 6, 7], [[20, 21], [22]]), PackedGroup([8, 9], [[30, 31, 32]])],
+                                pad_id=0, forward_per_group=True)
+    finally:
+        model.forward = original
+    assert len(masks) == 2
+    assert masks[0] is not None and masks[0].shape == (1, 1, 6, 6)
+    assert masks[1] is None

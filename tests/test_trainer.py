@@ -92,12 +92,14 @@ def test_sft_term_changes_the_gradient(tmp_path, tokenizer):
     assert not torch.allclose(grads[0], grads[1])
 
 
-def test_tool_response_tokens_get_no_gradient(tmp_path):
+@pytest.mark.parametrize("forward_per_group", [False, True])
+def test_tool_response_tokens_get_no_gradient(tmp_path, forward_per_group):
     # A tokenizer+model pair whose rollouts contain tool responses: force calls by constraining nothing;
     # instead check masks directly on the built batch and the logits' gradient at inserted positions.
     tok = tiny_tokenizer()
     model = tiny_llama(tok)
-    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", "method.anchor_q=0.5"),
+    trainer = build_trainer(small_config("pact", tmp_path, "train.save_steps=0", "method.anchor_q=0.5",
+                                         f"train.forward_per_group={str(forward_per_group).lower()}"),
                             model=model, tokenizer=tok)
     trainer.model.train()
     batch = trainer._build_batch([{"task_index": i // 2} for i in range(4)])
@@ -127,16 +129,23 @@ def test_tool_response_tokens_get_no_gradient(tmp_path):
         loss, logits = _loss_and_logit_grads(trainer, batch)
     finally:
         trainer_module.packed_completion_logps = original
-    assert len(logits) == 1 and len(groups_seen) == 1  # every pass of the step in one forward call
-    layout = scoring.pack_groups(groups_seen[0], trainer.pad_id)
-    sft_layouts = layout.predict[-len(batch["sft_targets"]):]  # SFT groups come last, one per trace
+    assert len(groups_seen) == 1  # every pass of the step in one scoring call
+    groups, n_sft = groups_seen[0], len(batch["sft_targets"])  # SFT groups come last, one per trace
+    if forward_per_group:  # one forward per group: trace i's logits are forward len(groups) - n_sft + i
+        assert len(logits) == len(groups)
+        sft_places = [(logits[len(groups) - n_sft + i], scoring.pack_groups([g], trainer.pad_id).predict[0][0])
+                      for i, g in enumerate(groups[-n_sft:])]
+    else:  # one forward over every group
+        assert len(logits) == 1
+        layout = scoring.pack_groups(groups, trainer.pad_id)
+        sft_places = [(logits[0], per_trace[0]) for per_trace in layout.predict[-n_sft:]]
     checked = 0
     for i, task_id in enumerate(batch["task_ids"]):
         r = trainer._target(trainer.tasks[[t.id for t in trainer.tasks].index(task_id)])
         comps = r.components[r.prompt_len:]
-        (row, cols), = sft_layouts[i]
+        trace_logits, (row, cols) = sft_places[i]
         for t, c in enumerate(comps):
-            grad = logits[0].grad[row, cols[t]]  # the logits that predict target token t
+            grad = trace_logits.grad[row, cols[t]]  # the logits that predict target token t
             if c == "tool_response":
                 assert torch.count_nonzero(grad) == 0
                 checked += 1

@@ -137,7 +137,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
                           env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
                           reward=EpisodeReward(method.reward), peft_config=peft_config,
                           rollout_dtype=train.get("rollout_dtype"), rollout_backend=train.get("rollout_backend", "hf"),
-                          vllm_kwargs=train.get("vllm"))
+                          vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"))
     if not args.disable_tqdm and train.get("progress", "rich") == "rich":
         from transformers.trainer_callback import ProgressCallback
         from trl.trainer.callbacks import RichProgressCallback

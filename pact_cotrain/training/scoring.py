@@ -136,28 +136,45 @@ def pack_groups(groups: list[PackedGroup], pad_id: int) -> PackedLayout:
     return PackedLayout(ids, pos, allowed, keep, predict)
 
 
-def packed_completion_logps(model, groups: list[PackedGroup], pad_id: int, with_entropy: bool = False):
+def _layout_logits(model, layout: PackedLayout, device) -> torch.Tensor:
+    """Logits at `layout.keep`. A lone causal row (one SFT trace) is passed without a mask, so attention
+    takes the fused causal path, which skips the upper triangle, instead of a dense [L, L] mask."""
+    rows, length, _ = layout.attention.shape
+    plain_causal = rows == 1 and torch.equal(layout.attention[0], torch.ones(length, length, dtype=torch.bool).tril())
+    mask = None if plain_causal else layout.attention[:, None].to(device)
+    return model(input_ids=layout.input_ids.to(device), attention_mask=mask, position_ids=layout.position_ids.to(device),
+                 logits_to_keep=torch.tensor(layout.keep, device=device)).logits
+
+
+def packed_completion_logps(model, groups: list[PackedGroup], pad_id: int, with_entropy: bool = False,
+                            forward_per_group: bool = False):
     """Shared-prefix scoring: each c_k of a group is scored exactly as `[context ; c_k]` would be, while
-    the context is computed once per group instead of once per completion (with gradients through it);
-    short groups share rows, so the batch holds little padding when group lengths differ (`pack_groups`).
+    the context is computed once per group instead of once per completion (with gradients through it).
+
+    `forward_per_group=False`: one forward over all groups; short groups share rows, so the batch holds
+    little padding when group lengths differ (`pack_groups`). `True`: one forward per group at its own
+    length, so no padding at all and no attention between rows' neighbours; better where batching buys
+    nothing (CPU), worse where each forward has a fixed cost (GPU launches, FSDP all-gathers).
 
     Returns, per group, a list of (logp [len(c_k)], entropy [len(c_k)] or None) in completion order.
     """
     device = next(model.parameters()).device
-    layout = pack_groups(groups, pad_id)
-    logits = model(input_ids=layout.input_ids.to(device), attention_mask=layout.attention[:, None].to(device),
-                   position_ids=layout.position_ids.to(device),
-                   logits_to_keep=torch.tensor(layout.keep, device=device)).logits
+    if forward_per_group:
+        passes = [(pack_groups([g], pad_id), [g]) for g in groups]
+    else:
+        passes = [(pack_groups(groups, pad_id), groups)]
     results = []
-    for g, per_comp in zip(groups, layout.predict):
-        out = []
-        for comp, (b, cols) in zip(g.completions, per_comp):
-            if not comp:
-                out.append((torch.zeros(0, device=device), None))
-                continue
-            row_logits = logits[b, torch.tensor(cols, device=device)].float() / g.temperature
-            logp = selective_log_softmax(row_logits, torch.tensor(comp, device=device))
-            entropy = entropy_from_logits(row_logits.detach()) if with_entropy else None
-            out.append((logp, entropy))
-        results.append(out)
+    for layout, members in passes:
+        logits = _layout_logits(model, layout, device)
+        for g, per_comp in zip(members, layout.predict):
+            out = []
+            for comp, (b, cols) in zip(g.completions, per_comp):
+                if not comp:
+                    out.append((torch.zeros(0, device=device), None))
+                    continue
+                row_logits = logits[b, torch.tensor(cols, device=device)].float() / g.temperature
+                logp = selective_log_softmax(row_logits, torch.tensor(comp, device=device))
+                entropy = entropy_from_logits(row_logits.detach()) if with_entropy else None
+                out.append((logp, entropy))
+            results.append(out)
     return results

@@ -45,7 +45,7 @@ class PACTTrainer(GRPOTrainer):
     def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
                  method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward,
                  rollout_dtype: str | None = None, rollout_backend: str = "hf", vllm_kwargs: dict | None = None,
-                 **kwargs):
+                 forward_per_group: bool | None = None, **kwargs):
         if args.steps_per_generation not in (None, 1) or args.gradient_accumulation_steps != 1:
             raise ValueError("PACTTrainer takes one optimiser step per generation batch: "
                              "set steps_per_generation=1 and gradient_accumulation_steps=1")
@@ -70,6 +70,10 @@ class PACTTrainer(GRPOTrainer):
             raise NotImplementedError("train.rollout_backend=vllm runs one engine in this process; with several "
                                       "processes use rollout_backend=hf (vLLM server mode is not wired in yet)")
         self.rollout_backend = rollout_backend
+        # Scoring: one forward per shared-prefix group (no padding) or one batched forward (see
+        # `packed_completion_logps`). Default: per group on CPU, where batching buys nothing.
+        self.forward_per_group = self.accelerator.device.type == "cpu" if forward_per_group is None \
+            else forward_per_group
         self.vllm_kwargs = dict(vllm_kwargs or {})
         self._vllm = None
         self._vllm_synced_step: int | None = None
@@ -252,9 +256,9 @@ class PACTTrainer(GRPOTrainer):
 
     def _score_passes(self, model, inputs: dict, prompt_rows: torch.Tensor | None, trace_rows: torch.Tensor | None,
                       sft: bool) -> dict:
-        """Every forward pass of a step in ONE call (one forward before one backward, as DDP and FSDP
-        expect), with shared prefixes: the K rollouts of a prompt share its context, so each context is
-        computed once and its K completions are packed after it (`packed_completion_logps`). Rollout
+        """Every scoring pass of a step in one call, before one backward, with shared prefixes: the K
+        rollouts of a prompt share its context, so each context is computed once and its K completions
+        are packed after it (`packed_completion_logps`). Rollout
         tokens are scored after the prompt-only context for `prompt_rows` and after the trace-conditioned
         context for `trace_rows`; expert traces for SFT. Rollout passes come back as full [B, C]
         tensors with zeros in unselected rows."""
@@ -274,7 +278,8 @@ class PACTTrainer(GRPOTrainer):
             for j, (ctx, target) in enumerate(zip(inputs["sft_contexts"], inputs["sft_targets"])):
                 groups.append(PackedGroup(ctx, [target], 1.0))
                 owners.append(("sft", [j]))
-        results = packed_completion_logps(model, groups, self.pad_id, with_entropy=True)
+        results = packed_completion_logps(model, groups, self.pad_id, with_entropy=True,
+                                          forward_per_group=self.forward_per_group)
 
         out: dict = {}
         device = self.accelerator.device

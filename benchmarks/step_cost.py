@@ -23,12 +23,15 @@ from pact_cotrain.recipes.train import build_trainer, load_config
 from pact_cotrain.training.scoring import completion_logps
 
 
-def timed(fn, repeats):
-    best = float("inf")
+def timed_interleaved(variants: dict, repeats: int) -> dict:
+    """Best of `repeats` seconds per variant, running every variant once per round, so that a slow
+    spell of the machine (another process's burst) hits all variants rather than the first ones."""
+    best = {name: float("inf") for name in variants}
     for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - started)
+        for name, fn in variants.items():
+            started = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - started)
     return best
 
 
@@ -75,12 +78,16 @@ def main():
     padded_tokens = (len(rows) + len(batch["sft_targets"])) * (
         max(map(len, batch["trace_contexts"] + batch["sft_contexts"]))
         + max(map(len, batch["completions"] + batch["sft_targets"])))
-    times = {}
-    for per_group in (False, True):  # the two scoring layouts (`train.forward_per_group`), side by side
-        trainer.forward_per_group = per_group
-        times["grpo", per_group] = timed(lambda: step(grpo_batch), args.repeats)
-        times["pact", per_group] = timed(lambda: step(batch), args.repeats)
-    t_padded = timed(padded_pact, args.repeats)
+    def with_layout(per_group, b):  # the two scoring layouts (`train.forward_per_group`)
+        def run():
+            trainer.forward_per_group = per_group
+            step(b)
+        return run
+
+    times = timed_interleaved({("grpo", False): with_layout(False, grpo_batch), ("pact", False): with_layout(False, batch),
+                               ("grpo", True): with_layout(True, grpo_batch), ("pact", True): with_layout(True, batch),
+                               "padded": padded_pact}, args.repeats)
+    t_padded = times["padded"]
     print(f"threads={torch.get_num_threads()} prompts={args.prompts} k={args.k} rollout tokens={gen} sft target tokens={sft}")
     print(f"token floor: GRPO {floor_grpo} (prompt-only contexts), PACT {floor_pact} (trace contexts + SFT) = "
           f"{floor_pact / floor_grpo:.2f}x")

@@ -108,7 +108,8 @@ def _eval(args) -> int:
         data[name] = path
     run_eval(args.model, [b for b in args.benchmarks.split(",") if b], data=data, limit=args.limit,
              out_dir=args.out, batch_size=args.batch_size, greedy=not args.sample, seed=args.seed,
-             max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens, backend=args.backend)
+             max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens, backend=args.backend,
+             vllm_kwargs={"dtype": args.vllm_dtype, "max_model_len": args.vllm_max_model_len})
     print((Path(args.out) / "results.md").read_text())
     return 0
 
@@ -194,7 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-turns", type=int, default=None, help="cap each benchmark's turn limit (recorded)")
     p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per assistant turn")
     p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                   help="generation backend: HF generate, or vLLM (optional extra, bf16)")
+                   help="generation backend: HF generate, or vLLM (optional extra)")
+    # fp32 is what the CPU study evaluates in: greedy decoding in bf16 flips near-ties at this size.
+    p.add_argument("--vllm-dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
+                   help="dtype of the vLLM engine (with --backend vllm)")
+    # FTRL and BFCL prompts run to ~4,600 tokens; vLLM refuses a prompt longer than this.
+    p.add_argument("--vllm-max-model-len", type=int, default=8192,
+                   help="context length of the vLLM engine, prompt and completion (with --backend vllm)")
     p.add_argument("--compare", nargs="+", metavar="RUN_DIR", help="print runs side by side and exit")
     p.set_defaults(func=_eval)
 

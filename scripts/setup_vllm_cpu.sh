@@ -36,8 +36,11 @@ trap 'rm -f "$CONSTRAINT"' EXIT
 printf 'transformers==%s\ntorch==2.13.0\n' "$TRANSFORMERS_VERSION" > "$CONSTRAINT"
 "${PIP[@]}" -c "$CONSTRAINT" "trl>=1.16,<1.17" "accelerate>=1.10" "datasets>=3.0" "peft>=0.17" "gguf>=0.17" \
   "rich>=13" "matplotlib>=3.8" "pyyaml>=6" "tensorboard>=2.15" "pytest>=8" "pytest-timeout>=2"
-# 5. pact-cotrain itself, editable, without letting pip upgrade transformers to the pinned >=5.20.
+# 5. pact-cotrain itself, editable, without letting pip upgrade transformers to the pinned >=5.20;
+#    and BFCL's wheel without its dependencies (a normal install drags in numpy 1.26 and many SDKs),
+#    so `pact eval --backend vllm --benchmarks bfcl` works from this environment too.
 "${PIP[@]}" --no-deps -e .
+"${PIP[@]}" --no-deps bfcl-eval==2026.3.23 mpmath
 # 6. The wrapper: LD_PRELOAD of the bundled libiomp5, OpenMP threads bound to all cores, none reserved.
 #    OMP_NUM_THREADS is set so vLLM does not drop torch to 1 thread in-process (it would slow any HF
 #    model living in the same process). Every variable can be overridden from the environment.

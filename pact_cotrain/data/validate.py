@@ -1,0 +1,73 @@
+"""`pact data validate`: every bad row of a task/trace JSONL file, not just the first.
+
+    report = validate_file("tasks.jsonl", max_errors=50)
+    report.errors      # [RowError(line, field, reason)], the first `max_errors` bad rows in file order
+    report.bad_rows    # all bad rows, also those past the limit
+    print(report.format())
+
+The checks are the loader's (`trace_format.iter_rows`): row size, UTF-8, JSON, the record format,
+unique ids, and each trace against its own task's tools. Training refuses a file on its first bad
+row with the same `path:line: field: reason`; this module collects them for a user fixing data.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .trace_format import DEFAULT_MAX_ROW_BYTES, _Invalid, iter_rows, task_from_record
+
+DEFAULT_MAX_ERRORS = 50
+
+
+@dataclass
+class RowError:
+    line: int
+    field_name: str
+    reason: str
+
+
+@dataclass
+class ValidationReport:
+    path: str
+    rows: int = 0          # non-blank lines
+    valid: int = 0
+    traced: int = 0        # valid rows with an expert trace
+    bad_rows: int = 0
+    errors: list[RowError] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.bad_rows == 0 and self.rows > 0
+
+    def error_lines(self) -> list[str]:
+        lines = [f"{self.path}:{e.line}: {e.field_name}: {e.reason}" for e in self.errors]
+        if self.rows == 0:
+            lines.append(f"{self.path}: <file>: no task rows (the file is empty)")
+        hidden = self.bad_rows - len(self.errors)
+        if hidden:
+            lines.append(f"... and {hidden} more bad rows (raise --max-errors to see them)")
+        if self.bad_rows:
+            lines.append(f"{self.path}: {self.bad_rows} bad rows of {self.rows}")
+        return lines
+
+    def summary(self) -> str:
+        return (f"{self.path}: {self.valid} valid tasks, {self.traced} with an expert trace, "
+                f"{self.valid - self.traced} without")
+
+
+def validate_file(path: str | Path, max_errors: int = DEFAULT_MAX_ERRORS,
+                  max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> ValidationReport:
+    """Check every row; keep the first `max_errors` bad rows (all are counted). Raises OSError
+    when the file cannot be read."""
+    report = ValidationReport(path=str(path))
+    for line_no, item in iter_rows(path, task_from_record, max_row_bytes):
+        report.rows += 1
+        if isinstance(item, _Invalid):
+            report.bad_rows += 1
+            if len(report.errors) < max_errors:
+                report.errors.append(RowError(line_no, item.field_name, item.reason))
+        else:
+            report.valid += 1
+            report.traced += item.trace is not None
+    return report

@@ -164,3 +164,14 @@ def test_json_array_input_and_row_numbers(tmp_path):
         convert_file(src, tmp_path / "out.jsonl", "openai")
     src.write_text(json.dumps([openai_row(0)]))
     assert convert_file(src, tmp_path / "out.jsonl", "openai").rows == 1
+
+
+def test_empty_input_and_duplicate_ids_are_refused(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text("\n")
+    with pytest.raises(ConvertError, match="no rows to convert"):
+        convert_file(src, tmp_path / "out.jsonl", "openai")
+    write_jsonl(src, [openai_row(0), openai_row(0)])
+    with pytest.raises(ConvertError, match=r"in\.jsonl:2: id: duplicate id 'o0' \(first at in\.jsonl:1\)"):
+        convert_file(src, tmp_path / "out.jsonl", "openai")
+    assert not (tmp_path / "out.jsonl").exists()

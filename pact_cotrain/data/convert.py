@@ -437,37 +437,45 @@ def convert_file(path: str | Path, out: str | Path, fmt: str, maps: dict[str, st
     path = Path(path)
     if not path.exists():
         raise ConvertError(f"error: {path}: no such file or directory")
-    records, errors, seen = [], [], {}
-    bad = 0
+    lines, errors, seen = [], [], {}
+    bad = traced = 0
     for n, row in iter_source_rows(path):
         try:
             if isinstance(row, _Invalid):
                 raise row
             record = convert_row(row, fmt, maps or {}, f"{path.stem}-{n}")
-            _require(record["id"] not in seen, "id", f"duplicate id {record['id']!r} (first on {seen.get(record['id'])})")
+            _require(record["id"] not in seen, "id", f"duplicate id {record['id']!r} (first at {path.name}:{seen.get(record['id'])})")
+            try:
+                line = json.dumps(record, ensure_ascii=False, allow_nan=False)
+            except (TypeError, ValueError) as exc:  # NaN, Infinity or a non-JSON value
+                raise _Invalid("<row>", f"not JSON-serializable ({exc})") from None
+            size = len(line.encode("utf-8"))
+            _require(size <= DEFAULT_MAX_ROW_BYTES, "<row>", f"converts to {size:,} bytes, above the loader's limit "
+                     f"of {DEFAULT_MAX_ROW_BYTES:,}")
             seen[record["id"]] = n
-            records.append(record)
+            traced += "trace" in record
+            lines.append(line)
         except _Invalid as exc:
             bad += 1
             if len(errors) < MAX_SHOWN_ERRORS:
                 errors.append(f"{path}:{n}: {exc.field_name}: {exc.reason}")
     if bad:
         more = [f"... and {bad - len(errors)} more"] if bad > len(errors) else []
-        raise ConvertError("\n".join(errors + more + [f"{path}: {bad} of {bad + len(records)} rows cannot be "
+        raise ConvertError("\n".join(errors + more + [f"{path}: {bad} of {bad + len(lines)} rows cannot be "
                                                       f"converted; nothing was written"]))
-    if not records:
+    if not lines:
         raise ConvertError(f"error: {path}: no rows to convert (the input is empty)")
-    _write_atomic(Path(out), records)
-    return ConvertResult(out=str(out), rows=len(records), traced=sum("trace" in r for r in records))
+    _write_atomic(Path(out), lines)
+    return ConvertResult(out=str(out), rows=len(lines), traced=traced)
 
 
-def _write_atomic(out: Path, records: list[dict]) -> None:
+def _write_atomic(out: Path, lines: list[str]) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+            for line in lines:
+                handle.write(line + "\n")
         os.replace(tmp, out)
     except BaseException:
         os.unlink(tmp)

@@ -11,14 +11,19 @@ from pact_cotrain.rewards.calls import (
     optimal_assignment,
     value_match,
 )
+from pact_cotrain.data.trace_format import Task
+from pact_cotrain.envs.parsing import format_tool_call
+from pact_cotrain.rewards.episode import EpisodeReward
 from pact_cotrain.rewards.matchtir import (
+    answer_f1,
     call_similarity,
     dual_level_advantages,
     match_calls,
     matchtir_rewards,
     turn_level_returns,
 )
-from pact_cotrain.rewards.toolrl import toolrl_reward, toolrl_turn_correctness
+from pact_cotrain.rewards.toolrl import toolrl_reward, toolrl_turn_correctness, toolrl_turn_format
+from pact_cotrain.rollout.engine import Episode
 
 approx = pytest.approx
 
@@ -116,7 +121,8 @@ def test_toolrl_empty_predictions():
     assert toolrl_reward([[]], [[]])["correctness"] == approx(3.0)  # answering when gold answers
     out = toolrl_reward([], [[c("a", x=1)], []])  # nothing predicted at all
     assert out["format"] == 0.0 and out["correctness"] == approx(-3.0) and out["reward"] == approx(-3.0)
-    assert toolrl_reward([], [])["reward"] == 0.0
+    # no call on either side: r_name = 1 (both empty), S_max = 1 -> 3; no predicted turn: format 0
+    assert toolrl_reward([], [])["reward"] == approx(3.0)
 
 
 def test_toolrl_order_invariant_and_optimal_matching():
@@ -131,31 +137,61 @@ def test_toolrl_order_invariant_and_optimal_matching():
     assert toolrl_turn_correctness(pred[::-1], gold[::-1])["correctness"] == approx(d["correctness"])
 
 
-def test_toolrl_multi_turn_and_format():
+def test_toolrl_right_answer_spread_over_turns_scores_full():
+    # The case: gold calls a then b in two turns, the policy makes both in one turn. Pooled
+    # over the trajectory: r_name 1, r_param 2, r_value 2 = S_max 5 -> R_correct 3, format 1 -> 4.
     gold = [[c("a", x=1)], [c("b", y=2)], []]
-    pred = [[c("a", x=1)], [c("b", y=3)], []]
-    # turn 0: 3; turn 1: R_max 2, S_max 3 -> 1; turn 2 malformed -> -3 (strict)
-    out = toolrl_reward(pred, gold, format_ok=[True, True, False])
-    assert out["turn_correctness"] == approx([3.0, 1.0, -3.0])
-    assert out["format"] == approx(2 / 3) and out["correctness"] == approx(1 / 3) and out["reward"] == approx(1.0)
-    lenient = toolrl_reward(pred, gold, format_ok=[True, True, False], strict_format=False)
-    assert lenient["turn_correctness"] == approx([3.0, 1.0, 3.0]) and lenient["reward"] == approx(7 / 3 + 2 / 3)
+    out = toolrl_reward([[c("b", y=2), c("a", x=1)], []], gold)
+    assert out["correctness"] == approx(3.0) and out["format"] == 1.0 and out["reward"] == approx(4.0)
+    # and the other way round: gold in one turn, the policy over three
+    out = toolrl_reward([[c("a", x=1)], [c("b", y=2)], []], [[c("a", x=1), c("b", y=2)], []])
+    assert out["reward"] == approx(4.0)
+
+
+def test_toolrl_extra_call_over_the_trajectory():
+    # extra c: r_name = J({a,c},{a}) = 1/2, pair a-a 1 + 1: R_max 2.5, S_max 3 -> 6*2.5/3 - 3 = 2
+    out = toolrl_reward([[c("a", x=1)], [c("c", z=1)], []], [[c("a", x=1)], []])
+    assert out["correctness"] == approx(2.0) and out["reward"] == approx(3.0)
+
+
+def test_toolrl_wrong_call_over_the_trajectory():
+    # wrong value: r_name 1, r_param 1, r_value 0: R_max 2, S_max 3 -> 1; format 1 -> 2
+    assert toolrl_reward([[c("a", x=2)], []], [[c("a", x=1)], []])["reward"] == approx(2.0)
+    # wrong tool: nothing matched -> -3, format 1 -> -2
+    assert toolrl_reward([[c("d", x=1)], []], [[c("a", x=1)], []])["reward"] == approx(-2.0)
+
+
+def test_toolrl_format_and_parse_flags():
+    gold = [[c("a", x=1)], []]
+    pred = [[c("a", x=1)], []]
+    # one of two turns breaks the layout: format 1/2, correctness still 3
+    out = toolrl_reward(pred, gold, turn_format=[True, False])
+    assert out["format"] == approx(0.5) and out["reward"] == approx(3.5)
+    # an unparsable call block anywhere: minimum correctness (strict), or score what parsed
+    assert toolrl_reward(pred, gold, parse_ok=[False, True])["correctness"] == approx(-3.0)
+    assert toolrl_reward(pred, gold, parse_ok=[False, True], strict_format=False)["correctness"] == approx(3.0)
     with pytest.raises(ValueError):
-        toolrl_reward(pred, gold, format_ok=[True])
+        toolrl_reward(pred, gold, turn_format=[True])
 
 
-def test_toolrl_multi_turn_length_mismatch():
-    gold = [[c("a", x=1)], [c("b", y=2)], []]
-    # stops early: turn 1 answers instead of calling b (-3), turn 2 missing (-3, format 0)
-    out = toolrl_reward([[c("a", x=1)], []], gold)
-    assert out["turn_correctness"] == approx([3.0, -3.0, -3.0]) and out["turn_format"] == [1.0, 1.0, 0.0]
-    assert out["reward"] == approx(2 / 3 - 1)
-    # runs long: turn 1 calls where gold answers (-3), turn 2 is extra (-3, format kept)
-    out = toolrl_reward([[c("a", x=1)], [c("a", x=1)], []], [[c("a", x=1)], []])
-    assert out["turn_correctness"] == approx([3.0, -3.0, -3.0]) and out["reward"] == approx(1 - 1)
-    # released-code behaviour for no-call gold turns: correctness 0 whatever is predicted
-    out = toolrl_reward([[c("a", x=1)], [c("b")]], [[c("a", x=1)], []], score_no_call_turns=False)
-    assert out["turn_correctness"] == approx([3.0, 0.0])
+CALL = format_tool_call("a", {"x": 1})
+
+
+@pytest.mark.parametrize("text, ok", [
+    (f"<think>\nlook it up\n</think>\n{CALL}", True),               # think, then a call
+    (f"<think>\nplan\n</think>\n{CALL}\n{CALL}", True),             # several calls
+    (f"<think>\nplan\n</think>\nLet me check.\n{CALL}", True),     # text before the calls (template)
+    ("<think>\ndone\n</think>\nParis", True),                      # think, then the answer
+    (f"{CALL}", False),                                               # no think
+    ("Paris", False),
+    ("<think>\ndone\n</think>\n", False),                          # no call and no answer
+    (f"<think>\nplan\n</think>\n{CALL}\nand more", False),         # text after a call
+    (f"<think>a</think><think>b</think>\n{CALL}", False),            # two think blocks
+    (f"x <think>a</think>\n{CALL}", False),                          # text before think
+    ("<think>\nplan\n</think>\n<tool_call>\n{\"name\": \"a\", \n</tool_call>", False),  # bad JSON
+])
+def test_toolrl_turn_format(text, ok):
+    assert toolrl_turn_format(text) is ok
 
 
 # ----------------------------------------------------------------------------- MatchTIR
@@ -172,7 +208,8 @@ def test_matchtir_similarity():
 def test_matchtir_perfect_match():
     gold = [[c("a", x=1)], [c("b", y=2), c("c", z=3)], []]
     out = matchtir_rewards(gold, gold)
-    assert out["turn_rewards"] == approx([1.0, 1.0, 0.0]) and out["reward"] == approx(2.0)
+    # R_proc = 3/3; no outcome given
+    assert out["turn_rewards"] == approx([1.0, 1.0, 0.0]) and out["reward"] == approx(1.0)
     assert (out["matched"], out["precision"], out["recall"], out["f1"]) == (3, 1.0, 1.0, 1.0)
 
 
@@ -200,13 +237,14 @@ def test_matchtir_extra_calls():
 def test_matchtir_missing_calls_and_empty_predictions():
     gold = [[c("a", x=1)], [c("b", y=2)], []]
     out = matchtir_rewards([[c("a", x=1)], []], gold)
-    assert out["turn_rewards"] == approx([1.0, 0.0]) and out["reward"] == approx(1.0)
+    assert out["turn_rewards"] == approx([1.0, 0.0]) and out["reward"] == approx(0.5)  # 1 / max(1, 2)
     assert out["precision"] == 1.0 and out["recall"] == 0.5
     out = matchtir_rewards([], gold)
     assert out["turn_rewards"] == [] and out["reward"] == 0.0 and out["matched"] == 0
     assert out["precision"] == 0.0 and out["recall"] == 0.0
     out = matchtir_rewards([[]], [[]])
     assert out["turn_rewards"] == [0.0] and out["precision"] == 1.0 and out["recall"] == 1.0
+    assert out["reward"] == 1.0  # nothing to call, nothing called
 
 
 def test_matchtir_order_invariance():
@@ -243,3 +281,79 @@ def test_dual_level_advantages():
     # a turn index only one trajectory reaches uses mean 0, std 1 (released code)
     adv = dual_level_advantages([[1.0, 0.0, 0.5], [0.0, 0.0]], gamma=1.0, eps=1e-12)
     assert adv[0][2] == approx((s + 0.5) / 2)
+
+
+# ------------------------------------------------------ MatchTIR: reward and advantage of the paper
+
+
+def test_matchtir_right_answer_spread_over_turns_scores_the_same():
+    # The case: the same 3 exact calls in one turn or over three, then a right answer.
+    # R = R_proc + R_out = 3/3 + 1 in both (the released sum of turn rewards gave 2 and 4).
+    gold = [[c("a", x=1), c("b", y=2), c("c", z=3)], []]
+    one = matchtir_rewards([[c("a", x=1), c("b", y=2), c("c", z=3)], []], gold, outcome_reward=1.0)
+    three = matchtir_rewards([[c("a", x=1)], [c("b", y=2)], [c("c", z=3)], []], gold, outcome_reward=1.0)
+    assert one["reward"] == approx(2.0) and three["reward"] == approx(2.0)
+    assert one["turn_rewards"] == approx([1.0, 1.0]) and three["turn_rewards"] == approx([1.0, 1.0, 1.0, 1.0])
+
+
+def test_matchtir_extra_and_wrong_calls_lower_the_trajectory_reward():
+    gold = [[c("a", x=1)], []]
+    # an extra (unmatched) call in its own turn: R_proc = (1 + 0) / max(2, 1), outcome 1
+    extra = matchtir_rewards([[c("a", x=1)], [c("d", w=0)], []], gold, outcome_reward=1.0)
+    assert extra["turn_rewards"] == approx([1.0, 0.0, 1.0]) and extra["reward"] == approx(1.5)
+    # a wrong value: S = (1 + 1 + 0) / (2 + 1) = 2/3, outcome 0
+    wrong = matchtir_rewards([[c("a", x=2)], []], gold, outcome_reward=0.0)
+    assert wrong["reward"] == approx(2 / 3) and wrong["process"] == approx(2 / 3)
+
+
+def test_answer_f1():
+    assert answer_f1("Paris is the capital.", "The capital is Paris") == approx(1.0)
+    assert answer_f1("Paris", "The capital is Paris!") == approx(2 * 0.25 / 1.25)  # P 1, R 1/4
+    assert answer_f1("", "Paris") == 0.0 and answer_f1("Lyon", "Paris") == 0.0
+
+
+def _episode(texts: list[str]) -> Episode:
+    messages = [{"role": "user", "content": "q"}]
+    for i, text in enumerate(texts):
+        messages.append({"role": "assistant", "content": text})
+        if i < len(texts) - 1:
+            messages.append({"role": "tool", "content": "result"})
+    return Episode("t", 0, [], [], [], [], [], messages)
+
+
+TRACE = [{"role": "assistant", "reasoning": "look up", "content": "",
+          "tool_calls": [{"name": "a", "arguments": {"x": 1}}]},
+         {"role": "tool", "content": "result"},
+         {"role": "assistant", "reasoning": "done", "content": "The capital is Paris"}]
+TOOLS = [{"type": "function", "function": {"name": "a", "description": "", "parameters": {
+    "type": "object", "properties": {"x": {"type": "integer"}}, "required": ["x"]}}}]
+TASK = Task("t", [{"role": "user", "content": "q"}], TOOLS, TRACE)
+
+
+def test_episode_matchtir_reward_has_the_outcome_term():
+    # right call + a partly right answer: R = 1 + F1("Paris", gold) = 1 + 0.4
+    ep = _episode([f"<think>\nlook up\n</think>\n{CALL}", "<think>\ndone\n</think>\nParis"])
+    out = EpisodeReward("matchtir").score(ep, TASK)
+    assert out["outcome"] == approx(0.4) and out["reward"] == approx(1.4)
+    assert out["turn_rewards"] == approx([1.0, 0.4])
+
+
+def test_episode_toolrl_reward_checks_the_layout():
+    good = _episode([f"<think>\nlook up\n</think>\n{CALL}", "<think>\ndone\n</think>\nParis"])
+    assert EpisodeReward("toolrl").score(good, TASK)["reward"] == approx(4.0)
+    # the same calls without <think>: the parser finds no error, but the layout is not ToolRL's
+    bare = _episode([CALL, "Paris"])
+    out = EpisodeReward("toolrl").score(bare, TASK)
+    assert out["format"] == 0.0 and out["reward"] == approx(3.0)
+
+
+def test_dual_level_advantage_uses_the_trajectory_reward():
+    # one turn of 3 calls vs three turns of 1 (plus the answer turn, outcome 1): same R = 2, so
+    # A_traj = 0 for both; the turn term keeps the released discounted returns (gamma 0.9).
+    turns = [[1.0, 1.0], [1.0, 1.0, 1.0, 1.0]]
+    adv = dual_level_advantages(turns, [2.0, 2.0], gamma=0.9, eps=1e-12)
+    # turn 0 returns 1.9 vs 3.439, turn 1 1.0 vs 2.71: z = -+1/sqrt(2); turns 2, 3: one member (mean 0, std 1)
+    s = 2**-0.5
+    assert adv[0] == approx([-s / 2, -s / 2]) and adv[1] == approx([s / 2, s / 2, 1.9 / 2, 1.0 / 2])
+    with pytest.raises(ValueError):
+        dual_level_advantages(turns, [2.0])

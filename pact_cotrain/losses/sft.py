@@ -1,10 +1,24 @@
-"""Component-aware SFT on the expert trace (spec section 3)."""
+"""Component-aware SFT on the expert trace (spec section 3), and CHORD's token weight phi."""
 
 from __future__ import annotations
 
 import torch
 
 from ._masks import _as_bool, _check_same_shape, _mean_or_nan
+
+
+def chord_phi(logp: torch.Tensor) -> torch.Tensor:
+    """CHORD-phi's per-token weight of the expert SFT term (Zhang et al., 2025, arXiv 2508.11408):
+
+        phi_t = p_t (1 - p_t),    p_t = exp(logp_t) = pi_theta(y*_t | context)
+
+    the model's probability of the expert token t. phi peaks at p = 1/2 and vanishes for tokens
+    the model already predicts (p -> 1) and for tokens far from its distribution (p -> 0).
+    Detached: phi only weights -logp_t and carries no gradient (the released Trinity-RFT
+    `SFTPhiLossFn` computes `-logprob * phi.detach()`). Masked-off positions may hold any value.
+    """
+    p = logp.detach().exp()
+    return p * (1.0 - p)
 
 
 def component_sft_loss(
@@ -15,6 +29,7 @@ def component_sft_loss(
     reasoning_weight: float = 1.0,
     answer_mask: torch.Tensor | None = None,
     answer_weight: float | None = None,
+    phi: bool = False,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Component-aware SFT on the expert trace (spec section 3).
 
@@ -33,6 +48,9 @@ def component_sft_loss(
     * ``N_sup`` = number of tokens of the whole batch that are in a mask whose weight is > 0
       (a component with weight 0 is not supervised and does not dilute the others), clamped
       to >= 1; nothing supervised gives loss 0.
+    * ``phi=True`` (CHORD-phi): every supervised token's weight is multiplied by
+      :func:`chord_phi` (detached), ``L = -sum_t w_t phi_t logp_t / N_sup``; N_sup unchanged (the
+      released CHORD code takes the plain masked mean of ``-logp phi``).
 
     Stats (detached): ``n_supervised``; ``n_reasoning`` / ``n_toolcall`` / ``n_answer``
     (mask sizes); ``logp_reasoning_mean`` / ``logp_toolcall_mean`` / ``logp_answer_mean``
@@ -66,6 +84,10 @@ def component_sft_loss(
         stats["n_answer"] = torch.zeros((), dtype=torch.long, device=logp.device)
         stats["logp_answer_mean"] = torch.full((), float("nan"), dtype=logp.dtype, device=logp.device)
 
+    if phi:  # phi only where supervised: off-mask log-probs may be NaN and must stay gradient-free
+        weight_phi = torch.where(supervised, chord_phi(logp), torch.zeros_like(logp))
+        token_weight = token_weight * weight_phi
+        stats["phi_mean"] = _mean_or_nan(weight_phi, supervised)
     n_supervised = supervised.sum()
     weighted = torch.where(supervised, token_weight * logp, torch.zeros_like(logp))
     loss = -weighted.sum() / n_supervised.clamp(min=1).to(logp.dtype)

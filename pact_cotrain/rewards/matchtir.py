@@ -29,31 +29,44 @@ give. Where they differ we say so.
    default there is -0.5); we default to 0.0. Extra calls are penalised either way through the
    per-turn mean below.
 
-3. Turn reward. For assistant turn t with calls C_t:
+3. Turn reward (as the released `compute_process_KM`). For assistant turn t with calls C_t:
 
        r_t = (1/|C_t|) Σ_{i in C_t} s_i        if C_t is non-empty
-       r_t = 0                                  for a turn without calls (the answer turn)
+       r_t = R_out                              for the answer turn (the last turn, without calls)
+       r_t = 0                                  for any other turn without calls
 
-   plus, if `outcome_reward` is given, that value added to the last turn when it is an answer turn
-   (no calls): the released code puts the answer's F1 there. Gold turn boundaries play no role
-   (P and G are matched as whole trajectories), so order across turns does not matter either.
+   R_out is the outcome term: the released code gives the answer turn the token-set F1 of the
+   predicted answer against the gold answer, after lower-casing, replacing punctuation by spaces
+   and collapsing whitespace (`answer_f1` here; `rewards/episode.py` passes it as
+   `outcome_reward`, the gold answer being the expert trace's final message). A trajectory with no
+   answer turn (cut while calling) gets no outcome term. Gold turn boundaries play no role (P and
+   G are matched as whole trajectories), so order across turns does not matter either.
 
-4. Trajectory reward. reward = Σ_t r_t - the sum of turn rewards, which is what the released
-   GRPO advantage normalises at trajectory level (`token_level_rewards.sum(-1)`).
+4. Trajectory reward (the one the trajectory-level advantage normalises).
+
+       R = R_proc + R_out,    R_proc = Σ_i s_i / max(m, n)   (1 when m = n = 0),   R in [0, 2]
+
+   DEPARTURE from the released code, which normalises `token_level_rewards.sum(-1)` = Σ_t r_t.
+   Because r_t is a per-turn mean, that sum depends on how the same calls are split into turns:
+   three exact calls score 1 in one turn and 3 over three turns, so the policy is paid for extra
+   turns. R_proc is the same matched score pooled over the trajectory, normalised once: 1 iff
+   every gold call is matched exactly and there is no extra call, independent of the turn split;
+   an extra or a missing call raises max(m, n). R_out enters R once, as in Σ_t r_t.
    Also reported: matched (= number of matched pairs), precision = matched / m,
    recall = matched / n, f1 (conventions for empty sides: precision = 1 when m = n = 0 and 0 when
-   only m = 0; recall likewise with the roles swapped).
+   only m = 0; recall likewise with the roles swapped); process = R_proc, outcome = R_out.
 
 5. Advantage. `turn_level_returns` gives the discounted return-to-go of each turn,
    R_t = Σ_{k >= t} γ^{k-t} r_k. `dual_level_advantages` is MatchTIR's dual-level advantage over a
    GRPO group of trajectories of one prompt, as the released code computes it:
 
-       A_traj(i)   = (Σ_t r_{i,t} - mean_group) / (std_group + eps)
+       A_traj(i)   = (R_i - mean_group R) / (std_group R + eps)          (R of point 4)
        A_turn(i,t) = (R_{i,t} - mean_{i' has turn t} R_{i',t}) / (std_same + eps)
        A(i,t)      = (A_traj(i) + A_turn(i,t)) / 2
 
    std is the sample standard deviation (n - 1); a group (or a turn index) with a single member
-   uses mean 0, std 1, as the released code does. The released code uses γ = 0.9.
+   uses mean 0, std 1, as the released code does. The released code uses γ = 0.9. The turn
+   term keeps the released per-turn rewards r_t: it is where the turn structure is the signal.
 
 Not implemented: the soft (optimal-transport / Sinkhorn) assignment variant.
 """
@@ -61,6 +74,7 @@ Not implemented: the soft (optimal-transport / Sinkhorn) assignment variant.
 from __future__ import annotations
 
 import math
+import string
 
 from pact_cotrain.rewards.calls import multiset_jaccard, optimal_assignment, value_match
 
@@ -94,6 +108,23 @@ def match_calls(pred: list[dict], gold: list[dict]) -> list[tuple[int, int, floa
     return [(i, j, sim[i][j]) for i, j in optimal_assignment(weights) if sim[i][j] > 0]
 
 
+def _answer_tokens(text: str) -> set[str]:
+    text = text.lower()
+    for punct in string.punctuation:
+        text = text.replace(punct, " ")
+    return set(text.split())  # split() also collapses whitespace
+
+
+def answer_f1(pred: str, gold: str) -> float:
+    """Token-set F1 of a predicted against a gold answer (the outcome term R_out, point 3)."""
+    p, g = _answer_tokens(pred), _answer_tokens(gold)
+    common = len(p & g)
+    if not common:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
 def matchtir_rewards(
     pred_turns: list[list[dict]],
     gold_turns: list[list[dict]],
@@ -103,7 +134,8 @@ def matchtir_rewards(
 ) -> dict:
     """MatchTIR (hard assignment) rewards of one trajectory; formulas in the module docstring.
 
-    Returns {"reward", "turn_rewards", "matched", "precision", "recall", "f1", "call_scores",
+    `outcome_reward` is R_out (e.g. `answer_f1`); it counts only when the last turn is an answer.
+    Returns {"reward", "process", "outcome", "turn_rewards", "matched", "precision", "recall", "f1", "call_scores",
     "matches"}: `call_scores[t]` lists the per-call scores s_i of turn t, `matches` the matched
     (pred index, gold index, S_ij) over the pooled (turn-major) call lists.
     """
@@ -117,14 +149,19 @@ def matchtir_rewards(
     for (t, _), s in zip(pred_flat, scores):
         call_scores[t].append(s)
     turn_rewards = [sum(cs) / len(cs) if cs else 0.0 for cs in call_scores]
+    outcome = 0.0
     if outcome_reward is not None and pred_turns and not pred_turns[-1]:
-        turn_rewards[-1] += float(outcome_reward)
+        outcome = float(outcome_reward)
+        turn_rewards[-1] += outcome
     m, n, k = len(pred_flat), len(gold_flat), len(matches)
+    process = sum(scores) / max(m, n) if max(m, n) else 1.0
     precision = k / m if m else (1.0 if n == 0 else 0.0)
     recall = k / n if n else (1.0 if m == 0 else 0.0)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
     return {
-        "reward": sum(turn_rewards),
+        "reward": process + outcome,
+        "process": process,
+        "outcome": outcome,
         "turn_rewards": turn_rewards,
         "matched": k,
         "precision": precision,
@@ -154,12 +191,20 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def dual_level_advantages(
-    group_turn_rewards: list[list[float]], gamma: float = 0.9, eps: float = 1e-6
+    group_turn_rewards: list[list[float]],
+    group_rewards: list[float] | None = None,
+    gamma: float = 0.9,
+    eps: float = 1e-6,
 ) -> list[list[float]]:
     """Per-turn advantages A(i, t) = (A_traj(i) + A_turn(i, t)) / 2 for a GRPO group (one list of
-    turn rewards per trajectory of the same prompt); see the module docstring."""
-    mean, std = _mean_std([sum(r) for r in group_turn_rewards])
-    a_traj = [(sum(r) - mean) / (std + eps) for r in group_turn_rewards]
+    turn rewards per trajectory of the same prompt); see the module docstring. `group_rewards` are
+    the trajectory rewards R_i (point 4); None uses Σ_t r_{i,t}, as the released code does."""
+    if group_rewards is None:
+        group_rewards = [sum(r) for r in group_turn_rewards]
+    if len(group_rewards) != len(group_turn_rewards):
+        raise ValueError(f"{len(group_rewards)} trajectory rewards for {len(group_turn_rewards)} trajectories")
+    mean, std = _mean_std([float(r) for r in group_rewards])
+    a_traj = [(float(r) - mean) / (std + eps) for r in group_rewards]
     returns = [turn_level_returns(r, gamma) for r in group_turn_rewards]
     horizon = max((len(r) for r in returns), default=0)
     stats = [_mean_std([r[t] for r in returns if len(r) > t]) for t in range(horizon)]

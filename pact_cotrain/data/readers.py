@@ -1,7 +1,7 @@
 """Readers that map the shared benchmark files into the Task format of ``trace_format``.
 
-    read_ftrl("../shared/data/ftrl/ftrl_test_public.jsonl")        -> list[Task]
-    read_toolhop("../shared/data/toolhop/toolhop_subset_public.jsonl") -> list[Task]
+    read_ftrl(default_ftrl_path())        -> list[Task]   (pact_cotrain.envs.ftrl; the bundled file)
+    read_toolhop(default_toolhop_path())  -> list[Task]   (pact_cotrain.envs.toolhop; the bundled file)
 
 Both refuse a file on its first bad row with ``TraceFormatError`` (``path:line: field: reason``,
 plus the count of all bad rows), like ``load_tasks``; nothing is dropped or coerced. Every

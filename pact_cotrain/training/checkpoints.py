@@ -1,0 +1,182 @@
+"""Checkpoints that are complete or absent, and finding the newest complete one.
+
+A checkpoint (or `final/`) is written into a staging folder next to its target, fsynced, and renamed
+into place. An existing copy is first renamed aside and deleted only after the new one is in place,
+so a kill at any instant leaves either the old complete copy, the new complete copy, or (between the
+two renames) no copy at that step, and resume falls back to the previous complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import shutil
+from collections.abc import Callable
+
+CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
+ASIDE_RE = re.compile(r"^(checkpoint-\d+|final)\.old-\d+$")  # an old copy renamed aside by replace_dir
+# test-only: stop as a kill -9 would at a named instant, e.g. "staged:final" (fully staged, not renamed
+# in) or "replace:checkpoint-4" (old copy set aside, new one not yet moved in)
+KILL_ENV = "PACT_TEST_KILL_AT"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
+                "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Everything a resume needs besides the weights (sampler_state.pt is ours: see trainer.PACTTrainer).
+STATE_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "sampler_state.pt")
+
+
+class RunError(Exception):
+    """An ordinary mistake or condition of a run (bad folder, missing checkpoint, full disk): the CLI
+    prints its message as one line and exits non-zero."""
+
+
+class CheckpointNotFoundError(RunError, FileNotFoundError):
+    pass
+
+
+class SimulatedKill(BaseException):
+    """Raised at a `PACT_TEST_KILL_AT` instant; no cleanup runs for it, as none would after kill -9."""
+
+
+def _kill_point(name: str) -> None:
+    if os.environ.get(KILL_ENV) == name:
+        raise SimulatedKill(name)
+
+
+def checkpoint_step(name: str) -> int | None:
+    """The step of a `checkpoint-N` folder name; None for anything else (`checkpoint-6.bak`)."""
+    match = CHECKPOINT_RE.match(name)
+    return int(match.group(1)) if match else None
+
+
+def missing_files(path: str, with_state: bool = True) -> list[str]:
+    """What a checkpoint folder lacks to be resumed from (or, `with_state=False`, to be loaded as a model)."""
+    if not os.path.isdir(path):
+        return ["the folder itself"]
+    names = set(os.listdir(path))
+    missing = [] if names & set(WEIGHT_FILES) else ["model weights"]
+    if "config.json" not in names and "adapter_config.json" not in names:
+        missing.append("config.json")
+    if with_state:
+        missing += [f for f in STATE_FILES if f not in names]
+        if not any(n.startswith("rng_state") and n.endswith(".pth") for n in names):
+            missing.append("rng_state.pth")
+    return missing
+
+
+def checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of every `checkpoint-N` folder, oldest first; other names are ignored."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = [(checkpoint_step(n), os.path.join(output_dir, n)) for n in os.listdir(output_dir)]
+    return sorted((s, p) for s, p in found if s is not None and os.path.isdir(p))
+
+
+def recover(output_dir: str, log: Callable[[str], None] = print) -> None:
+    """Finish a replace_dir that was killed between its two renames: an old copy set aside whose
+    replacement never arrived is moved back; one whose replacement is in place is deleted."""
+    if not os.path.isdir(output_dir):
+        return
+    for name in os.listdir(output_dir):
+        if not ASIDE_RE.match(name):
+            continue
+        aside, target = os.path.join(output_dir, name), os.path.join(output_dir, name.rsplit(".old-", 1)[0])
+        if os.path.exists(target):
+            shutil.rmtree(aside, ignore_errors=True)
+        else:
+            os.replace(aside, target)
+            log(f"restored {target} from {name} (an interrupted replacement)")
+
+
+def latest_complete(output_dir: str, log: Callable[[str], None] = print) -> str | None:
+    """The newest checkpoint with everything a resume needs; incomplete newer ones are reported and skipped."""
+    recover(output_dir, log)
+    for _, path in reversed(checkpoints(output_dir)):
+        missing = missing_files(path)
+        if not missing:
+            return path
+        log(f"skipping incomplete checkpoint {path} (missing {', '.join(missing)})")
+    return None
+
+
+def fsync_tree(path: str) -> None:
+    """Flush every file under `path`, then the folders themselves, to the disk."""
+    for root, _, files in os.walk(path):
+        for name in files:
+            fd = os.open(os.path.join(root, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        _fsync_dir(root)
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_dir(staged: str, target: str) -> None:
+    """Move the complete folder `staged` to `target`; an old `target` is deleted only once the new one is in."""
+    parent = os.path.dirname(os.path.abspath(target))
+    aside = f"{target}.old-{os.getpid()}"
+    if os.path.exists(target):
+        os.replace(target, aside)
+        _kill_point(f"replace:{os.path.basename(target)}")
+    os.replace(staged, target)
+    _fsync_dir(parent)
+    shutil.rmtree(aside, ignore_errors=True)
+
+
+def is_disk_full(exc: BaseException) -> bool:
+    # safetensors and others may wrap the OSError: its message still says so. (torch.save's
+    # "basic_ios::clear: iostream error" says nothing; the folder is named in our message anyway.)
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    return "No space left" in str(exc)
+
+
+def save_failure(exc: BaseException, what: str, folder: str) -> RunError | None:
+    """A readable RunError for a save that failed on the disk (full, or an I/O error), else None."""
+    low_space = False
+    try:
+        low_space = shutil.disk_usage(folder).free < 64 * 2**20
+    except OSError:
+        pass
+    if is_disk_full(exc) or (low_space and isinstance(exc, (OSError, RuntimeError))):
+        return RunError(f"no space left on the device while saving {what} in {folder} (earlier copies are kept)")
+    if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "iostream error" in str(exc)):
+        return RunError(f"could not save {what} in {folder}: {exc}")
+    return None
+
+
+def atomic_write_dir(target: str, write: Callable[[str], None]) -> None:
+    """`write(staging)` fills a staging folder beside `target`; then fsync and rename it into place.
+    On any failure the staging folder is removed and the old `target` (if any) is untouched."""
+    parent = os.path.dirname(os.path.abspath(target))
+    staging = os.path.join(parent, f".staging-{os.path.basename(target)}")
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        write(staging)
+        _kill_point(f"staged:{os.path.basename(target)}")
+        fsync_tree(staging)
+        replace_dir(staging, target)
+    except SimulatedKill:
+        raise
+    except BaseException as exc:
+        shutil.rmtree(staging, ignore_errors=True)
+        error = save_failure(exc, os.path.basename(target), parent) if isinstance(exc, Exception) else None
+        if error is not None:
+            raise error from exc
+        raise
+
+
+def prune(output_dir: str, keep: int | None) -> None:
+    """Delete all but the newest `keep` checkpoints (None or 0: keep all)."""
+    if not keep:
+        return
+    for _, path in checkpoints(output_dir)[:-keep]:
+        shutil.rmtree(path, ignore_errors=True)

@@ -8,6 +8,11 @@ For debugging dataset rows: the call goes through a fresh environment of the ben
 tool schemas, executed in the sandbox, scored. Exit status: 0 the tool ran and returned, 1 the
 call was refused (schema) or the tool failed (exception, timeout, ...), 2 a usage error
 (unknown benchmark or row, arguments that are not a JSON object).
+
+    run_tools_list("ftrl", None, "ftrl_test_007")
+
+prints the row's tools, one block each: the name, the description, and every parameter with its
+type, whether it is required, its enum and its description (what `--tool`/`--args` can call).
 """
 
 from __future__ import annotations
@@ -17,13 +22,51 @@ import json
 from pact_cotrain.envs.parsing import format_tool_call
 
 
-def run_tools_call(bench: str, data: str | None, row_id: str, tool: str, args_json: str) -> int:
+def _find_row(bench: str, data: str | None, row_id: str):
+    """(benchmark, task) for `row_id`, or raise UserError naming what is wrong."""
+    from pact_cotrain.errors import UserError, did_you_mean
     from pact_cotrain.eval.benchmarks import BENCHMARKS
 
     benchmark = BENCHMARKS.get(bench)
     if benchmark is None:
-        print(f"unknown benchmark {bench!r}; known: {', '.join(sorted(BENCHMARKS))}")
-        return 2
+        raise UserError(f"unknown benchmark {bench!r}; known: {', '.join(sorted(BENCHMARKS))}")
+    tasks = benchmark.load(data)
+    task = next((t for t in tasks if t.id == row_id), None)
+    if task is None:
+        raise UserError(f"no row {row_id!r} in {bench} ({len(tasks)} rows, e.g. {tasks[0].id if tasks else '-'})"
+                        f"{did_you_mean(row_id, [t.id for t in tasks])}")
+    return benchmark, task
+
+
+def tool_lines(tools: list[dict]) -> list[str]:
+    """Each OpenAI-style tool as `name(p1, p2?)`, its description, then one line per parameter."""
+    lines = []
+    for tool in tools:
+        fn = tool.get("function", tool)
+        params = fn.get("parameters") or {}
+        props, required = params.get("properties") or {}, set(params.get("required") or [])
+        signature = ", ".join(p if p in required else p + "?" for p in props)
+        lines += [f"{fn.get('name')}({signature})"]
+        if fn.get("description"):
+            lines.append(f"    {fn['description'].strip()}")
+        for name, spec in props.items():
+            kind = spec.get("type", "any")
+            kind = "/".join(kind) if isinstance(kind, list) else kind
+            extra = f" one of {spec['enum']}" if spec.get("enum") else ""
+            desc = f": {spec['description'].strip()}" if spec.get("description") else ""
+            lines.append(f"    - {name} ({kind}, {'required' if name in required else 'optional'}){extra}{desc}")
+        lines.append("")
+    return lines
+
+
+def run_tools_list(bench: str, data: str | None, row_id: str) -> int:
+    _, task = _find_row(bench, data, row_id)
+    print(f"{bench} {row_id}: {len(task.tools)} tools (? = optional parameter)\n")
+    print("\n".join(tool_lines(task.tools)).rstrip())
+    return 0
+
+
+def run_tools_call(bench: str, data: str | None, row_id: str, tool: str, args_json: str) -> int:
     try:
         arguments = json.loads(args_json) if args_json.strip() else {}
     except json.JSONDecodeError as exc:
@@ -32,11 +75,7 @@ def run_tools_call(bench: str, data: str | None, row_id: str, tool: str, args_js
     if not isinstance(arguments, dict):
         print(f"arguments must be a JSON object, got {type(arguments).__name__}")
         return 2
-    tasks = benchmark.load(data)
-    task = next((t for t in tasks if t.id == row_id), None)
-    if task is None:
-        print(f"no row {row_id!r} in {bench} ({len(tasks)} rows)")
-        return 2
+    benchmark, task = _find_row(bench, data, row_id)
     env = benchmark.make_env(task)
     env.reset(task)
     result = env.step(format_tool_call(tool, arguments))

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 
+# (log key, panel title, y-axis label, what it says in plain words)
 CURVES = [
-    ("loss", "total loss"),
-    ("loss/sft", "SFT loss"),
-    ("loss/rl", "RL loss"),
-    ("reward", "rollout reward (mean)"),
-    ("rollout/solve_r", "rollout Solve-R"),
-    ("rollout/n_calls", "calls per rollout"),
-    ("over_reliance_gap", "over-reliance gap (nats/token)"),
-    ("entropy", "entropy"),
-    ("sft/toolcall_weight", "tool-call SFT weight"),
+    ("loss", "total loss", "loss", "the objective the optimiser minimises: SFT term plus RL term"),
+    ("loss/sft", "SFT loss", "nats/token", "how unlikely the expert traces are under the model; falls as it imitates them"),
+    ("loss/rl", "RL loss", "loss", "the policy-gradient term; 0 when every group's rewards are equal"),
+    ("reward", "rollout reward (mean)", "Solve-F1", "how well the model's own rollouts solve their tasks"),
+    ("rollout/solve_r", "rollout Solve-R", "recall", "share of the needed tool calls the rollouts made"),
+    ("rollout/n_calls", "calls per rollout", "calls", "how many tool calls a rollout makes"),
+    ("over_reliance_gap", "over-reliance gap", "nats/token",
+     "how much more likely the rollout is when the expert trace is in the prompt; large = leaning on the hint"),
+    ("entropy", "entropy", "nats/token", "how spread the model's next-token choices are; a collapse to 0 means no exploration"),
+    ("rl/groups_all_equal", "groups with equal rewards", "share of groups",
+     "share of prompts whose rollouts all got the same reward, so the RL term learns nothing from them"),
 ]
 
 
@@ -22,14 +25,17 @@ def plot_training_curves(history: list[dict], path: str, title: str = "") -> Non
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     fig, axes = plt.subplots(3, 3, figsize=(13, 9))
-    for ax, (key, label) in zip(axes.flat, CURVES):
+    for ax, (key, label, unit, _) in zip(axes.flat, CURVES):
         points = [(h["step"], h[key]) for h in history if key in h and h[key] is not None]
         if points:
             ax.plot(*zip(*points), marker=".")
         ax.set_title(label, fontsize=10)
-        ax.set_xlabel("step", fontsize=8)
+        ax.set_xlabel("optimiser step", fontsize=8)
+        ax.set_ylabel(unit, fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
@@ -42,15 +48,36 @@ _ROWS = [("solve_r", "Solve-R"), ("solve_p", "Solve-P"), ("solve_f1", "Solve-F1"
          ("valid_call_blocks", "valid share of call blocks"), ("n_calls", "calls per episode")]
 
 
-def write_demo_report(path, cfg, before, after, history, steps_done, train_seconds, total_seconds, stopped_early,
-                      n_eval) -> None:
+def zero_rl_gradient_steps(history: list[dict]) -> list[int]:
+    """Steps whose every group had all-equal rewards (all advantages 0: the RL term gave no gradient)."""
+    return [h["step"] for h in history if h.get("rl/groups_all_equal") == 1.0]
+
+
+def binomial_se(p: float, n: int) -> float:
+    """Standard error of a share p measured on n independent episodes: sqrt(p(1-p)/n)."""
+    return (p * (1 - p) / n) ** 0.5 if n else float("nan")
+
+
+def write_demo_report(path, cfg, before, after, history, steps_planned, steps_done, train_seconds, total_seconds,
+                      n_eval, warmup=None, model_dir="runs/demo/final") -> None:
+    train_logs = [h for h in history if "loss" in h]
+    zero = zero_rl_gradient_steps(train_logs)
+    positive = sum(1 for h in train_logs if h.get("reward", 0.0) > 0)
+    se = max(binomial_se(before.get("answer_correct", 0.0), n_eval), binomial_se(after.get("answer_correct", 0.0), n_eval))
     lines = [
         "# PACT demo: SmolLM2-135M-Instruct on toolworld (CPU)",
         "",
-        f"Held-out toolworld test tasks: {n_eval} (entities disjoint from training), greedy decoding, "
-        f"prompt-only, at most {after.get('max_turns', '?')} assistant turns. Training: method `{cfg['method']['name']}`, "
-        f"{steps_done} optimiser steps of {cfg['train']['prompts_per_step']} prompts x {cfg['train']['k']} rollouts"
-        f"{' (stopped early by the time budget)' if stopped_early else ''}.",
+        f"- model: `{model_dir}` (Hugging Face checkpoint with its tokenizer; load with `from_pretrained`)",
+        f"- steps: {steps_done} of {steps_planned} planned PACT steps completed, each "
+        f"{cfg['train']['prompts_per_step']} prompts x {cfg['train']['k']} rollouts"
+        + (f", after a format warm-up of {warmup['steps']} of {warmup['planned']} SFT steps on toolworld's "
+           f"warm-up split ({warmup['seconds'] / 60:.1f} min)" if warmup else ", no warm-up"),
+        f"- RL term: reward above 0 in {positive} of {len(train_logs)} steps; zero gradient (all rewards equal "
+        f"in every group) at steps {', '.join(map(str, zero)) if zero else 'none'}",
+        f"- evaluation: {n_eval} held-out toolworld test tasks (entities disjoint from training), greedy, "
+        f"prompt-only, at most {after.get('max_turns', '?')} assistant turns. With {n_eval} tasks a share "
+        f"such as answer accuracy has a standard error of up to {se:.3f} (binomial, sqrt(p(1-p)/n); at most "
+        f"{binomial_se(0.5, n_eval):.3f}), so changes smaller than about twice that are noise.",
         "",
         "| metric | before | after | change |",
         "|---|---|---|---|",
@@ -58,7 +85,6 @@ def write_demo_report(path, cfg, before, after, history, steps_done, train_secon
     for key, label in _ROWS:
         b, a = before.get(key, 0.0), after.get(key, 0.0)
         lines.append(f"| {label} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
-    train_logs = [h for h in history if "loss" in h]
     first, last = (train_logs[0], train_logs[-1]) if train_logs else ({}, {})
     lines += [
         "",
@@ -67,14 +93,18 @@ def write_demo_report(path, cfg, before, after, history, steps_done, train_secon
         "",
         "## Training",
         "",
-        f"- wall time: training {train_seconds / 60:.1f} min, whole demo {total_seconds / 60:.1f} min "
+        f"- wall time: PACT training {train_seconds / 60:.1f} min, whole demo {total_seconds / 60:.1f} min "
         f"(evaluation before {before.get('seconds', 0):.0f} s, after {after.get('seconds', 0):.0f} s)",
         f"- SFT loss: first step {first.get('loss/sft', float('nan')):.3f}, last step {last.get('loss/sft', float('nan')):.3f}",
         f"- rollout reward: first step {first.get('reward', float('nan')):.3f}, last step {last.get('reward', float('nan')):.3f}",
-        f"- over-reliance gap (log pi(tau|x,h) - log pi(tau|x), trace-conditioned prompts): "
-        f"first {first.get('over_reliance_gap', float('nan')):.3f}, last {last.get('over_reliance_gap', float('nan')):.3f}",
         "",
         "![training curves](training_curves.png)",
+        "",
+        "What each panel shows:",
+        "",
+    ]
+    lines += [f"- **{label}** ({unit}): {words}." for _, label, unit, words in CURVES]
+    lines += [
         "",
         "## Config",
         "",

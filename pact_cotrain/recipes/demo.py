@@ -1,6 +1,11 @@
-"""The demo: SmolLM2-135M-Instruct, evaluated on held-out toolworld tasks, trained with PACT on
-toolworld train tasks for a CPU-sized budget, evaluated again; writes runs/demo/report.md and a PNG
-of the training curves."""
+"""The demo: SmolLM2-135M-Instruct on toolworld, a fixed number of steps, a model kept at the end.
+
+1. evaluate the base model on held-out toolworld test tasks (greedy);
+2. a short SFT format warm-up on toolworld's `warmup` split (configs/demo_warmup.yaml), so rollouts
+   can earn reward and PACT's RL term has something to act on;
+3. PACT on toolworld train tasks for `train.max_steps` steps (configs/demo.yaml), no time budget;
+4. evaluate again, save `<out>/final` (model and tokenizer), write report.md and training_curves.png.
+"""
 
 from __future__ import annotations
 
@@ -12,59 +17,85 @@ from transformers import TrainerCallback
 
 from pact_cotrain.envs.toolworld import generate_tasks
 from pact_cotrain.eval.toolworld_eval import evaluate_toolworld
-from pact_cotrain.models import prepare_model
-from pact_cotrain.recipes.common import load_model_and_tokenizer
-from pact_cotrain.recipes.train import build_trainer, load_config
 from pact_cotrain.reporting import plot_training_curves, write_demo_report
 
 
-class TimeBudget(TrainerCallback):
-    """Stops training once the wall-clock budget is spent (the report says so)."""
+class StepETA(TrainerCallback):
+    """One line per optimiser step with the time per step and an ETA for the phase (log files too)."""
 
-    def __init__(self, seconds: float):
-        self.seconds, self.started, self.stopped_early = seconds, None, False
+    def __init__(self, phase: str):
+        self.phase, self.started = phase, None
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.time()
 
     def on_step_end(self, args, state, control, **kwargs):
-        if time.time() - self.started > self.seconds and state.global_step < state.max_steps:
-            control.should_training_stop = True
-            self.stopped_early = True
+        done, total = state.global_step, state.max_steps
+        per_step = (time.time() - self.started) / max(done, 1)
+        print(f"[{self.phase}] step {done}/{total}, {per_step:.0f} s/step, ETA {per_step * (total - done) / 60:.1f} min",
+              flush=True)
 
 
-def run_demo(out_dir: str = "runs/demo", minutes: float = 20.0, config: str = "demo", overrides=(),
-             n_eval: int = 16) -> int:
-    os.makedirs(out_dir, exist_ok=True)
-    started = time.time()
-    prepare_model("smollm2-135m-instruct")
-    cfg = load_config(config, [f"output_dir={out_dir}", *overrides])
-    model, tokenizer = load_model_and_tokenizer(cfg["model"], cfg.get("dtype", "float32"))
-    eval_tasks = generate_tasks(n_eval, seed=cfg["seed"] + 1000, split="test")
-
-    t0 = time.time()
-    before = evaluate_toolworld(model, tokenizer, eval_tasks, episodes_out=f"{out_dir}/episodes_before.jsonl")
-    before["seconds"] = time.time() - t0
-    print("before:", json.dumps(before))
+def _train(cfg, model, tokenizer, phase):
+    from pact_cotrain.recipes.train import build_trainer
 
     trainer = build_trainer(cfg, model=model, tokenizer=tokenizer)
-    budget = TimeBudget(minutes * 60)
-    trainer.add_callback(budget)
-    t0 = time.time()
+    trainer.add_callback(StepETA(phase))
+    started = time.time()
     trainer.train()
-    train_seconds = time.time() - t0
+    return trainer, time.time() - started
 
-    t0 = time.time()
-    after = evaluate_toolworld(model, tokenizer, eval_tasks, episodes_out=f"{out_dir}/episodes_after.jsonl")
-    after["seconds"] = time.time() - t0
-    print("after:", json.dumps(after))
+
+def _evaluate(model, tokenizer, tasks, path):
+    started = time.time()
+    result = evaluate_toolworld(model, tokenizer, tasks, episodes_out=path)
+    result["seconds"] = time.time() - started
+    return result
+
+
+def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: str | None = "demo_warmup",
+             overrides=(), warmup_overrides=(), n_eval: int = 32, model=None, tokenizer=None) -> int:
+    """`model`/`tokenizer` (tests) replace SmolLM2; `warmup_config=None` skips the warm-up."""
+    from pact_cotrain.recipes.train import load_config
+
+    os.makedirs(out_dir, exist_ok=True)
+    started = time.time()
+    cfg = load_config(config, [f"output_dir={out_dir}", *overrides])
+    if model is None:
+        from pact_cotrain.models import prepare_model
+        from pact_cotrain.recipes.common import load_model_and_tokenizer
+
+        prepare_model("smollm2-135m-instruct")
+        model, tokenizer = load_model_and_tokenizer(cfg["model"], cfg.get("dtype", "float32"))
+    eval_tasks = generate_tasks(n_eval, seed=cfg["seed"] + 1000, split="test")
+    print(f"evaluating the base model on {n_eval} held-out toolworld tasks", flush=True)
+    before = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_before.jsonl")
+    print("before:", json.dumps(before), flush=True)
+
+    warmup = None
+    if warmup_config:
+        wcfg = load_config(warmup_config, [f"output_dir={out_dir}/warmup", *warmup_overrides])
+        print(f"format warm-up: {wcfg['train']['max_steps']} SFT steps on toolworld's warm-up split", flush=True)
+        wtrainer, wseconds = _train(wcfg, model, tokenizer, "warm-up")
+        warmup = {"steps": wtrainer.state.global_step, "planned": wcfg["train"]["max_steps"], "seconds": wseconds}
+
+    print(f"PACT: {cfg['train']['max_steps']} steps", flush=True)
+    trainer, train_seconds = _train(cfg, model, tokenizer, "PACT")
+    model = trainer.model
+
+    after = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_after.jsonl")
+    print("after:", json.dumps(after), flush=True)
+    final = os.path.join(out_dir, "final")
+    model.save_pretrained(final)
+    tokenizer.save_pretrained(final)
 
     history = trainer.state.log_history
     with open(f"{out_dir}/log_history.json", "w") as handle:
         json.dump(history, handle, indent=1)
     plot_training_curves(history, f"{out_dir}/training_curves.png", title="PACT on toolworld (SmolLM2-135M)")
     write_demo_report(f"{out_dir}/report.md", cfg=cfg, before=before, after=after, history=history,
-                      steps_done=trainer.state.global_step, train_seconds=train_seconds,
-                      total_seconds=time.time() - started, stopped_early=budget.stopped_early, n_eval=n_eval)
-    print(f"wrote {out_dir}/report.md and {out_dir}/training_curves.png")
+                      steps_planned=cfg["train"]["max_steps"], steps_done=trainer.state.global_step,
+                      train_seconds=train_seconds, total_seconds=time.time() - started, n_eval=n_eval,
+                      warmup=warmup, model_dir=final)
+    print(f"wrote {out_dir}/report.md and {out_dir}/training_curves.png; model in {final}", flush=True)
     return 0

@@ -5,6 +5,7 @@ episodes/s, sampled tokens/s and prefilled tokens per path, the speed-up, and wh
 produced the same token ids. CPU numbers depend on the machine's load: the ratio is what compares.
 
     .venv/bin/python benchmarks/eval_kv_cache.py                  # SmolLM2-135M-Instruct
+    .venv/bin/python benchmarks/eval_kv_cache.py --model runs/demo/final --benchmarks toolworld
     .venv/bin/python benchmarks/eval_kv_cache.py --tiny           # smoke test with a tiny random model
 """
 
@@ -41,6 +42,8 @@ def time_path(model, tokenizer, tasks, make_env, reuse: bool, sampling: Sampling
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="tiny random model (smoke test)")
+    parser.add_argument("--model", default="smollm2-135m-instruct",
+                        help="registry name or directory (e.g. runs/demo/final, which makes tool calls)")
     parser.add_argument("--benchmarks", default="toolworld,ftrl")
     parser.add_argument("--n", type=int, default=4, help="episodes per benchmark (one batch)")
     parser.add_argument("--max-turns", type=int, default=4)
@@ -55,9 +58,10 @@ def main(argv=None) -> int:
     else:
         from pact_cotrain.models import prepare_model
         from pact_cotrain.recipes.common import load_model_and_tokenizer
-        path = prepare_model("smollm2-135m-instruct")
-        model, tokenizer = load_model_and_tokenizer(str(path), args.dtype)
-        label = f"SmolLM2-135M-Instruct ({args.dtype})"
+        if args.model == "smollm2-135m-instruct":
+            prepare_model(args.model)
+        model, tokenizer = load_model_and_tokenizer(args.model, args.dtype)
+        label = f"{args.model} ({args.dtype})"
     sampling = SamplingConfig(greedy=True, max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens,
                               max_completion_tokens=args.max_turns * (args.max_new_tokens + 400))
     print(f"model: {label}; greedy; {args.n} episodes per benchmark in one batch; up to {args.max_turns} turns "

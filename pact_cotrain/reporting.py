@@ -58,12 +58,40 @@ def binomial_se(p: float, n: int) -> float:
     return (p * (1 - p) / n) ** 0.5 if n else float("nan")
 
 
+def paired_bootstrap_se(before: list[float], after: list[float], draws: int = 2000, seed: int = 0) -> float:
+    """Standard error of mean(after) - mean(before) over the same tasks, by resampling tasks."""
+    import random
+
+    if len(before) != len(after) or len(before) < 2:
+        return float("nan")
+    rng, n = random.Random(seed), len(before)
+    diffs = [a - b for a, b in zip(after, before)]
+    means = []
+    for _ in range(draws):
+        means.append(sum(diffs[rng.randrange(n)] for _ in range(n)) / n)
+    centre = sum(means) / draws
+    return (sum((m - centre) ** 2 for m in means) / (draws - 1)) ** 0.5
+
+
+def _noise_line(n_eval, after, per_task) -> str:
+    accuracy = after.get("answer_correct", 0.0)
+    line = (f"With {n_eval} tasks a share has a binomial standard error sqrt(p(1-p)/n) of at most "
+            f"{binomial_se(0.5, n_eval):.3f} (p = 0.5); for the final answer accuracy ({accuracy:.3f}) it is "
+            f"{binomial_se(accuracy, n_eval):.3f}.")
+    if per_task:
+        se = paired_bootstrap_se(*per_task)
+        line += (f" The change in Solve-F1 has a paired bootstrap standard error of {se:.3f} (same tasks before "
+                 f"and after, resampled 2,000 times)")
+        line += ", so a change smaller than about twice that is within noise." if se == se else "."
+    return line
+
+
 def write_demo_report(path, cfg, before, after, history, steps_planned, steps_done, train_seconds, total_seconds,
-                      n_eval, warmup=None, model_dir="runs/demo/final") -> None:
+                      n_eval, warmup=None, model_dir="runs/demo/final", per_task_f1=None) -> None:
+    """`per_task_f1`: (before, after) per-task Solve-F1 lists, same task order, for the bootstrap."""
     train_logs = [h for h in history if "loss" in h]
     zero = zero_rl_gradient_steps(train_logs)
     positive = sum(1 for h in train_logs if h.get("reward", 0.0) > 0)
-    se = max(binomial_se(before.get("answer_correct", 0.0), n_eval), binomial_se(after.get("answer_correct", 0.0), n_eval))
     lines = [
         "# PACT demo: SmolLM2-135M-Instruct on toolworld (CPU)",
         "",
@@ -75,9 +103,7 @@ def write_demo_report(path, cfg, before, after, history, steps_planned, steps_do
         f"- RL term: reward above 0 in {positive} of {len(train_logs)} steps; zero gradient (all rewards equal "
         f"in every group) at steps {', '.join(map(str, zero)) if zero else 'none'}",
         f"- evaluation: {n_eval} held-out toolworld test tasks (entities disjoint from training), greedy, "
-        f"prompt-only, at most {after.get('max_turns', '?')} assistant turns. With {n_eval} tasks a share "
-        f"such as answer accuracy has a standard error of up to {se:.3f} (binomial, sqrt(p(1-p)/n); at most "
-        f"{binomial_se(0.5, n_eval):.3f}), so changes smaller than about twice that are noise.",
+        f"prompt-only, at most {after.get('max_turns', '?')} assistant turns. " + _noise_line(n_eval, after, per_task_f1),
         "",
         "| metric | before | after | change |",
         "|---|---|---|---|",

@@ -5,7 +5,7 @@ import re
 from transformers import AutoModelForCausalLM
 
 from pact_cotrain.recipes.demo import run_demo
-from pact_cotrain.reporting import CURVES, binomial_se, zero_rl_gradient_steps
+from pact_cotrain.reporting import CURVES, binomial_se, paired_bootstrap_se, zero_rl_gradient_steps
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 
 TINY = ["train.max_steps=2", "train.mixed_precision=null", "train.rollout_dtype=null", "train.report_to=[]",
@@ -29,6 +29,7 @@ def test_demo_report_states_steps_zero_gradient_noise_and_model(tmp_path, monkey
     # A random model earns no reward: every group is all-equal, so both steps are listed as zero-gradient.
     assert "zero gradient (all rewards equal in every group) at steps 1, 2" in report
     assert "3 held-out toolworld test tasks" in report and f"at most {binomial_se(0.5, 3):.3f}" in report
+    assert "paired bootstrap standard error of 0.000" in report  # a random model scores 0 before and after
     assert f"`{out / 'final'}`" in report
     for _, label, _, words in CURVES:
         assert f"**{label}**" in report and words in report
@@ -56,3 +57,9 @@ def test_zero_gradient_steps_are_those_with_every_group_equal():
 def test_binomial_standard_error():
     assert binomial_se(0.5, 25) == 0.1
     assert binomial_se(0.0, 10) == 0.0
+
+
+def test_paired_bootstrap_se_matches_the_standard_error_of_the_mean_difference():
+    before, after = [0.0] * 50, [1.0] * 25 + [0.0] * 25  # differences: half 1, half 0 -> SE ~ sqrt(.25/50)
+    assert abs(paired_bootstrap_se(before, after) - (0.25 / 50) ** 0.5) < 0.01
+    assert paired_bootstrap_se([0.5, 0.5], [0.5, 0.5]) == 0.0

@@ -53,6 +53,11 @@ def _evaluate(model, tokenizer, tasks, path):
     return result
 
 
+def _per_task(path: str, key: str) -> list[float]:
+    with open(path) as handle:
+        return [json.loads(line)["metrics"][key] for line in handle if line.strip()]
+
+
 def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: str | None = "demo_warmup",
              overrides=(), warmup_overrides=(), n_eval: int = 32, model=None, tokenizer=None) -> int:
     """`model`/`tokenizer` (tests) replace SmolLM2; `warmup_config=None` skips the warm-up."""
@@ -96,6 +101,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: st
     write_demo_report(f"{out_dir}/report.md", cfg=cfg, before=before, after=after, history=history,
                       steps_planned=cfg["train"]["max_steps"], steps_done=trainer.state.global_step,
                       train_seconds=train_seconds, total_seconds=time.time() - started, n_eval=n_eval,
-                      warmup=warmup, model_dir=final)
+                      warmup=warmup, model_dir=final,
+                      per_task_f1=[_per_task(f"{out_dir}/episodes_{when}.jsonl", "solve_f1") for when in ("before", "after")])
     print(f"wrote {out_dir}/report.md and {out_dir}/training_curves.png; model in {final}", flush=True)
     return 0

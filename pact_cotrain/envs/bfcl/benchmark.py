@@ -7,7 +7,7 @@ from statistics import mean
 from pact_cotrain.data.trace_format import Task
 
 from .data import load_bfcl
-from .env import MAX_TOTAL_STEPS, BfclEnv
+from .env import MAX_STEPS_PER_TURN, MAX_TOTAL_STEPS, BfclEnv
 from .wheel import CATEGORIES
 
 AVG_KEY = "bfcl_avg"
@@ -34,7 +34,14 @@ def _load(path: str | None) -> list[Task]:
     return load_bfcl()
 
 
+def protocol_env(task: Task) -> BfclEnv:
+    """BFCL's own limits: 20 steps with calls per user turn (one more force-quits the entry) and no
+    total beyond that, i.e. at most (20 + 1) steps per user turn, the last one ending the turn."""
+    n_user_turns = len(task.metadata.get("user_turns") or [task.messages])
+    return BfclEnv(max_total_steps=n_user_turns * (MAX_STEPS_PER_TURN + 1))
+
+
 def _register() -> None:
     from pact_cotrain.eval.benchmarks import Benchmark, register
 
-    register(Benchmark("bfcl", _load, lambda task: BfclEnv(), MAX_TOTAL_STEPS, summarize, COLUMNS))
+    register(Benchmark("bfcl", _load, protocol_env, MAX_TOTAL_STEPS, summarize, COLUMNS))

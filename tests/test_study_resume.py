@@ -41,7 +41,7 @@ def test_a_killed_study_run_resumes_from_its_checkpoint_with_the_same_final_weig
     assert f"resuming from {tmp_path}/b/checkpoint-2 (step 2)" in capsys.readouterr().out
     assert trainer.state.global_step == 5
     assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [1, 2, 3, 4, 5]  # the whole run
-    assert sorted(n for n in os.listdir(tmp_path / "b") if n.startswith("checkpoint")) == ["checkpoint-4"]
+    assert sorted(n for n in os.listdir(tmp_path / "b") if n.startswith("checkpoint")) == ["checkpoint-5"]  # the last step is saved too
     assert_same_weights(straight, resumed)
 
 

@@ -14,6 +14,8 @@ import re
 import shutil
 from collections.abc import Callable
 
+from pact_cotrain.errors import UserError
+
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 ASIDE_RE = re.compile(r"^(checkpoint-\d+|final)\.old-\d+$")  # an old copy renamed aside by replace_dir
 # test-only: stop as a kill -9 would at a named instant, e.g. "staged:final" (fully staged, not renamed
@@ -25,7 +27,7 @@ WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_mo
 STATE_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "sampler_state.pt")
 
 
-class RunError(Exception):
+class RunError(UserError):
     """An ordinary mistake or condition of a run (bad folder, missing checkpoint, full disk): the CLI
     prints its message as one line and exits non-zero."""
 

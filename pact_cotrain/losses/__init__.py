@@ -44,8 +44,8 @@ from .advantages import group_advantages
 from .anchoring import ANCHOR_MODES, anchored_rl_loss, draw_anchor_mask, expand_to_rollouts
 from .diagnostics import entropy_from_logits, over_reliance_gap, selective_log_softmax
 from .policy import LOG_RATIO_CLAMP, TRACE_RATIO_FORMS, clipped_policy_loss, trace_conditioned_surrogate
-from .schedules import chord_sft_weight, reasoning_prefix_fraction, reasoning_segments_supervised, toolcall_weight
-from .sft import component_sft_loss
+from .schedules import chord_mu, chord_sft_weight, reasoning_prefix_fraction, reasoning_segments_supervised, toolcall_weight
+from .sft import chord_phi, component_sft_loss
 
 __all__ = [
     "AGGREGATIONS",
@@ -60,6 +60,8 @@ __all__ = [
     "reasoning_segments_supervised",
     "toolcall_weight",
     "chord_sft_weight",
+    "chord_mu",
+    "chord_phi",
     "draw_anchor_mask",
     "expand_to_rollouts",
     "anchored_rl_loss",

@@ -125,3 +125,27 @@ def chord_sft_weight(
     if mode == "constant":
         return start
     raise ValueError(f"unknown CHORD schedule {mode!r}; expected linear, cosine or constant")
+
+
+def chord_mu(step: int, peak: float = 0.9, valley: float = 0.05, warmup_steps: int = 0,
+             decay_steps: int = 0) -> float:
+    """CHORD's global SFT weight mu (Zhang et al., 2025, arXiv 2508.11408; released Trinity-RFT
+    `mu_schedule_function`), in L_CHORD = (1 - mu) L_GRPO + mu L_SFT:
+
+        mu(s) = peak * s / W                                              s < W        (warm-up)
+        mu(s) = valley + (peak - valley) (1 + cos(pi (s - W) / D)) / 2      W <= s < W + D (decay)
+        mu(s) = valley                                                     s >= W + D   (valley)
+
+    with W = ``warmup_steps`` and D = ``decay_steps`` (optimiser steps, 0-based ``step``).
+    Warm-up starts at mu = 0, i.e. RL weight 1; mu = 1 (RL weight exactly 0) only with peak = 1.
+    """
+    if step < 0 or warmup_steps < 0 or decay_steps < 0:
+        raise ValueError(f"step, warmup_steps and decay_steps must be >= 0, got {step}, {warmup_steps}, {decay_steps}")
+    for name, value in (("peak", peak), ("valley", valley)):
+        if not 0.0 <= value <= 1.0:
+            raise ValueError(f"CHORD mu {name} must be in [0, 1], got {value}")
+    if step < warmup_steps:
+        return peak * step / warmup_steps
+    if step >= warmup_steps + decay_steps:
+        return valley
+    return valley + (peak - valley) * 0.5 * (1.0 + math.cos(math.pi * (step - warmup_steps) / decay_steps))

@@ -15,7 +15,9 @@ an evaluation. The driver:
    evaluate with `pact eval`'s runner, delete the weights, write `done.json`;
 4. writes `results.md` (mean ± std over seeds) and `curves.png` from whatever is done.
 
-A run that crashed or was interrupted has no `done.json` and is redone from scratch next time.
+A run that crashed or was interrupted has no `done.json`; next time it resumes from its newest
+checkpoint (written every `checkpoint_steps`, default 2, atomically; only the newest is kept).
+Phased methods are redone from scratch.
 """
 
 from __future__ import annotations
@@ -88,36 +90,72 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 
 def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     """One (method, seed): train from the warm-up checkpoint, evaluate, keep logs, drop weights."""
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.recipes.phased import compute_summary, is_phased, run_phased
+    from pact_cotrain.recipes.train import load_config
 
     paths = prepare_data(study, out)
     directory = run_dir(out, method, seed)
-    if directory.exists():
-        shutil.rmtree(directory)  # a leftover of an interrupted run
-    directory.mkdir(parents=True)
+    if directory.exists():  # a leftover of an interrupted run: keep only its checkpoints, to resume from
+        for leftover in directory.iterdir():
+            if leftover.name != "train":
+                shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+    directory.mkdir(parents=True, exist_ok=True)
     spec = study["methods"][method]
     started = time.time()
     if spec is None:  # vanilla: the warm-up checkpoint itself
         model_dir, history, train_seconds = str(out / "warmup" / "final"), [], 0.0
     else:
-        overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides")) + [
+        # Checkpoints every few steps (atomic, only the newest kept; this wins over the budget's
+        # save_steps): an interrupted run resumes mid-run.
+        checkpointing = [f"train.save_steps={study.get('checkpoint_steps', 2)}", "train.save_total_limit=1"]
+        overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides")) + checkpointing + [
             f"model={out / 'warmup' / 'final'}", "data.source=file", f"data.path={paths['train']}",
             f"seed={seed}", f"output_dir={directory / 'train'}", "train.report_to=[]", "train.disable_tqdm=true"]
         cfg = load_config(spec["config"], overrides)
         (directory / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-        trainer = build_trainer(cfg)
-        trainer.train()
         model_dir = str(directory / "train" / "final")
-        trainer.save_model(model_dir)
-        history, train_seconds = trainer.state.log_history, time.time() - started
+        if is_phased(spec["config"]):  # e.g. SFT -> MatchTIR: every phase's compute is counted below
+            shutil.rmtree(directory / "train", ignore_errors=True)  # phased runs do not resume: from scratch
+            trainer, history, _ = run_phased(spec["config"], overrides)  # saves train/final
+        else:
+            trainer = train_or_resume(cfg)  # saves train/final
+            history = trainer.state.log_history
+        train_seconds = time.time() - started
         trainer.close_rollout_engine()  # evaluation builds its own engine from the saved weights
     (directory / "log_history.json").write_text(json.dumps(history, indent=1))
     evaluate(study, paths, model_dir, directory / "eval", seed)
     if spec is not None:
         shutil.rmtree(directory / "train", ignore_errors=True)  # checkpoints are not kept
+    # compute actually spent (all phases; steps without rollouts count 0 rollout tokens)
     done = {"method": method, "seed": seed, "train_seconds": train_seconds,
-            "total_seconds": time.time() - started, "threads": _threads()}
+            "total_seconds": time.time() - started, "threads": _threads(), "compute": compute_summary(history)}
     (directory / "done.json").write_text(json.dumps(done, indent=1))
+
+
+def train_or_resume(cfg: dict, **build_kwargs):
+    """Train `cfg` from the newest complete checkpoint in its output_dir (an interrupted run) or from
+    scratch, then write final/ atomically. Returns the trainer (its log history spans the whole run)."""
+    from transformers import TrainerState
+
+    from pact_cotrain.recipes.train import build_trainer, save_final, save_final_from_checkpoint
+    from pact_cotrain.training.checkpoints import latest_complete
+    from pact_cotrain.training.run_dir import check_writable, run_lock
+
+    out = cfg["output_dir"]
+    check_writable(out)
+    with run_lock(out):
+        checkpoint = latest_complete(out)
+        trainer = build_trainer(cfg, **build_kwargs)
+        if checkpoint is not None:
+            state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
+            print(f"resuming from {checkpoint} (step {state.global_step})", flush=True)
+            if state.global_step >= cfg["train"]["max_steps"]:  # trained to the end; final/ was not written
+                trainer.state = state
+                save_final_from_checkpoint(checkpoint, os.path.join(out, "final"))
+                return trainer
+        trainer.train(resume_from_checkpoint=checkpoint)
+        save_final(trainer, os.path.join(out, "final"))
+    return trainer
 
 
 def evaluate(study: dict, paths: dict, model_dir: str, out_dir: Path, seed: int) -> dict:

@@ -66,7 +66,10 @@ def mean_std(values: list[float | None]) -> str:
 
 
 def table(found: dict[str, list[dict]]) -> list[str]:
-    header = ["method", "seeds", *[label for label, _ in COLUMNS], "train min/run"]
+    from pact_cotrain.recipes.phased import compute_summary
+
+    # compute per run, every phase counted; steps without rollouts count 0 rollout tokens
+    header = ["method", "seeds", *[label for label, _ in COLUMNS], "train min/run", "steps/run", "rollout tokens/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in found.items():
         if not runs:
@@ -74,6 +77,8 @@ def table(found: dict[str, list[dict]]) -> list[str]:
         cells = [method, ",".join(str(r["seed"]) for r in runs)]
         cells += [mean_std([r["values"][label] for r in runs]) for label, _ in COLUMNS]
         cells.append(f"{mean(r['done']['train_seconds'] for r in runs) / 60:.1f}")
+        compute = [compute_summary(r["history"]) for r in runs]
+        cells += [f"{mean(c['steps'] for c in compute):.0f}", f"{mean(c['rollout_tokens'] for c in compute):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

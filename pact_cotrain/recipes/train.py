@@ -7,7 +7,7 @@ overrides some of them, and the command line overrides any key with dotted paths
 from __future__ import annotations
 
 import copy
-import glob
+import sys
 import os
 from importlib import resources
 from pathlib import Path
@@ -16,6 +16,7 @@ import torch
 import yaml
 
 from pact_cotrain.data.trace_format import Task, load_tasks
+from pact_cotrain.errors import UserError, closest, did_you_mean
 from pact_cotrain.rewards.episode import EpisodeReward
 from pact_cotrain.rollout.engine import SamplingConfig
 from pact_cotrain.training.methods import MethodConfig
@@ -35,31 +36,137 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def builtin_configs() -> list[str]:
+    """The names `--config` accepts besides a path: configs/<name>.yaml, base excepted."""
+    folder = resources.files("pact_cotrain").joinpath("configs")
+    return sorted(f.name[:-5] for f in folder.iterdir() if f.name.endswith(".yaml") and f.name != "base.yaml")
+
+
+def _config_text(config: str) -> str:
+    if os.path.exists(config):
+        return Path(config).read_text()
+    if config in builtin_configs():
+        return _builtin(config)
+    raise UserError(f"unknown config {config!r} (not a file, not a built-in){did_you_mean(config, builtin_configs())}; "
+                    f"built-ins: {', '.join(builtin_configs())}")
+
+
+def known_config_keys(base: dict) -> tuple[set[str], set[str]]:
+    """(every dotted key a config may set, the keys below which anything goes).
+
+    The keys are base.yaml's, plus `method.<field>` for every MethodConfig field and `sampling.<field>`
+    for every SamplingConfig field (both are built from those sections). A key whose default is a
+    mapping with no keys or null (`train.vllm`, `train.lora`, `method.extra`) takes any sub-keys."""
+    from dataclasses import fields
+
+    keys, free = set(), set()
+
+    def walk(node: dict, prefix: str) -> None:
+        for key, value in node.items():
+            dotted = prefix + key
+            keys.add(dotted)
+            if isinstance(value, dict) and value:
+                walk(value, dotted + ".")
+            elif value is None or isinstance(value, dict):
+                free.add(dotted)
+
+    walk(base, "")
+    for section, cls in (("method", MethodConfig), ("sampling", SamplingConfig)):
+        for f in fields(cls):
+            keys.add(f"{section}.{f.name}")
+            if f.name == "extra":
+                free.add(f"{section}.{f.name}")
+    return keys, free
+
+
+def _suggest(key: str, keys: set[str]) -> str:
+    """The known key a typo most likely meant: same last part elsewhere (`max_steps` -> `train.max_steps`),
+    else the closest spelling."""
+    last = key.rsplit(".", 1)[-1]
+    same_name = sorted(k for k in keys if k.rsplit(".", 1)[-1] == last and k != key)
+    if same_name:
+        return f"; did you mean `{same_name[0]}`?"
+    hint = did_you_mean(key, keys)
+    if hint:
+        return hint
+    by_last = {k.rsplit(".", 1)[-1]: k for k in sorted(keys)}
+    match = closest(last, by_last)
+    return f"; did you mean `{by_last[match[0]]}`?" if match else ""
+
+
+def _unknown_keys(node: dict, keys: set[str], free: set[str], prefix: str = "") -> list[str]:
+    out = []
+    for key, value in node.items():
+        dotted = prefix + str(key)
+        if dotted in free:
+            continue
+        if dotted not in keys:
+            out.append(dotted)
+        elif isinstance(value, dict) and any(k.startswith(dotted + ".") for k in keys):
+            out += _unknown_keys(value, keys, free, dotted + ".")
+    return out
+
+
+def _check_keys(node: dict, keys: set[str], free: set[str], where: str, full_key: str | None = None) -> None:
+    unknown = _unknown_keys(node, keys, free)
+    if unknown:
+        key = full_key or unknown[0]
+        raise UserError(f"{where}: unknown config key `{key}`{_suggest(key, keys)} "
+                        "(every key is listed in pact_cotrain/configs/base.yaml)")
+
+
 def load_config(config: str, overrides: list[str] = ()) -> dict:
-    """Base defaults <- the config file (path or built-in name) <- `a.b=value` overrides (YAML values)."""
-    cfg = yaml.safe_load(_builtin("base"))
-    text = Path(config).read_text() if os.path.exists(config) else _builtin(config)
-    cfg = _merge(cfg, yaml.safe_load(text) or {})
+    """Base defaults <- the config file (path or built-in name) <- `a.b=value` overrides (YAML values).
+
+    A key that base.yaml (or MethodConfig / SamplingConfig) does not know is refused with the closest
+    known key, rather than silently ignored."""
+    base = yaml.safe_load(_builtin("base"))
+    keys, free = known_config_keys(base)
+    loaded = yaml.safe_load(_config_text(config)) or {}
+    if not isinstance(loaded, dict):
+        raise UserError(f"{config}: a config is a YAML mapping of keys, got {type(loaded).__name__}")
+    _check_keys(loaded, keys, free, config)
+    cfg = _merge(base, loaded)
     for item in overrides:
         if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
+            raise UserError(f"override {item!r} is not key=value (e.g. train.max_steps=20)")
         key, raw = item.split("=", 1)
+        _check_keys(_nested(key, None), keys, free, f"override {item!r}", full_key=key)
         node = cfg
         parts = key.split(".")
         for part in parts[:-1]:
-            node = node.setdefault(part, {})
+            if not isinstance(node.get(part), dict):
+                node[part] = {}
+            node = node[part]
         node[parts[-1]] = yaml.safe_load(raw)
+    try:
+        MethodConfig(**cfg["method"])
+    except ValueError as exc:  # a value MethodConfig refuses, e.g. method.name=pcat
+        raise UserError(str(exc)) from None
     return cfg
 
 
+def _nested(dotted: str, value) -> dict:
+    """`a.b.c` -> {"a": {"b": {"c": value}}}, the shape _check_keys walks."""
+    for part in reversed(dotted.split(".")):
+        value = {part: value}
+    return value
+
+
 def load_train_tasks(data: dict) -> list[Task]:
+    from pact_cotrain.training.checkpoints import RunError
+
     if data["source"] == "toolworld":
         from pact_cotrain.envs.toolworld import generate_tasks
 
-        return generate_tasks(data["n_train"], seed=data.get("toolworld_seed", 0), split=data.get("split", "train"))
-    if data["source"] == "file":
-        return load_tasks(data["path"])
-    raise ValueError(f"data.source must be toolworld or file, got {data['source']!r}")
+        tasks = generate_tasks(data["n_train"], seed=data.get("toolworld_seed", 0), split=data.get("split", "train"))
+    elif data["source"] == "file":
+        tasks = load_tasks(data["path"])
+    else:
+        raise ValueError(f"data.source must be toolworld or file, got {data['source']!r}")
+    if not tasks:  # training on nothing would "succeed" with the untrained model as final/
+        raise RunError(f"no training tasks: data {data.get('path') or data['source']} left 0 tasks")
+    return tasks
 
 
 def env_factory_for(tasks: list[Task], max_steps: int):
@@ -79,17 +186,32 @@ def env_factory_for(tasks: list[Task], max_steps: int):
     return make
 
 
+def _checkpointing_arg(config_cls, enabled: bool) -> dict:
+    """Activation checkpointing under the name the installed transformers takes: `activation_checkpointing`
+    (5.2x; `gradient_checkpointing` is its deprecated alias and warns), else `gradient_checkpointing`."""
+    from dataclasses import fields
+
+    name = "activation_checkpointing" if any(f.name == "activation_checkpointing" for f in fields(config_cls)) \
+        else "gradient_checkpointing"
+    return {name: enabled}
+
+
 def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | None = None):
     from datasets import Dataset
     from trl import GRPOConfig
 
     from pact_cotrain.training.trainer import PACTTrainer
 
+    if cfg.get("phases"):  # one trainer per phase: recipes/phased.py (run_train dispatches there)
+        raise ValueError("a config with `phases:` is run by recipes.phased.run_phased, not one trainer")
+    tasks = tasks if tasks is not None else load_train_tasks(cfg["data"])  # bad data fails before the model loads
     if model is None:
         from pact_cotrain.recipes.common import load_model_and_tokenizer
 
         model, tokenizer = load_model_and_tokenizer(cfg["model"], cfg.get("dtype", "float32"))
-    tasks = tasks if tasks is not None else load_train_tasks(cfg["data"])
+    from pact_cotrain.training.prompt_limits import check_prompt_lengths
+
+    tasks = check_prompt_lengths(tasks, tokenizer, model, cfg)  # overlong prompts: before training
     method = MethodConfig(**cfg["method"])
     sampling = SamplingConfig(**cfg["sampling"])
     train = cfg["train"]
@@ -108,10 +230,11 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         lr_scheduler_type=train.get("lr_scheduler_type", "constant"),
         warmup_steps=train.get("warmup_steps", 0),
         max_grad_norm=train.get("max_grad_norm", 1.0),
-        gradient_checkpointing=train.get("gradient_checkpointing", True),  # TRL's default; recompute costs time
+        **_checkpointing_arg(GRPOConfig, train.get("gradient_checkpointing", True)),  # TRL's default; recompute costs time
         logging_steps=train.get("logging_steps", 1),
         save_strategy="steps" if train.get("save_steps") else "no",
         save_steps=train.get("save_steps") or 500,
+        save_total_limit=train.get("save_total_limit"),
         report_to=train.get("report_to") or [],
         beta=0.0,
         epsilon=method.eps_low,
@@ -138,8 +261,14 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
                           reward=EpisodeReward(method.reward), peft_config=peft_config,
                           rollout_dtype=train.get("rollout_dtype"), rollout_backend=train.get("rollout_backend", "hf"),
                           vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"))
-    if not args.disable_tqdm and train.get("progress", "rich") == "rich":
-        from transformers.trainer_callback import ProgressCallback
+    from transformers.trainer_callback import ProgressCallback
+
+    from pact_cotrain.progress import choose_mode, plain_training_callback
+
+    if choose_mode(sys.stderr) == "plain":  # a log file: plain lines every 30 s instead of a bar
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(plain_training_callback())
+    elif not args.disable_tqdm and train.get("progress", "rich") == "rich":
         from trl.trainer.callbacks import RichProgressCallback
 
         trainer.remove_callback(ProgressCallback)
@@ -148,18 +277,96 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
 
 
 def latest_checkpoint(output_dir: str) -> str | None:
-    found = sorted(glob.glob(os.path.join(output_dir, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[1]))
-    return found[-1] if found else None
+    """The newest complete `checkpoint-N` (incomplete ones and stray names like checkpoint-6.bak skipped)."""
+    from pact_cotrain.training.checkpoints import latest_complete
+
+    return latest_complete(output_dir)
 
 
-def run_train(config: str, overrides: list[str] = (), resume: str | None = None, **build_kwargs) -> int:
+def run_train(config: str, overrides: list[str] = (), resume: str | None = None, overwrite: bool = False,
+              **build_kwargs) -> int:
+    from pact_cotrain.recipes.phased import is_phased, run_phased
+
+    if is_phased(config):  # a `phases:` list: each phase from the previous one's checkpoint
+        if resume:
+            raise ValueError(f"--resume is not supported for the phased config {config}")
+        run_phased(config, list(overrides), **build_kwargs)
+        return 0
+    from pact_cotrain.training.checkpoints import CheckpointNotFoundError, RunError, missing_files
+    from pact_cotrain.training.run_dir import check_writable, claim, run_lock
+
     cfg = load_config(config, list(overrides))
-    checkpoint = None
-    if resume:
-        checkpoint = latest_checkpoint(cfg["output_dir"]) if resume == "latest" else resume
-        if checkpoint is None:
-            raise FileNotFoundError(f"--resume: no checkpoint-* directory in {cfg['output_dir']}")
-    trainer = build_trainer(cfg, **build_kwargs)
-    trainer.train(resume_from_checkpoint=checkpoint)
-    trainer.save_model(os.path.join(cfg["output_dir"], "final"))
+    out = cfg["output_dir"]
+    check_writable(out)  # before any step, not when writing final/
+    with run_lock(out):
+        claim(out, resume=bool(resume), overwrite=overwrite)
+        checkpoint = None
+        if resume:
+            finished = _finished_step(out)
+            if finished is not None and finished >= cfg["train"]["max_steps"]:
+                print(f"{out} is finished (step {finished} of {cfg['train']['max_steps']}, final/ complete); "
+                      f"nothing to resume")
+                return 0
+            checkpoint = latest_checkpoint(out) if resume == "latest" else resume
+            if checkpoint is None:
+                raise CheckpointNotFoundError(f"--resume: no complete checkpoint-* directory in {out}")
+            missing = missing_files(checkpoint)
+            if missing:
+                raise RunError(f"--resume: {checkpoint} is incomplete (missing {', '.join(missing)})")
+            step = _global_step(checkpoint)
+            if step >= cfg["train"]["max_steps"]:  # trained to the end; only final/ was not written
+                print(f"resuming from {checkpoint}: already at step {step}; writing final/ from it")
+                save_final_from_checkpoint(checkpoint, os.path.join(out, "final"))
+                return 0
+            print(f"resuming from {checkpoint} (step {step})", flush=True)
+        trainer = build_trainer(cfg, **build_kwargs)
+        trainer.train(resume_from_checkpoint=checkpoint)
+        save_final(trainer, os.path.join(out, "final"))
     return 0
+
+
+def _global_step(checkpoint: str) -> int:
+    import json
+
+    with open(os.path.join(checkpoint, "trainer_state.json")) as handle:
+        return int(json.load(handle)["global_step"])
+
+
+def _finished_step(output_dir: str) -> int | None:
+    """global_step of a complete final/ (None when final/ is absent or incomplete)."""
+    from pact_cotrain.training.checkpoints import missing_files
+
+    final = os.path.join(output_dir, "final")
+    if missing_files(final, with_state=False) or not os.path.isfile(os.path.join(final, "trainer_state.json")):
+        return None
+    return _global_step(final)
+
+
+def save_final(trainer, path: str) -> None:
+    """The trained model (and its trainer_state.json, which says it is finished) as `path`, atomically."""
+    import shutil
+
+    from pact_cotrain.training.checkpoints import atomic_write_dir, save_failure
+
+    scratch = os.path.join(os.path.dirname(os.path.abspath(path)), ".staging-final.root")
+    try:
+        trainer.save_model(scratch)  # every process takes part (sharded weights); the main one writes
+    except Exception as exc:
+        shutil.rmtree(scratch, ignore_errors=True)
+        error = save_failure(exc, "final", os.path.dirname(os.path.abspath(path)))
+        if error is not None:
+            raise error from exc
+        raise
+    if trainer.accelerator.is_main_process:
+        trainer.state.save_to_json(os.path.join(scratch, "trainer_state.json"))
+        atomic_write_dir(path, lambda staging: os.replace(scratch, staging))
+    trainer.accelerator.wait_for_everyone()
+
+
+def save_final_from_checkpoint(checkpoint: str, path: str) -> None:
+    import shutil
+
+    from pact_cotrain.training.checkpoints import atomic_write_dir
+
+    state = shutil.ignore_patterns("optimizer.pt", "scheduler.pt", "rng_state*", "sampler_state.pt", "scaler.pt")
+    atomic_write_dir(path, lambda staging: shutil.copytree(checkpoint, staging, ignore=state))

@@ -31,8 +31,17 @@ class MethodConfig:
     answer_weight: float | None = None  # None: the tool-call weight (spec section 3)
     sft_coef: float = 1.0  # weight of L_SFT in L = L_RL + sft_coef L_SFT
     # baselines
-    sft_fraction: float = 0.3  # sft_then_grpo: share of steps spent on SFT
-    chord_schedule: str = "linear"  # chord: decay of the SFT weight mu
+    sft_fraction: float = 0.3  # sft_then_grpo: share of steps spent on SFT (one-run variant; the
+    #                            SFT->RL baseline of the paper is configs/sft_then_matchtir.yaml, two phases)
+    # chord: mu schedule and token weight. "paper": CHORD's warm-up -> peak -> cosine decay -> valley
+    # (losses.chord_mu); "linear" | "cosine" | "constant": losses.chord_sft_weight from 1 to 0 (CHORD-mu
+    # as this project first read it).
+    chord_schedule: str = "paper"
+    chord_mu_peak: float = 0.9
+    chord_mu_valley: float = 0.05
+    chord_mu_warmup_steps: int = 0
+    chord_mu_decay_steps: int | None = None  # None: the decay ends at the run's last step
+    chord_phi: bool = True  # CHORD-phi: weight the expert SFT tokens by p(1 - p); False: CHORD-mu
     eps_low: float = 0.2
     eps_high: float = 0.28
     aggregation: str = "token_mean"
@@ -57,11 +66,25 @@ class StepPlan:
     reasoning_fraction: float  # share of each reasoning block's leading segments supervised
     toolcall_weight: float
     answer_weight: float
+    sft_phi: bool = False  # weight the SFT tokens by CHORD's phi = p(1 - p) (losses.chord_phi)
 
 
 def full_sft(rl: bool = False, rl_coef: float = 0.0, sft_coef: float = 1.0, anchor_q: float = 1.0) -> StepPlan:
     """Plain SFT on the whole trace (reasoning, calls, answer, weight 1), optionally beside GRPO."""
     return StepPlan(rl, rl_coef, anchor_q, None, sft_coef, 1.0, 1.0, 1.0)
+
+
+def chord_mu(method: MethodConfig, step: int, total_steps: int) -> float:
+    """CHORD's SFT weight mu at `step` under `method.chord_schedule`."""
+    if method.chord_schedule not in ("paper", "linear", "cosine", "constant"):
+        raise ValueError(f"method.chord_schedule must be paper, linear, cosine or constant, got {method.chord_schedule!r}")
+    if method.chord_schedule != "paper":
+        return losses.chord_sft_weight(step, total_steps, mode=method.chord_schedule)
+    warmup = method.chord_mu_warmup_steps
+    decay = method.chord_mu_decay_steps
+    if decay is None:
+        decay = max(total_steps - 1 - warmup, 0)
+    return losses.chord_mu(step, method.chord_mu_peak, method.chord_mu_valley, warmup, decay)
 
 
 def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
@@ -75,8 +98,11 @@ def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
             return full_sft()
         return StepPlan(True, 1.0, 1.0, None, 0.0, 0.0, 0.0, 0.0)
     if name == "chord":
-        mu = losses.chord_sft_weight(step, total_steps, mode=method.chord_schedule)
-        return full_sft(rl=True, rl_coef=1.0 - mu, sft_coef=mu)
+        mu = chord_mu(method, step, total_steps)
+        # A step whose RL weight is exactly 0 generates no rollouts (they would be wasted compute).
+        plan = full_sft(rl=mu < 1.0, rl_coef=1.0 - mu, sft_coef=mu)
+        plan.sft_phi = method.chord_phi
+        return plan
     if name == "hint_rollouts":
         # Rollouts see the trace; the loss is the clipped loss in that same context (anchor_q=0).
         return StepPlan(True, 1.0, 0.0, method.trace_view, 0.0, 0.0, 0.0, 0.0)

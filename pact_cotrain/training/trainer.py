@@ -77,6 +77,11 @@ class PACTTrainer(GRPOTrainer):
         self.vllm_kwargs = dict(vllm_kwargs or {})
         self._vllm = None
         self._vllm_synced_step: int | None = None
+        # Issue 16: no non-finite update is applied or saved; the sampler's state travels in checkpoints.
+        from pact_cotrain.training.guards import NonFiniteGuard
+
+        self.add_callback(NonFiniteGuard(self))
+        self._sampler_resume: tuple[dict, int] | None = None
 
     # ------------------------------------------------------------------ batch construction
 
@@ -224,7 +229,9 @@ class PACTTrainer(GRPOTrainer):
         width = max(max((len(ep.completion_ids) for ep in episodes), default=1), 1)
         token_adv = torch.zeros(len(episodes), width)
         for g in range(0, len(episodes), k):
-            per_turn = dual_level_advantages([scored[i]["turn_rewards"] for i in range(g, g + k)])
+            group = range(g, g + k)  # trajectory term on R (not a sum over turns: see rewards/matchtir.py)
+            per_turn = dual_level_advantages([scored[i]["turn_rewards"] for i in group],
+                                             [scored[i]["reward"] for i in group])
             for i in range(g, g + k):
                 for (start, end), value in zip(episodes[i].turn_spans, per_turn[i - g]):
                     token_adv[i, start:end] = value
@@ -335,7 +342,9 @@ class PACTTrainer(GRPOTrainer):
                 logp_prompt, old_prompt, logp_trace, inputs.get("old_logp_trace"),
                 inputs["advantages"], mask, anchor, self.method.eps_low, self.method.eps_high,
                 mode=self.method.anchor_mode, q=plan.anchor_q, ratio_form=self.method.surrogate,
-                aggregation=self.method.aggregation)
+                aggregation=self.method.aggregation,
+                # Dr. GRPO's constant per-sequence budget (TRL: max_completion_length): the completion cap.
+                max_tokens=self.sampling.max_completion_tokens)
             total = total + plan.rl_coef * loss_rl
             n_tokens += int(mask.sum())
             entropy = passes.get("entropy_prompt", 0.0) + passes.get("entropy_trace", 0.0)
@@ -345,6 +354,8 @@ class PACTTrainer(GRPOTrainer):
             metrics["loss/rl"].append(float(loss_rl.detach()))
             metrics["reward"].append(float(inputs["rewards"].mean()))
             metrics["reward_std"].append(float(inputs["rewards"].std()) if len(inputs["rewards"]) > 1 else 0.0)
+            groups = inputs["rewards"].view(-1, self.num_generations)  # all-equal group: zero advantage
+            metrics["rl/groups_all_equal"].append(float((groups.max(1).values == groups.min(1).values).float().mean()))
             metrics["entropy"].append(float(losses.masked_token_mean(entropy, mask)))
             metrics["rollout_seconds"].append(float(inputs["rollout_seconds"]))
             metrics["rollout_tokens"].append(float(mask.sum()))
@@ -365,7 +376,8 @@ class PACTTrainer(GRPOTrainer):
             logp = passes["logp_sft"]
             loss_sft, stats = losses.component_sft_loss(
                 logp, inputs["sft_reasoning_mask"].to(logp.device), inputs["sft_toolcall_mask"].to(logp.device),
-                plan.toolcall_weight, 1.0, inputs["sft_answer_mask"].to(logp.device), plan.answer_weight)
+                plan.toolcall_weight, 1.0, inputs["sft_answer_mask"].to(logp.device), plan.answer_weight,
+                phi=plan.sft_phi)
             total = total + plan.sft_coef * loss_sft
             n_tokens += passes["n_sft_tokens"]
             metrics["loss/sft"].append(float(loss_sft.detach()))
@@ -382,24 +394,82 @@ class PACTTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ checkpoints
 
+    def current_task_ids(self) -> list[str]:
+        """Task ids of the batch being trained (for error messages)."""
+        buffered = getattr(self, "_buffered_inputs", None) or []
+        ids = []
+        for part in buffered if isinstance(buffered, list) else [buffered]:
+            if isinstance(part, dict):
+                ids += [i for i in part.get("task_ids", []) if i not in ids]
+        return ids
+
+    def _get_train_sampler(self, dataset=None):
+        """TRL's RepeatSampler, with a state saved in checkpoints and restored on resume (any epoch)."""
+        from pact_cotrain.training.resumable_sampler import ResumableRepeatSampler
+
+        base = super()._get_train_sampler(dataset)
+        sampler = ResumableRepeatSampler(base.data_source, base.mini_repeat_count, base.batch_size,
+                                         base.repeat_count, base.shuffle, base.seed)
+        if self._sampler_resume is not None:
+            state, global_step = self._sampler_resume
+            sampler.load_state_dict(state)
+            # the trainer resumes in epoch global_step // steps-per-epoch, skipping the batches already done
+            sampler.resume_pass = global_step // max(sampler.steps_per_pass(), 1)
+        self._train_sampler = sampler
+        return sampler
+
+    def train(self, resume_from_checkpoint=None, *args, **kwargs):
+        self._sampler_resume = None
+        if isinstance(resume_from_checkpoint, str):
+            import json
+
+            path = os.path.join(resume_from_checkpoint, "sampler_state.pt")
+            if not os.path.isfile(path):
+                from pact_cotrain.training.checkpoints import RunError
+
+                raise RunError(f"checkpoint {resume_from_checkpoint} has no sampler_state.pt: it cannot be "
+                               f"resumed exactly")
+            with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as handle:
+                step = json.load(handle)["global_step"]
+            self._sampler_resume = (torch.load(path, weights_only=False), step)
+        return super().train(resume_from_checkpoint, *args, **kwargs)
+
     def _save_checkpoint(self, model, trial):
-        """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state), written to a staging
-        directory and renamed into place, so a checkpoint directory is either complete or absent."""
-        final_root = self.args.output_dir
-        staging_root = os.path.join(final_root, ".staging")
-        shutil.rmtree(staging_root, ignore_errors=True)
-        self.args.output_dir = staging_root
+        """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state) plus the sampler's state,
+        written to a staging directory, fsynced and renamed into place (checkpoints.atomic_write_dir),
+        so a checkpoint directory is either complete or absent; an older copy is removed only after."""
+        from pact_cotrain.training.checkpoints import atomic_write_dir, prune, save_failure
+
+        final_root, limit = self.args.output_dir, self.args.save_total_limit
+        name = f"checkpoint-{self.state.global_step}"
+        # TRL writes <root>/checkpoint-N (every process adds its RNG file): a scratch root all processes share.
+        scratch = os.path.join(final_root, f".staging-{name}.root")
+        main = self.accelerator.is_main_process
+        if main:
+            shutil.rmtree(scratch, ignore_errors=True)
+        self.accelerator.wait_for_everyone()
+        self.args.output_dir, self.args.save_total_limit = scratch, None
         try:
             super()._save_checkpoint(model, trial)
+            if self.args.should_save:
+                sampler = getattr(self, "_train_sampler", None)
+                torch.save(sampler.state_dict() if sampler is not None else {"passes": 0, "states": {}},
+                           os.path.join(scratch, name, "sampler_state.pt"))
+        except Exception as exc:
+            shutil.rmtree(scratch, ignore_errors=True)
+            error = save_failure(exc, name, final_root)  # e.g. a full disk, named, not "iostream error"
+            if error is not None:
+                raise error from exc
+            raise
         finally:
-            self.args.output_dir = final_root
-        for name in os.listdir(staging_root):
-            target = os.path.join(final_root, name)
-            if os.path.isdir(target):
-                shutil.rmtree(target)
-            os.replace(os.path.join(staging_root, name), target)
-        shutil.rmtree(staging_root, ignore_errors=True)
-
+            self.args.output_dir, self.args.save_total_limit = final_root, limit
+        self.accelerator.wait_for_everyone()
+        if main:
+            atomic_write_dir(os.path.join(final_root, name),
+                             lambda staging: os.replace(os.path.join(scratch, name), staging))
+            shutil.rmtree(scratch, ignore_errors=True)
+            prune(final_root, limit)
+        self.accelerator.wait_for_everyone()
 
 def _pad(rows: list[list], value, dtype) -> torch.Tensor:
     width = max(max((len(r) for r in rows), default=0), 1)

@@ -24,6 +24,8 @@ from pathlib import Path
 from statistics import mean
 from typing import Callable
 
+from pact_cotrain.errors import UserError
+from pact_cotrain.progress import Progress
 from pact_cotrain.recipes.common import load_model_and_tokenizer, load_tokenizer
 
 # The paper's table, in order. BFCL categories are inserted before "BFCL Avg" from the bfcl benchmark's columns.
@@ -71,16 +73,6 @@ def _jsonable(value):
     return value.item() if hasattr(value, "item") else str(value)
 
 
-def _progress():
-    from rich.console import Console
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("batches"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    console=Console(stderr=True))
-
-
 def _model_name(model) -> str:
     if isinstance(model, str):
         return model
@@ -96,6 +88,18 @@ def spread_subset(tasks: list, limit: int) -> list:
     return [tasks[(i * len(tasks)) // limit] for i in range(limit)]
 
 
+def choose_backend(model) -> tuple[str, str]:
+    """What `backend="auto"` runs on, and why: vLLM when it is installed and the model is a name or
+    directory it can load, else HF generate."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is None:
+        return "hf", "vLLM is not installed; it is faster, see the README's vLLM section"
+    if not isinstance(model, str):
+        return "hf", "the model is an in-memory object; vLLM loads from a name or directory"
+    return "vllm", "vLLM is installed; --backend hf to use HF generate"
+
+
 def _vllm_backend_for(model, tokenizer, vllm_kwargs: dict):
     """A bf16 vLLM engine over the model's checkpoint directory (the same dtype `pact eval` loads HF in)."""
     from pact_cotrain.models import resolve_model
@@ -105,6 +109,26 @@ def _vllm_backend_for(model, tokenizer, vllm_kwargs: dict):
         raise ValueError("backend='vllm' needs the model as a name or directory (or pass a ready backend)")
     kwargs = {"dtype": "bfloat16", **vllm_kwargs}
     return VLLMBackend(resolve_model(model), eos_token_id=tokenizer.eos_token_id, **kwargs)
+
+
+def _temperature_override(greedy: bool | None, temperature: float | None) -> float | None:
+    """None keeps each benchmark's protocol temperature."""
+    if greedy:
+        return 0.0
+    if greedy is False:
+        return 1.0 if temperature is None else temperature
+    return temperature
+
+
+def _load_tasks(bench, path: str | None) -> list:
+    """The benchmark's tasks; a missing file is the user's to fix, not a traceback."""
+    if path is not None and not Path(path).is_file():
+        raise UserError(f"--data {bench.name}={path}: no such file; give a JSONL file in {bench.name}'s format")
+    try:
+        return bench.load(path)
+    except FileNotFoundError as exc:
+        raise UserError(f"{bench.name}: data file {exc.filename} not found; reinstall pact-cotrain "
+                        f"(its data ships in the package) or pass --data {bench.name}=PATH") from None
 
 
 def _capped(make_env: Callable, max_turns: int) -> Callable:
@@ -119,36 +143,65 @@ def _capped(make_env: Callable, max_turns: int) -> Callable:
 
 def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
              limit: int | dict[str, int | None] | None = None,
-             out_dir: str = "runs/eval", batch_size: int = 16, greedy: bool = True,
-             model_loader: Callable = load_model_and_tokenizer, *, temperature: float = 1.0, top_p: float = 1.0,
-             max_new_tokens_per_turn: int = 256, max_completion_tokens: int = 4096, seed: int = 0,
+             out_dir: str = "runs/eval", batch_size: int = 16, greedy: bool | None = None,
+             model_loader: Callable = load_model_and_tokenizer, *, temperature: float | None = None,
+             top_p: float = 1.0, max_new_tokens_per_turn: int | None = None,
+             max_completion_tokens: int | None = None, seed: int = 0,
              max_turns: int | dict[str, int] | None = None, device: str | None = None, progress: bool = True,
              backend="hf", vllm_kwargs: dict | None = None) -> dict:
     """Evaluate `model` (a name/path for `model_loader`, or a ready (model, tokenizer) pair) on each
     named benchmark; write episodes_<bench>.jsonl, results.json and results.md under `out_dir`, and
-    return the results dict (the content of results.json). `max_turns` (an int, or
-    {benchmark: int}) caps a benchmark's own turn limit: a cheaper deviation from its protocol,
-    recorded in results.json.
+    return the results dict (the content of results.json).
+
+    Each benchmark runs under its official protocol (`eval.benchmarks.PROTOCOLS`: turns, new tokens
+    per turn, completion cap, temperature) unless overridden here: `max_turns` (an int, or
+    {benchmark: int}) lowers a benchmark's turn limit, `max_new_tokens_per_turn` and
+    `max_completion_tokens` replace its token caps, `greedy=True` forces temperature 0 and
+    `greedy=False` samples at `temperature` (default 1). Every deviation is recorded in results.json
+    and results.md, with the share of turns cut by a token limit and the share of the benchmark's
+    expert traces the caps would cut (`eval.caps`).
 
     `backend`: "hf" (the model's `generate`), "vllm" (a `VLLMBackend` built from the model's directory,
     bf16, with `vllm_kwargs`; only the tokenizer is loaded here) or a ready generation backend, e.g. a
     trainer's synced vLLM engine (then `model` is a (None, tokenizer) pair)."""
     import torch
 
-    from pact_cotrain.eval.benchmarks import BENCHMARKS
+    from pact_cotrain.eval.benchmarks import BENCHMARKS, UNCAPPED, eval_settings, protocol_of
+    from pact_cotrain.eval.caps import Caps, caps_report, format_caps_report
     from pact_cotrain.rollout.engine import RolloutEngine, SamplingConfig
 
     data = dict(data or {})
     unknown = [b for b in list(benchmarks) + list(data) if b not in BENCHMARKS]
     if unknown:
-        raise ValueError(f"unknown benchmark(s) {sorted(set(unknown))}; known: {sorted(BENCHMARKS)}")
+        raise UserError(f"unknown benchmark {', '.join(sorted(set(unknown)))}; "
+                        f"choose from {', '.join(sorted(BENCHMARKS))} (--benchmarks a,b)")
+    for name, path in data.items():  # before the model loads: a typo should not cost minutes
+        if not Path(path).is_file():
+            raise UserError(f"--data {name}={path}: no such file; give a JSONL file in {name}'s format")
+    # Every benchmark's tasks before the model loads: a missing file should not cost minutes.
+    all_tasks = {name: _load_tasks(BENCHMARKS[name], data.get(name)) for name in benchmarks}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     started = time.time()
+    chosen_automatically = backend == "auto"
+    if chosen_automatically:
+        backend, why = choose_backend(model)
+        print(f"pact eval: backend {backend} ({why})", flush=True)
+    policy = None
     if backend == "vllm":
-        policy, tokenizer = None, (model[1] if isinstance(model, (tuple, list)) else load_tokenizer(model))
-        backend = _vllm_backend_for(model, tokenizer, vllm_kwargs or {})
+        tokenizer = model[1] if isinstance(model, (tuple, list)) else load_tokenizer(model)
+        try:
+            backend = _vllm_backend_for(model, tokenizer, vllm_kwargs or {})
+        except Exception as exc:  # noqa: BLE001 - only when vLLM was picked for the user, who is told
+            if not chosen_automatically:
+                raise
+            reason = str(exc).splitlines()[0] if str(exc) else ""
+            print(f"pact eval: vLLM did not start ({type(exc).__name__}: {reason}); using backend hf instead",
+                  flush=True)
+            backend = "hf"
+    if not isinstance(backend, str) or backend != "hf":
+        pass  # vLLM or a ready backend: no HF model in this process
     elif isinstance(model, (tuple, list)):
         policy, tokenizer = model
     else:
@@ -170,44 +223,52 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
         "greedy": greedy,
         "batch_size": batch_size,
         "backend": type(backend).__name__ if backend is not None else "HFBackend",
+        # The overrides given (None: each benchmark's protocol); what each benchmark ran with is its "settings".
         "sampling": {"temperature": temperature, "top_p": top_p, "max_new_tokens_per_turn": max_new_tokens_per_turn,
                      "max_completion_tokens": max_completion_tokens, "seed": seed, "max_turns_cap": max_turns},
         "load_seconds": load_seconds,
         "benchmarks": {},
     }
-    bar = _progress() if progress else None
+    bar = None  # the running benchmark's progress, counted in episodes
     try:
-        if bar is not None:
-            bar.start()
         for name in benchmarks:
             bench = BENCHMARKS[name]
             t0 = time.time()
-            tasks = bench.load(data.get(name))
+            tasks = all_tasks[name]
             n_available = len(tasks)
             bench_limit = limit.get(name) if isinstance(limit, dict) else limit
             if bench_limit is not None:
                 tasks = spread_subset(tasks, bench_limit)
             cap = max_turns.get(name) if isinstance(max_turns, dict) else max_turns
-            turns = bench.max_turns if cap is None else min(bench.max_turns, cap)
-            sampling = SamplingConfig(temperature=temperature, top_p=top_p, greedy=greedy, max_turns=turns,
-                                      max_new_tokens_per_turn=max_new_tokens_per_turn,
-                                      max_completion_tokens=max_completion_tokens)
+            settings = eval_settings(bench, cap, max_new_tokens_per_turn, max_completion_tokens,
+                                     _temperature_override(greedy, temperature))
+            turns = UNCAPPED if settings.max_turns is None else settings.max_turns
+            sampling = SamplingConfig(temperature=settings.temperature or 1.0, top_p=top_p, greedy=settings.greedy,
+                                      max_turns=turns, max_new_tokens_per_turn=settings.max_new_tokens_per_turn,
+                                      max_completion_tokens=settings.max_completion_tokens or UNCAPPED)
+            caps = caps_report(tasks, tokenizer, Caps(settings.max_turns, settings.max_new_tokens_per_turn,
+                                                      settings.max_completion_tokens))
+            print(format_caps_report(name, caps), flush=True)
             engine = RolloutEngine(policy, tokenizer, _capped(bench.make_env, turns), sampling, backend=backend)
             batches = [tasks[i : i + batch_size] for i in range(0, len(tasks), batch_size)]
-            job = bar.add_task(name, total=len(batches)) if bar is not None else None
+            bar = Progress(f"eval {name}", total=len(tasks), unit="episode") if progress else None
+            on_episode_done = (lambda _episode: bar.advance()) if bar is not None else None
             episodes_path = out / f"episodes_{name}.jsonl"
-            per_episode, stops, generated = [], Counter(), 0
+            per_episode, stops, generated, n_turns, n_cut = [], Counter(), 0, 0, 0
             with open(episodes_path, "w") as handle:
                 for index, batch in enumerate(batches):
-                    for ep in engine.rollout(batch, k=1, seed=seed + index):
+                    for ep in engine.rollout(batch, k=1, seed=seed + index, on_episode_done=on_episode_done):
                         per_episode.append(ep.metrics)
                         stops[ep.stop_reason] += 1
                         generated += ep.n_generated
+                        n_turns += len(ep.turn_cut)
+                        n_cut += sum(ep.turn_cut)
                         record = episode_record(ep, tokenizer, name)
                         handle.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
                     handle.flush()
-                    if bar is not None:
-                        bar.advance(job)
+            if bar is not None:
+                bar.close()
+                bar = None
             summary = {k: float(v) for k, v in bench.summarize(per_episode).items()} if per_episode else {}
             results["benchmarks"][name] = {
                 "metrics": summary,
@@ -219,11 +280,18 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
                 "stop_reasons": dict(stops),
                 "generated_tokens": generated,
                 "wall_seconds": time.time() - t0,
-                "max_turns": turns,
+                "max_turns": settings.max_turns,
+                "settings": {k: v for k, v in vars(settings).items() if k != "deviations"},
+                "protocol": vars(protocol_of(bench)),
+                "deviations": settings.deviations,
+                "turns": n_turns,
+                "turns_cut": n_cut,
+                "turns_cut_fraction": n_cut / n_turns if n_turns else 0.0,
+                "expert_caps": caps.to_dict(),
             }
     finally:
         if bar is not None:
-            bar.stop()
+            bar.close()
         if policy is not None:
             policy.train(was_training)
 
@@ -299,15 +367,12 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def results_markdown(results: dict) -> str:
     values, missing = paper_metrics(results["benchmarks"])
-    sampling = results.get("sampling", {})
     lines = [
         f"# Evaluation: {results.get('model')}",
         "",
-        f"{'Greedy' if results.get('greedy', True) else 'Sampled'} decoding, prompt-only context, "
-        f"at most {sampling.get('max_new_tokens_per_turn')} new tokens per turn and "
-        f"{sampling.get('max_completion_tokens')} completion tokens per episode; "
-        f"limit {results.get('limit') if results.get('limit') is not None else 'none'} tasks per benchmark. "
-        f"Values in percent.",
+        "Prompt-only context; each benchmark under its official protocol except where its section lists a "
+        f"deviation; limit {results.get('limit') if results.get('limit') is not None else 'none'} tasks per "
+        "benchmark. Values in percent.",
         "",
         "## Paper metrics",
         "",
@@ -328,9 +393,35 @@ def results_markdown(results: dict) -> str:
                   f"{res['n_episodes']} episodes in {res['wall_seconds']:.1f} s"
                   f"{' from ' + res['data'] if res.get('data') else ''}; stop reasons: "
                   + ", ".join(f"{k} {v}" for k, v in sorted(res.get("stop_reasons", {}).items())) + ".", ""]
+        lines += _protocol_lines(res)
         cols = [c for c in res["columns"] if c in res["metrics"]]
         lines += _table(cols, [[pct(res["metrics"][c]) for c in cols]])
     return "\n".join(lines) + "\n"
+
+
+def _limits(d: dict) -> str:
+    def cap(v):
+        return "none" if v is None else v
+
+    return (f"turns {cap(d.get('max_turns'))}, new tokens/turn {cap(d.get('max_new_tokens_per_turn'))}, "
+            f"completion tokens {cap(d.get('max_completion_tokens'))}, temperature {d.get('temperature')}")
+
+
+def _protocol_lines(res: dict) -> list[str]:
+    """What the benchmark ran with against its protocol, the turns cut, and the expert traces the caps cut."""
+    from pact_cotrain.eval.caps import describe_caps
+
+    if "settings" not in res:  # results.json written before protocols were recorded
+        return []
+    protocol = res.get("protocol") or {}
+    lines = [f"Protocol ({protocol.get('source', 'unknown')}): {_limits(protocol)}.",
+             f"This run: {_limits(res['settings'])}; "
+             + (f"lowered or changed: {', '.join(res['deviations'])}." if res.get("deviations")
+                else "the protocol as published."),
+             f"Turns cut by a token limit: {res.get('turns_cut', 0)} of {res.get('turns', 0)} "
+             f"({100 * res.get('turns_cut_fraction', 0.0):.1f}%).",
+             f"Expert traces {describe_caps(res['expert_caps'])}." if res.get("expert_caps") else ""]
+    return ["- " + line for line in lines if line] + [""]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,6 +432,9 @@ def _load_results(run: str) -> dict:
     path = Path(run)
     if path.is_dir():
         path = path / "results.json"
+    if not path.is_file():
+        raise UserError(f"--compare {run}: no {path if path.name == 'results.json' else 'such directory'}; give "
+                        f"directories written by `pact eval --out DIR` (each holds results.json)")
     return json.loads(path.read_text())
 
 

@@ -10,11 +10,13 @@ sees `task.messages` and `task.tools` through the environment, never `task.trace
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import torch
 
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.base import EnvFactory, Environment
+from pact_cotrain.envs.parsing import CLOSE_TAG, OPEN_TAG
 from pact_cotrain.render import (apply_template, encode, label_generated_text, observation_text,
                                  trace_conditioned_messages)
 from pact_cotrain.rollout.backends import GenerationBackend, HFBackend
@@ -44,6 +46,7 @@ class Episode:
     step_rewards: list[float] = field(default_factory=list)
     metrics: dict = field(default_factory=dict)
     stop_reason: str = ""
+    turn_cut: list[bool] = field(default_factory=list)  # per assistant turn: cut by a token limit
 
     @property
     def n_generated(self) -> int:
@@ -52,21 +55,25 @@ class Episode:
 
 class RolloutEngine:
     def __init__(self, model, tokenizer, env_factory: EnvFactory, sampling: SamplingConfig | None = None,
-                 backend: GenerationBackend | None = None):
+                 backend: GenerationBackend | None = None, reuse_kv_cache: bool = True):
         self.tokenizer = tokenizer
         self.env_factory = env_factory
         self.sampling = sampling or SamplingConfig()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.backend = backend or HFBackend(model, tokenizer.eos_token_id, pad)
+        self.backend = backend or HFBackend(model, tokenizer.eos_token_id, pad, reuse_cache=reuse_kv_cache)
 
     def rollout(self, tasks: list[Task], k: int = 1, seed: int | None = None,
-                context_trace_view: str | None = None) -> list[Episode]:
+                context_trace_view: str | None = None,
+                on_episode_done: Callable[[Episode], None] | None = None) -> list[Episode]:
         """K episodes per task, laid out task-major: [t0s0, t0s1, ..., t1s0, ...].
 
         `context_trace_view` is only for the hint-in-rollout baseline: the expert trace is put in the
-        rollout's context (training then differs from inference). PACT never sets it."""
+        rollout's context (training then differs from inference). PACT never sets it.
+        `on_episode_done(episode)` is called once per episode as soon as it ends (progress reports)."""
         if seed is not None:
             torch.manual_seed(seed)
+        clear_cache = getattr(self.backend, "clear_cache", lambda: None)
+        clear_cache()  # a KV cache from before this call may hold keys of older weights
         cfg = self.sampling
         states = []
         for task in tasks:
@@ -84,6 +91,8 @@ class RolloutEngine:
             for s, budget in zip(active, budgets):
                 if budget <= 0:
                     s.episode.stop_reason = "max_completion_tokens"
+                    if on_episode_done is not None:
+                        on_episode_done(s.finish())
             active = [s for s in active if not s.episode.stop_reason]
             if not active:
                 break
@@ -93,6 +102,9 @@ class RolloutEngine:
                                           max_new, cfg.temperature, cfg.top_p, cfg.greedy)
             for state, turn in zip(active, turns):
                 self._advance(state, turn)
+                if on_episode_done is not None and state.episode.stop_reason:
+                    on_episode_done(state.finish())
+        clear_cache()
         return [s.finish() for s in states]
 
     def _advance(self, state: "_State", turn) -> None:
@@ -107,20 +119,24 @@ class RolloutEngine:
         ep.turn_spans.append((start, len(ep.completion_ids)))
         text = self.tokenizer.decode(ids[:-1] if finished else ids, skip_special_tokens=False)
         ep.messages.append({"role": "assistant", "content": text})
+        ep.turn_cut.append(not finished)
         state.turns += 1
-        if not finished:
-            ep.stop_reason = "max_new_tokens_per_turn" if len(ids) >= cfg.max_new_tokens_per_turn else "max_completion_tokens"
-            return
-        result = state.env.step(text)
+        cut = "" if finished else ("max_new_tokens_per_turn" if len(ids) >= cfg.max_new_tokens_per_turn
+                                   else "max_completion_tokens")
+        # A cut turn still runs its complete calls, as the official harnesses run whatever a cut
+        # response holds; the episode then goes on unless the completion budget is spent.
+        result = state.env.step(text if finished else complete_calls_text(text))
         ep.step_rewards.append(result.reward)
         ep.messages += result.tool_messages
-        if result.done:
-            ep.stop_reason = "done"
+        if result.done or cut == "max_completion_tokens":
+            ep.stop_reason = cut or "done"
             return
         if state.turns >= state.max_turns:
             ep.stop_reason = "max_turns"
             return
         obs = encode(self.tokenizer, observation_text(self.tokenizer, result.tool_messages, state.tools))
+        if cut:  # the end-of-turn token the model did not sample is inserted, so the template stays intact
+            obs = [self.tokenizer.eos_token_id] + obs
         if len(ep.completion_ids) + len(obs) >= cfg.max_completion_tokens:
             ep.stop_reason = "max_completion_tokens"
             return
@@ -139,8 +155,16 @@ class _State:
 
     def finish(self) -> Episode:
         self.episode.metrics = dict(self.env.metrics())
+        self.episode.metrics["turns_cut"] = sum(self.episode.turn_cut)
         self.episode.reward = float(self.episode.metrics.get("reward", 0.0))
         return self.episode
+
+
+def complete_calls_text(text: str) -> str:
+    """The part of a cut turn that can be executed: all of it, except a trailing `<tool_call>` block the
+    cut left without its `</tool_call>` (its arguments may be unfinished)."""
+    last_open, last_close = text.rfind(OPEN_TAG), text.rfind(CLOSE_TAG)
+    return text[:last_open] if last_open > last_close else text
 
 
 def component_token_counts(episode: Episode, tokenizer) -> dict[str, int]:

@@ -3,7 +3,7 @@
     python benchmarks/sandbox_overhead.py [--calls 300] [--workers 2] [--no-bwrap] [--task ftrl_test_000]
 
 Without --task a small FTRL-style function is used; with --task the first tool of that FTRL row
-(from ../shared/data) is called with arguments built from its schema's required fields. The
+(the package's bundled copy) is called with arguments built from its schema's required fields. The
 in-process baseline execs the same source in this process — acceptable here only because the
 benchmark code is ours, never in training.
 """
@@ -47,7 +47,9 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def task_tool(task_id: str) -> tuple[dict, str, dict]:
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ftrl" / "ftrl_test_public.jsonl"
+    from pact_cotrain.envs.ftrl import default_ftrl_path
+
+    data = default_ftrl_path()  # the copy shipped in the package
     for line in data.open(encoding="utf-8"):
         row = json.loads(line)
         if row["id"] == task_id:

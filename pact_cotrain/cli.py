@@ -25,18 +25,28 @@ def _models_path(args) -> int:
 
 
 def _data_validate(args) -> int:
-    from pact_cotrain.data.trace_format import TraceFormatError, load_tasks
+    from pact_cotrain.data.validate import validate_file
 
     try:
-        tasks = load_tasks(args.file)
-    except TraceFormatError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        report = validate_file(args.file, max_errors=args.max_errors, max_row_bytes=args.max_row_bytes)
     except OSError as exc:
         print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
-    with_trace = sum(t.trace is not None for t in tasks)
-    print(f"{args.file}: {len(tasks)} valid tasks, {with_trace} with an expert trace")
+    for line in report.error_lines():
+        print(line, file=sys.stderr)
+    print(report.summary())
+    return 0 if report.ok else 1
+
+
+def _data_convert(args) -> int:
+    from pact_cotrain.data.convert import ConvertError, convert_file, parse_maps
+
+    try:
+        result = convert_file(args.input, args.out, args.format, parse_maps(args.map))
+    except ConvertError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    print(result.summary())
     return 0
 
 
@@ -63,6 +73,12 @@ def _tools_call(args) -> int:
     return run_tools_call(args.bench, args.data, args.id, args.tool, args.args)
 
 
+def _tools_list(args) -> int:
+    from pact_cotrain.recipes.tools_call import run_tools_list
+
+    return run_tools_list(args.bench, args.data, args.id)
+
+
 def _rollout(args) -> int:
     from pact_cotrain.recipes.rollout_smoke import run_rollout_smoke
 
@@ -74,7 +90,14 @@ def _rollout(args) -> int:
 def _train(args) -> int:
     from pact_cotrain.recipes.train import run_train
 
-    return run_train(args.config, args.overrides, resume=args.resume)
+    from pact_cotrain.data.trace_format import TraceFormatError
+    from pact_cotrain.errors import UserError
+
+    try:
+        return run_train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
+    except (UserError, TraceFormatError) as exc:  # ordinary mistakes and conditions: one line, no traceback
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
 
 
 def _study(args) -> int:
@@ -90,7 +113,7 @@ def _study(args) -> int:
 def _demo(args) -> int:
     from pact_cotrain.recipes.demo import run_demo
 
-    return run_demo(out_dir=args.out, minutes=args.minutes)
+    return run_demo(out_dir=args.out)
 
 
 def _eval(args) -> int:
@@ -107,15 +130,23 @@ def _eval(args) -> int:
             return 2
         data[name] = path
     run_eval(args.model, [b for b in args.benchmarks.split(",") if b], data=data, limit=args.limit,
-             out_dir=args.out, batch_size=args.batch_size, greedy=not args.sample, seed=args.seed,
-             max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens, backend=args.backend,
+             out_dir=args.out, batch_size=args.batch_size, seed=args.seed,
+             greedy=False if args.sample else (None if args.temperature is None else args.temperature == 0),
+             temperature=args.temperature, max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens,
+             max_completion_tokens=args.max_completion_tokens, backend=args.backend,
              vllm_kwargs={"dtype": args.vllm_dtype, "max_model_len": args.vllm_max_model_len})
     print((Path(args.out) / "results.md").read_text())
     return 0
 
 
 def _inspect(args) -> int:
+    from pact_cotrain.errors import UserError
     from pact_cotrain.inspect_html import write_inspector
+
+    if not Path(args.episodes).is_file():
+        raise UserError(f"{args.episodes} does not exist; `pact eval --out DIR` writes DIR/episodes_<bench>.jsonl")
+    if args.tasks and not Path(args.tasks).is_file():
+        raise UserError(f"--tasks {args.tasks} does not exist")
 
     model = tokenizer = tasks = None
     if args.model:
@@ -127,6 +158,18 @@ def _inspect(args) -> int:
     path = write_inspector(args.episodes, args.out, model=model, tokenizer=tokenizer, tasks=tasks, limit=args.limit)
     print(f"wrote {path}")
     return 0
+
+
+def _train_epilog() -> str:
+    from pact_cotrain.recipes.train import builtin_configs
+
+    return ("built-in configs: " + ", ".join(builtin_configs()) + "\n\n"
+            "examples:\n"
+            "  pact train --config pact train.max_steps=20\n"
+            "  pact train --config grpo output_dir=runs/grpo train.learning_rate=5e-5\n"
+            "  pact train --config sft data.source=file data.path=tasks.jsonl\n"
+            "  pact train --config pact --resume        # continue output_dir's latest checkpoint\n\n"
+            "Every key and its default: pact_cotrain/configs/base.yaml (method.* are MethodConfig's fields).")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -142,9 +185,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_models_path)
 
     data = sub.add_parser("data", help="task and trace files").add_subparsers(dest="action", required=True)
-    p = data.add_parser("validate", help="check a task/trace JSONL file; exits 1 with path:line: field: reason")
+    p = data.add_parser("validate", help="check a task/trace JSONL file; reports every bad row as path:line: field: "
+                        "reason and exits 1 on any")
     p.add_argument("file")
+    p.add_argument("--max-errors", type=int, default=50, help="bad rows to print (all are counted)")
+    p.add_argument("--max-row-bytes", type=int, default=1 << 20, help="largest row accepted, in bytes")
     p.set_defaults(func=_data_validate)
+    p = data.add_parser("convert", help="convert OpenAI / Hermes / ShareGPT tool-use data to task/trace JSONL")
+    p.add_argument("input", help="a .jsonl, .json or .parquet file, or a saved `datasets` directory")
+    p.add_argument("--format", required=True, choices=["openai", "hermes", "sharegpt"])
+    p.add_argument("--out", required=True)
+    p.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                   help="read FIELD (id, messages, tools, system) from COLUMN, e.g. messages=conversations")
+    p.set_defaults(func=_data_convert)
     p = data.add_parser("toolworld", help="write generated toolworld tasks as JSONL")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -152,20 +205,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_data_toolworld)
 
-    p = data.add_parser("traces", help="build verified expert traces for a benchmark (FTRL, ToolHop)")
-    p.add_argument("bench", choices=["ftrl", "toolhop"])
-    p.add_argument("--data", default=None, help="benchmark file (default: the shared public file)")
+    p = data.add_parser("traces", help="build expert traces for a benchmark (FTRL, ToolHop, BFCL multi-turn)")
+    p.add_argument("bench", choices=["ftrl", "toolhop", "bfcl"])
+    p.add_argument("--data", default=None, help="benchmark file (default: the file shipped with the package)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_data_traces)
 
     tools = sub.add_parser("tools", help="dataset tools").add_subparsers(dest="action", required=True)
     p = tools.add_parser("call", help="run one dataset tool in the sandbox, exactly as the environment would")
     p.add_argument("--bench", choices=["ftrl", "toolhop"], required=True)
-    p.add_argument("--data", default=None, help="benchmark file (default: the shared public file)")
+    p.add_argument("--data", default=None, help="benchmark file (default: the file shipped with the package)")
     p.add_argument("--id", required=True, help="row id, e.g. ftrl_test_007")
     p.add_argument("--tool", required=True)
     p.add_argument("--args", default="{}", help="JSON object of arguments")
     p.set_defaults(func=_tools_call)
+    p = tools.add_parser("list", help="print a row's tools and their parameters")
+    p.add_argument("--bench", choices=["ftrl", "toolhop"], required=True)
+    p.add_argument("--data", default=None, help="benchmark file (default: the file shipped with the package)")
+    p.add_argument("--id", required=True, help="row id, e.g. ftrl_test_007")
+    p.set_defaults(func=_tools_list)
 
     p = sub.add_parser("rollout", help="smoke-run the rollout engine on toolworld tasks")
     p.add_argument("--model", default="smollm2-135m-instruct", help="registry name, HF id or directory")
@@ -177,10 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=4, help="episodes to print in full")
     p.set_defaults(func=_rollout)
 
-    p = sub.add_parser("train", help="train with a method config (pact, grpo, sft, chord, ...)")
-    p.add_argument("--config", required=True, help="YAML file or a built-in name (configs/<name>.yaml)")
+    p = sub.add_parser("train", help="train with a method config (pact, grpo, sft, chord, ...)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_train_epilog())
+    p.add_argument("--config", required=True, help="YAML file or a built-in name (listed below)")
     p.add_argument("--resume", nargs="?", const="latest", default=None, help="checkpoint dir, or latest")
-    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. max_steps=20 method.anchor_q=0.5")
+    p.add_argument("--overwrite", action="store_true",
+                   help="delete another run's checkpoints and final/ in output_dir, then train from scratch")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides of base.yaml's keys, e.g. "
+                   "train.max_steps=20 method.anchor_q=0.5 (an unknown key is refused)")
     p.set_defaults(func=_train)
 
     p = sub.add_parser("eval", help="evaluate a model on benchmarks; writes results.json/.md and episodes")
@@ -190,12 +252,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None, help="episodes per benchmark, for a quick pass")
     p.add_argument("--out", default="runs/eval")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--sample", action="store_true", help="sample at temperature 1 instead of greedy")
+    # Unless overridden, each benchmark runs under its official protocol (eval/benchmarks.py PROTOCOLS);
+    # every override is recorded in results.json / results.md as a deviation.
+    p.add_argument("--sample", action="store_true", help="sample (at --temperature, default 1) instead of greedy")
+    p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy "
+                   "(default: the benchmark's protocol)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-turns", type=int, default=None, help="cap each benchmark's turn limit (recorded)")
-    p.add_argument("--max-new-tokens", type=int, default=256, help="new tokens per assistant turn")
-    p.add_argument("--backend", choices=["hf", "vllm"], default="hf",
-                   help="generation backend: HF generate, or vLLM (optional extra)")
+    p.add_argument("--max-turns", type=int, default=None, help="lower each benchmark's turn limit (recorded)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="new tokens per assistant turn (default: the benchmark's protocol)")
+    p.add_argument("--max-completion-tokens", type=int, default=None,
+                   help="tokens after the prompt per episode (default: the benchmark's protocol)")
+    p.add_argument("--backend", choices=["auto", "hf", "vllm"], default="auto",
+                   help="generation backend: auto (vLLM when installed, else HF generate; the choice is "
+                        "printed), hf, or vllm")
     # fp32 is what the CPU study evaluates in: greedy decoding in bf16 flips near-ties at this size.
     p.add_argument("--vllm-dtype", choices=["bfloat16", "float16", "float32"], default="bfloat16",
                    help="dtype of the vLLM engine (with --backend vllm)")
@@ -224,16 +294,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_study)
 
-    p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, train PACT on toolworld, evaluate, report")
+    p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, warm up, train PACT on toolworld for a fixed "
+                                    "number of steps, evaluate, save runs/demo/final, report")
     p.add_argument("--out", default="runs/demo")
-    p.add_argument("--minutes", type=float, default=20.0, help="approximate training budget")
     p.set_defaults(func=_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    from pact_cotrain.data.trace_format import TraceFormatError
+    from pact_cotrain.errors import UserError
+
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (UserError, TraceFormatError) as exc:  # ordinary mistakes: one line, no traceback; bugs keep theirs
+        print(f"pact {args.command}: error: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from pact_cotrain.data.trace_format import Task, load_tasks, task_from_record
 from pact_cotrain.envs.ftrl import FtrlEnv, default_ftrl_path, shared_sandbox
 from pact_cotrain.envs.parsing import format_tool_call
 from pact_cotrain.envs.toolhop import ToolHopEnv, default_toolhop_path, parse_calls
+from pact_cotrain.errors import UserError
 from pact_cotrain.eval.benchmarks import BENCHMARKS
 from pact_cotrain.sandbox import ToolSandbox
 
@@ -342,7 +343,8 @@ def test_registry_and_recipes(sandbox, tmp_path, capsys, monkeypatch):
     assert run_tools_call("ftrl", None, "ftrl_test_000", "historical_event_finder", args) == 0
     assert "2007-11-7" in capsys.readouterr().out
     assert run_tools_call("ftrl", None, "ftrl_test_000", "historical_event_finder", "{}") == 1
-    assert run_tools_call("ftrl", None, "no_such_row", "x", "{}") == 2
+    with pytest.raises(UserError, match="no_such_row"):  # the CLI prints it as one line, exit 2
+        run_tools_call("ftrl", None, "no_such_row", "x", "{}")
     assert run_tools_call("toolhop", None, "toolhop-015", "extract_last_name", '{"full_name": "Oliver Russell"}') == 0
 
     out = tmp_path / "traces.jsonl"

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from collections import Counter
+from types import SimpleNamespace
 
 import pytest
 
@@ -433,7 +434,9 @@ def test_benchmark_registration_and_summary():
                 + [{"category": "multi_turn_miss_func", "valid": 0.0}] * 2)
     summary = bench.summarize(episodes)
     assert summary == {"multi_turn_base": 0.75, "multi_turn_miss_func": 0.0, "bfcl_avg": 0.375}
-    assert isinstance(bench.make_env(None), BfclEnv)
+    two_user_turns = SimpleNamespace(messages=[], metadata={"user_turns": [["a"], ["b"]]})
+    env = bench.make_env(two_user_turns)  # BFCL's limit: 20 steps per user turn, plus the turn's last
+    assert isinstance(env, BfclEnv) and env.max_total_steps == 2 * 21
 
 
 def test_rollout_engine_drives_user_turns(tokenizer, by_id):

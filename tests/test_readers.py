@@ -10,11 +10,12 @@ import pytest
 
 from pact_cotrain.data.readers import FTRL_INSTRUCTION, read_ftrl, read_toolhop, task_codes, tool_source
 from pact_cotrain.data.trace_format import TraceFormatError, load_tasks, task_from_record, write_tasks
+from pact_cotrain.envs.ftrl import default_ftrl_path
+from pact_cotrain.envs.toolhop import default_toolhop_path
 
-# /work/shared/data here; ../shared/data relative to the repository root in CI.
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-FTRL = DATA / "ftrl" / "ftrl_test_public.jsonl"
-TOOLHOP = DATA / "toolhop" / "toolhop_subset_public.jsonl"
+# The copies shipped in the package (pact_cotrain/data/bundled), or $PACT_SHARED_DATA's when set.
+FTRL = default_ftrl_path()
+TOOLHOP = default_toolhop_path()
 
 needs_ftrl = pytest.mark.skipif(not FTRL.exists(), reason=f"shared FTRL data not found at {FTRL}")
 needs_toolhop = pytest.mark.skipif(not TOOLHOP.exists(), reason=f"shared ToolHop data not found at {TOOLHOP}")

@@ -47,16 +47,18 @@ FTRL_MAX_STEPS = 20
 # Shared data location and the shared sandbox
 
 
-def shared_data_dir() -> Path:
-    """The benchmark data directory: $PACT_SHARED_DATA, else ../shared/data next to the repo."""
+def shared_data_dir() -> Path | None:
+    """$PACT_SHARED_DATA when set (a folder with ftrl/ and toolhop/), else None: the bundled copy."""
     env = os.environ.get("PACT_SHARED_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "data"
+    return Path(env) if env else None
 
 
 def default_ftrl_path() -> Path:
-    return shared_data_dir() / "ftrl" / "ftrl_test_public.jsonl"
+    """The FTRL file the package ships (pact_cotrain/data/bundled), unless $PACT_SHARED_DATA says otherwise."""
+    from pact_cotrain.data.bundled import bundled_path
+
+    folder = shared_data_dir()
+    return folder / "ftrl" / "ftrl_test_public.jsonl" if folder else bundled_path("ftrl")
 
 
 _sandbox_lock = threading.Lock()

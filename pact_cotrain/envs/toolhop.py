@@ -53,7 +53,10 @@ DIRECT_INSTRUCTION = "Answer the question directly, without calling any tool.\n"
 
 
 def default_toolhop_path() -> Path:
-    return shared_data_dir() / "toolhop" / "toolhop_subset_public.jsonl"
+    from pact_cotrain.data.bundled import bundled_path
+
+    folder = shared_data_dir()  # $PACT_SHARED_DATA, else the copy shipped in the package
+    return folder / "toolhop" / "toolhop_subset_public.jsonl" if folder else bundled_path("toolhop")
 
 
 def answer_in(text: str, answer: str) -> bool:

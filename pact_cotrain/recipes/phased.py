@@ -29,9 +29,9 @@ STOP_RULES = ("epochs", "steps")
 
 def read_raw(config: str) -> dict:
     """The config file as written (no base defaults merged)."""
-    from pact_cotrain.recipes.train import _builtin
+    from pact_cotrain.recipes.train import _config_text
 
-    text = Path(config).read_text() if os.path.exists(config) else _builtin(config)
+    text = _config_text(config)  # a path or a built-in; an unknown name is a one-line UserError
     return yaml.safe_load(text) or {}
 
 

@@ -19,7 +19,7 @@ import copy
 import json
 from typing import Any, Callable, Iterable
 
-from pact_cotrain.data.trace_format import Task, task_from_record
+from pact_cotrain.data.trace_format import Task, _Invalid, task_from_record
 from pact_cotrain.rewards.ftrl import FtrlTracker
 from pact_cotrain.sandbox import ToolSandbox
 
@@ -78,7 +78,11 @@ def trace_for_task(task: Task, bench: str, sandbox: ToolSandbox, budget: int = M
             out.metadata["expert_trace"] = {"source": "mined+replayed", "steps": len(steps), "calls": len(calls),
                                             "clean_calls": record["clean"],
                                             "metrics": {k: float(v) for k, v in metrics.items()}}
-            task_from_record(out.to_record())
+            try:
+                task_from_record(out.to_record())
+            except _Invalid as exc:  # e.g. a value outside the schema's enum, which the tool code accepts
+                record["reason"] = f"trace breaks the task format: {exc.field_name}: {exc.reason}"
+                return None, record
             record["steps"] = len(steps)
             return out, record
     record["reason"] = f"replay failed: {json.dumps({k: round(float(v), 3) for k, v in metrics.items()})}"

@@ -43,9 +43,9 @@ def test_demo_report_states_steps_zero_gradient_noise_and_model(tmp_path, monkey
 def _fast_eval(evaluate):
     from pact_cotrain.rollout.engine import SamplingConfig
 
-    def fast(model, tokenizer, tasks, episodes_out=None):
+    def fast(model, tokenizer, tasks, episodes_out=None, progress=None):
         return evaluate(model, tokenizer, tasks, SamplingConfig(greedy=True, max_turns=2, max_new_tokens_per_turn=8,
-                                                                max_completion_tokens=64), episodes_out)
+                                                                max_completion_tokens=64), episodes_out, progress)
     return fast
 
 

@@ -13,7 +13,9 @@ from statistics import mean
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.parsing import parse_tool_calls
 from pact_cotrain.envs.toolworld import ToolworldEnv
+from pact_cotrain.progress import Progress
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
+
 
 def call_validity(episode: Episode, tools: list[dict]) -> tuple[int, int]:
     """(valid call blocks, all call blocks) over the episode's assistant turns."""
@@ -27,13 +29,21 @@ def call_validity(episode: Episode, tools: list[dict]) -> tuple[int, int]:
 
 
 def evaluate_toolworld(model, tokenizer, tasks: list[Task], sampling: SamplingConfig | None = None,
-                       episodes_out: str | None = None) -> dict:
+                       episodes_out: str | None = None, progress: str | None = "eval toolworld") -> dict:
+    """`progress`: the label of an episode counter with an ETA (a bar on a terminal, a line at least
+    every 30 s in a log file); None for none."""
     sampling = sampling or SamplingConfig(greedy=True, max_turns=4, max_new_tokens_per_turn=96,
                                           max_completion_tokens=400)
     was_training = model.training
     model.eval()
     engine = RolloutEngine(model, tokenizer, lambda task: ToolworldEnv(max_steps=sampling.max_turns), sampling)
-    episodes = engine.rollout(tasks, k=1, seed=0)
+    bar = Progress(progress, total=len(tasks), unit="episode") if progress else None
+    try:
+        episodes = engine.rollout(tasks, k=1, seed=0,
+                                  on_episode_done=(lambda _episode: bar.advance()) if bar is not None else None)
+    finally:
+        if bar is not None:
+            bar.close()
     model.train(was_training)
     by_id = {t.id: t for t in tasks}
     rows = []

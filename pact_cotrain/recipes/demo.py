@@ -13,42 +13,24 @@ import json
 import os
 import time
 
-from transformers import TrainerCallback
-
 from pact_cotrain.envs.toolworld import generate_tasks
 from pact_cotrain.eval.toolworld_eval import evaluate_toolworld
 from pact_cotrain.reporting import plot_training_curves, write_demo_report
 
 
-class StepETA(TrainerCallback):
-    """One line per optimiser step with the time per step and an ETA for the phase (log files too)."""
-
-    def __init__(self, phase: str):
-        self.phase, self.started = phase, None
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.started = time.time()
-
-    def on_step_end(self, args, state, control, **kwargs):
-        done, total = state.global_step, state.max_steps
-        per_step = (time.time() - self.started) / max(done, 1)
-        print(f"[{self.phase}] step {done}/{total}, {per_step:.0f} s/step, ETA {per_step * (total - done) / 60:.1f} min",
-              flush=True)
-
-
-def _train(cfg, model, tokenizer, phase):
+def _train(cfg, model, tokenizer):
+    """build_trainer's progress: a bar with an ETA on a terminal, a line at least every 30 s in a log."""
     from pact_cotrain.recipes.train import build_trainer
 
     trainer = build_trainer(cfg, model=model, tokenizer=tokenizer)
-    trainer.add_callback(StepETA(phase))
     started = time.time()
     trainer.train()
     return trainer, time.time() - started
 
 
-def _evaluate(model, tokenizer, tasks, path):
+def _evaluate(model, tokenizer, tasks, path, label):
     started = time.time()
-    result = evaluate_toolworld(model, tokenizer, tasks, episodes_out=path)
+    result = evaluate_toolworld(model, tokenizer, tasks, episodes_out=path, progress=label)
     result["seconds"] = time.time() - started
     return result
 
@@ -74,21 +56,21 @@ def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: st
         model, tokenizer = load_model_and_tokenizer(cfg["model"], cfg.get("dtype", "float32"))
     eval_tasks = generate_tasks(n_eval, seed=cfg["seed"] + 1000, split="test")
     print(f"evaluating the base model on {n_eval} held-out toolworld tasks", flush=True)
-    before = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_before.jsonl")
+    before = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_before.jsonl", "eval base model")
     print("before:", json.dumps(before), flush=True)
 
     warmup = None
     if warmup_config:
         wcfg = load_config(warmup_config, [f"output_dir={out_dir}/warmup", *warmup_overrides])
         print(f"format warm-up: {wcfg['train']['max_steps']} SFT steps on toolworld's warm-up split", flush=True)
-        wtrainer, wseconds = _train(wcfg, model, tokenizer, "warm-up")
+        wtrainer, wseconds = _train(wcfg, model, tokenizer)
         warmup = {"steps": wtrainer.state.global_step, "planned": wcfg["train"]["max_steps"], "seconds": wseconds}
 
     print(f"PACT: {cfg['train']['max_steps']} steps", flush=True)
-    trainer, train_seconds = _train(cfg, model, tokenizer, "PACT")
+    trainer, train_seconds = _train(cfg, model, tokenizer)
     model = trainer.model
 
-    after = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_after.jsonl")
+    after = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_after.jsonl", "eval trained model")
     print("after:", json.dumps(after), flush=True)
     final = os.path.join(out_dir, "final")
     model.save_pretrained(final)

@@ -215,6 +215,12 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     method = MethodConfig(**cfg["method"])
     sampling = SamplingConfig(**cfg["sampling"])
     train = cfg["train"]
+    from pact_cotrain.training import precision
+
+    fast_bf16 = precision.bf16_is_fast()
+    mixed_precision = precision.resolve_mixed_precision(train.get("mixed_precision"), fast_bf16)
+    rollout_dtype = precision.resolve_rollout_dtype(train.get("rollout_dtype"), fast_bf16)
+    precision.warn_if_slow_bf16(mixed_precision, rollout_dtype, fast_bf16)
     k = train["k"]
     args = GRPOConfig(
         output_dir=cfg["output_dir"],
@@ -243,9 +249,9 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         max_completion_length=sampling.max_completion_tokens,
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
-        # bf16 autocast over fp32 weights: on by `train.mixed_precision: bf16` (GPU or CPU; about
-        # 1.6x faster fwd+bwd on this CPU), or on a GPU when the weights themselves are bf16.
-        bf16=train.get("mixed_precision") == "bf16" or (torch.cuda.is_available() and cfg.get("dtype") == "bfloat16"),
+        # bf16 autocast over fp32 weights: on by `train.mixed_precision: bf16` (or auto where bf16 is
+        # native: training/precision.py), or on a GPU when the weights themselves are bf16.
+        bf16=mixed_precision == "bf16" or (torch.cuda.is_available() and cfg.get("dtype") == "bfloat16"),
         disable_tqdm=train.get("disable_tqdm", False),
     )
     dataset = Dataset.from_dict({"prompt": [t.id for t in tasks], "task_index": list(range(len(tasks)))})
@@ -259,7 +265,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     trainer = PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
                           env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
                           reward=EpisodeReward(method.reward), peft_config=peft_config,
-                          rollout_dtype=train.get("rollout_dtype"), rollout_backend=train.get("rollout_backend", "hf"),
+                          rollout_dtype=rollout_dtype, rollout_backend=train.get("rollout_backend", "hf"),
                           vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"))
     from transformers.trainer_callback import ProgressCallback
 

@@ -107,7 +107,7 @@ def _study(args) -> int:
         return run_one(args.config, args.out, args.run_one)
     return run_study(args.config, args.out, only=args.only.split(",") if args.only else None,
                      seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None,
-                     workers=args.workers, report_only=args.report)
+                     workers=args.workers, report_only=args.report, force_caps=args.force_caps)
 
 
 def _demo(args) -> int:
@@ -291,6 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", default=None, help="comma list of seeds to run")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the study's)")
     p.add_argument("--report", action="store_true", help="only rebuild results.md and curves.png")
+    p.add_argument("--force-caps", action="store_true",
+                   help="start although the caps cut more than 5%% of the expert turns or traces (the report says so)")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_study)
 

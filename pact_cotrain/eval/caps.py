@@ -131,3 +131,22 @@ def describe_caps(report: dict) -> str:
 
 def format_caps_report(name: str, report: CapsReport) -> str:
     return f"caps [{name}] " + describe_caps(report.to_dict())
+
+
+def shares_over_limit(reports: dict[str, CapsReport], limit: float = MAX_CUT_SHARE) -> list[str]:
+    """The names of the reports whose share of expert turns or traces over the caps is above `limit`."""
+    return [name for name, report in reports.items() if report.exceeds(limit)]
+
+
+def refusal_message(reports: dict[str, CapsReport], limit: float = MAX_CUT_SHARE) -> str:
+    """One line: which caps cut more than `limit` of the expert format, by how much, and what the
+    expert traces need (the caps that cut none of them: most turns, longest turn, longest completion)."""
+    parts = []
+    for name in shares_over_limit(reports, limit):
+        r = reports[name]
+        parts.append(f"{name} {100 * r.turn_share:.1f}% of expert turns and {100 * r.trace_share:.1f}% of traces "
+                     f"(caps turns {_cap(r.caps.max_turns)}, new tokens/turn {_cap(r.caps.max_new_tokens_per_turn)}, "
+                     f"completion {_cap(r.caps.max_completion_tokens)}; the traces need {r.most_turns}, "
+                     f"{r.longest_turn}, {r.longest_completion})")
+    return (f"the caps cut more than {100 * limit:.0f}% of the expert format: " + "; ".join(parts)
+            + "; raise the caps in the study or pass --force-caps")

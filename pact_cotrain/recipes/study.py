@@ -3,6 +3,7 @@
     pact study --config cpu --out runs/cpu-study             # everything not yet done, then the report
     pact study --config cpu --out runs/cpu-study --only pact,grpo --seeds 0
     pact study --config cpu --out runs/cpu-study --report    # only rebuild results.md and the curves
+    pact study --config cpu --out runs/cpu-study --force-caps  # start although the caps cut the expert format
 
 A study (a YAML file in `configs/studies/`, or a path) names a base model, seeds, a warm-up SFT run,
 one training budget shared by every method, the methods (a train config plus overrides each) and
@@ -10,6 +11,9 @@ an evaluation. The driver:
 
 1. builds the data once: toolworld train tasks plus (if `data.ftrl_train`) the FTRL rows with a
    verified expert trace, split by a hash of the row id into train and dev (dev is never trained on);
+   then prints the share of expert turns and traces that the training caps (each method's sampling
+   caps) and each evaluation's caps would cut (`eval.caps`), and stops there when a share is above
+   5 % unless `--force-caps` (out/caps.json keeps the shares; the report states them);
 2. trains the warm-up checkpoint once; every method starts from it, and `vanilla` evaluates it;
 3. runs each (method, seed) not yet done as its own process (`workers` at a time): train, save,
    evaluate with `pact eval`'s runner, delete the weights, write `done.json`;
@@ -78,6 +82,135 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
     write_tasks(paths["train"], train)
     print(f"data: {len(train)} train tasks ({study['data']['toolworld_train']} toolworld), {len(dev)} FTRL dev rows")
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# 1b. Caps against the expert format (checked before any run)
+
+
+def training_caps(study: dict) -> dict:
+    """{Caps: [methods]}: the rollout caps (sampling.max_turns / max_new_tokens_per_turn /
+    max_completion_tokens) each trained method gets from its config, the budget and its overrides."""
+    from pact_cotrain.eval.caps import Caps
+    from pact_cotrain.recipes.train import load_config
+
+    groups: dict = {}
+    for method, spec in study["methods"].items():
+        if spec is None:  # vanilla: nothing is trained
+            continue
+        overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides"))
+        sampling = load_config(spec["config"], overrides)["sampling"]
+        caps = Caps(sampling["max_turns"], sampling["max_new_tokens_per_turn"], sampling["max_completion_tokens"])
+        groups.setdefault(caps, []).append(method)
+    return groups
+
+
+def _eval_data(paths: dict) -> dict[str, str]:
+    return {"ftrl": paths["ftrl_dev"]}  # FTRL is evaluated on its dev rows only (never trained on)
+
+
+def eval_caps_overrides(ev: dict, benchmark: str) -> dict:
+    """The study's caps for one benchmark, as `eval_settings` takes them (None: the protocol's value)."""
+    turns = ev.get("max_turns")
+    return {"max_turns": turns.get(benchmark) if isinstance(turns, dict) else turns,
+            "max_new_tokens_per_turn": ev.get("max_new_tokens_per_turn"),
+            "max_completion_tokens": ev.get("max_completion_tokens")}
+
+
+def _trace_family(benchmark: str) -> str:
+    """The trace builder of `pact data traces` that covers a benchmark (toolhop_mandatory -> toolhop)."""
+    return next((f for f in ("ftrl", "toolhop", "bfcl") if benchmark.startswith(f)), benchmark)
+
+
+def with_expert_traces(benchmark: str, tasks: list, data_path: str | None, cache_dir: Path) -> list:
+    """`tasks` with the expert trace of each row that has one. A benchmark file holds no traces, so
+    they come from the data file itself when it is a trace file (the study's FTRL dev rows), else
+    from `pact data traces`' builder for those rows (mined once, cached under `cache_dir`). Rows
+    whose trace cannot be built stay without one; the caps report counts them apart."""
+    from pact_cotrain.data.trace_format import TraceFormatError, load_tasks, write_tasks
+
+    missing = [t.id for t in tasks if not t.trace]
+    if not missing:
+        return tasks
+    found = {}
+    if data_path is not None:
+        try:
+            found = {t.id: t for t in load_tasks(data_path) if t.trace}
+        except TraceFormatError:  # the benchmark's own format, not a trace file
+            pass
+    wanted = [i for i in missing if i not in found]
+    family = _trace_family(benchmark)
+    if wanted and family in ("ftrl", "toolhop", "bfcl"):
+        cache = cache_dir / f"expert_{benchmark}_{hashlib.sha256(' '.join(wanted).encode()).hexdigest()[:10]}.jsonl"
+        if not cache.exists():
+            print(f"caps: building expert traces for {len(wanted)} {benchmark} evaluation rows", flush=True)
+            try:
+                if family == "bfcl":
+                    from pact_cotrain.recipes.traces import bfcl_traces
+
+                    mined, _ = bfcl_traces(data_path, wanted)
+                else:
+                    from pact_cotrain.data.trace_mining.build import build_traces
+
+                    mined, _ = build_traces(family, data_path, ids=wanted)
+            except ImportError as exc:  # bfcl-eval not installed: the rows are counted as without a trace
+                print(f"caps: no expert traces for {benchmark} ({exc})", flush=True)
+                mined = []
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            write_tasks(str(cache), mined)
+        found.update({t.id: t for t in load_tasks(str(cache))})
+    return [found.get(t.id, t) if not t.trace else t for t in tasks]
+
+
+def measure_caps(study: dict, paths: dict, tokenizer, cache_dir: Path) -> dict:
+    """{name: (CapsReport, details)}: the expert traces of the training tasks under each set of training
+    caps, and of each evaluation subset under the caps it is evaluated with (the study's, else its
+    protocol's). `details` says which methods or what deviations from the protocol it covers."""
+    from pact_cotrain.data.trace_format import load_tasks
+    from pact_cotrain.eval.benchmarks import BENCHMARKS, eval_settings
+    from pact_cotrain.eval.caps import Caps, caps_report
+    from pact_cotrain.eval.runner import _load_tasks, spread_subset
+
+    reports = {}
+    train = load_tasks(paths["train"])
+    groups = training_caps(study)
+    for caps, methods in groups.items():
+        name = "train" if len(groups) == 1 else f"train ({', '.join(methods)})"
+        reports[name] = (caps_report(train, tokenizer, caps), {"kind": "train", "methods": methods})
+    ev, data = study["eval"], _eval_data(paths)
+    limits = ev.get("limit")
+    for benchmark in ev["benchmarks"]:
+        bench = BENCHMARKS[benchmark]
+        tasks = _load_tasks(bench, data.get(benchmark))
+        limit = limits.get(benchmark) if isinstance(limits, dict) else limits
+        if limit is not None:  # the subset the evaluation runs
+            tasks = spread_subset(tasks, limit)
+        tasks = with_expert_traces(benchmark, tasks, data.get(benchmark), cache_dir)
+        settings = eval_settings(bench, temperature=0.0, **eval_caps_overrides(ev, benchmark))
+        caps = Caps(settings.max_turns, settings.max_new_tokens_per_turn, settings.max_completion_tokens)
+        reports[benchmark] = (caps_report(tasks, tokenizer, caps), {"kind": "eval", "deviations": settings.deviations})
+    return reports
+
+
+def check_caps(reports: dict, out: Path, force: bool = False) -> dict:
+    """Print every caps line, write out/caps.json (what the report states), and refuse (UserError)
+    when a share of expert turns or traces over the caps is above MAX_CUT_SHARE, unless `force`."""
+    from pact_cotrain.errors import UserError
+    from pact_cotrain.eval.caps import MAX_CUT_SHARE, format_caps_report, refusal_message, shares_over_limit
+
+    for name, (report, _) in reports.items():
+        print(format_caps_report(name, report), flush=True)
+    plain = {name: report for name, (report, _) in reports.items()}
+    over = shares_over_limit(plain)
+    record = {"limit": MAX_CUT_SHARE, "forced": bool(force and over), "over": over,
+              "reports": {name: {**details, **report.to_dict()} for name, (report, details) in reports.items()}}
+    (out / "caps.json").write_text(json.dumps(record, indent=1))
+    if over and not force:
+        raise UserError(refusal_message(plain))
+    if over:
+        print(f"caps: forced (--force-caps) although {', '.join(over)} cut more than {100 * MAX_CUT_SHARE:.0f}% "
+              "of the expert format; the report says so", flush=True)
+    return record
 
 
 # ---------------------------------------------------------------------------------------------
@@ -162,11 +295,12 @@ def evaluate(study: dict, paths: dict, model_dir: str, out_dir: Path, seed: int)
     from pact_cotrain.eval.runner import run_eval
 
     ev = study["eval"]
+    # The caps `measure_caps` checked; a cap the study does not set is the benchmark's protocol's.
     return run_eval(model_dir, ev["benchmarks"], backend=ev.get("backend", "hf"), vllm_kwargs=ev.get("vllm"),
-                    data={"ftrl": paths["ftrl_dev"]}, limit=ev.get("limit"),
+                    data=_eval_data(paths), limit=ev.get("limit"),
                     out_dir=str(out_dir), batch_size=ev.get("batch_size", 16), greedy=True, seed=seed,
-                    max_turns=ev.get("max_turns"), max_new_tokens_per_turn=ev.get("max_new_tokens_per_turn", 256),
-                    progress=False)
+                    max_turns=ev.get("max_turns"), max_new_tokens_per_turn=ev.get("max_new_tokens_per_turn"),
+                    max_completion_tokens=ev.get("max_completion_tokens"), progress=False)
 
 
 def _threads() -> int:
@@ -203,13 +337,20 @@ def _spawn(args: list[str], log: Path, threads: int, cores: str | None = None) -
 
 
 def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[int] | None = None,
-              workers: int | None = None, report_only: bool = False) -> int:
+              workers: int | None = None, report_only: bool = False, force_caps: bool = False) -> int:
+    """Everything not yet done, then the report. Before any run, the share of expert turns and traces
+    the training and evaluation caps would cut is printed; above 5 % the study does not start (a
+    UserError) unless `force_caps`, and the report states the shares and that they were forced."""
+    from pact_cotrain.recipes.common import load_tokenizer
+
     study = load_study(config)
     out_path = Path(out)
     out_path.mkdir(parents=True, exist_ok=True)
     (out_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
     if not report_only:
-        prepare_data(study, out_path)
+        paths = prepare_data(study, out_path)
+        check_caps(measure_caps(study, paths, load_tokenizer(study["model"]), out_path / "data"), out_path,
+                   force=force_caps)
         workers = workers or study.get("workers", 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
         _warmup(study, out_path, threads)

@@ -49,6 +49,7 @@ def collect(out: Path, study: dict) -> dict[str, list[dict]]:
             found[method].append({
                 "seed": seed,
                 "values": {label: _value(results, where) for label, where in COLUMNS},
+                "turns_cut": {name: res.get("turns_cut_fraction") for name, res in results["benchmarks"].items()},
                 "history": json.loads((directory / "log_history.json").read_text()),
                 "done": json.loads((directory / "done.json").read_text()),
             })
@@ -146,6 +147,52 @@ def plot_curves(found: dict[str, list[dict]], path: Path) -> None:
     plt.close(fig)
 
 
+def turns_cut_lines(found: dict[str, list[dict]]) -> list[str]:
+    """Per method, the share of assistant turns cut by a token limit: in each evaluated benchmark
+    (results.json's turns_cut_fraction) and in the training rollouts (the mean of the per-step
+    `rollout/turns_cut`), mean over the finished seeds; '–' where not recorded."""
+    benchmarks = list(dict.fromkeys(b for runs in found.values() for r in runs for b in r.get("turns_cut", {})))
+    if not benchmarks:
+        return []
+    lines = ["Turns cut by a token limit (percent of assistant turns, mean over seeds):", "",
+             "| method | " + " | ".join(benchmarks) + " | training rollouts |",
+             "|---|" + "---|" * (len(benchmarks) + 1)]
+    for method, runs in found.items():
+        if not runs:
+            continue
+        cells = [mean_std([r["turns_cut"].get(b) for r in runs]).replace(" (n=1)", "") for b in benchmarks]
+        train = [mean(steps) for r in runs if (steps := [h["rollout/turns_cut"] for h in r["history"]
+                                                         if "rollout/turns_cut" in h])]
+        cells.append(mean_std(train).replace(" (n=1)", ""))
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def caps_lines(out: Path) -> list[str]:
+    """What out/caps.json (written by `pact study` before any run) says: for the training caps and each
+    evaluation's caps, the share of expert turns and traces over them, each evaluation's deviations
+    from its benchmark's protocol, and whether the caps were forced past the limit."""
+    from pact_cotrain.eval.caps import describe_caps
+
+    path = out / "caps.json"
+    if not path.exists():
+        return ["Caps: not measured (no caps.json; `pact study` writes it before any run).", ""]
+    record = json.loads(path.read_text())
+    limit = 100 * record["limit"]
+    lines = [f"Caps against the expert traces (a study starts only when at most {limit:.0f}% of the expert turns "
+             f"and traces are over them, unless forced):", ""]
+    for name, report in record["reports"].items():
+        deviations = report.get("deviations")
+        where = ("; caps lowered or changed from the protocol: " + ", ".join(deviations) if deviations
+                 else "; the protocol's caps" if report.get("kind") == "eval" else "")
+        lines.append(f"- {name}: {describe_caps(report)}{where}.")
+    lines.append("")
+    if record.get("forced"):
+        lines += [f"**Caps forced** (`--force-caps`): {', '.join(record['over'])} cut more than {limit:.0f}% of "
+                  "the expert format, so those runs were capped below what the expert traces need.", ""]
+    return lines
+
+
 def write_report(study: dict, out: Path) -> None:
     found = collect(out, study)
     missing = [f"{m} seed {s}" for m in study["methods"] for s in study["seeds"]
@@ -164,8 +211,10 @@ def write_report(study: dict, out: Path) -> None:
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""] if (paired := paired_differences(found))
           else []),
         f"Evaluation: greedy, benchmarks {ev['benchmarks']}, subsets {ev.get('limit')}, turn caps "
-        f"{ev.get('max_turns')}, {ev.get('max_new_tokens_per_turn')} new tokens per turn.",
+        f"{ev.get('max_turns')}, {ev.get('max_new_tokens_per_turn') or 'the protocol'} new tokens per turn.",
         "",
+        *caps_lines(out),
+        *turns_cut_lines(found),
         "Budget shared by every trained method: " + ", ".join(f"`{k}={v}`" for k, v in study["budget"].items()),
         "",
         f"Runs not finished ({len(missing)}): " + (", ".join(missing) if missing else "none"),

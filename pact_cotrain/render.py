@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from pact_cotrain.data.trace_format import Task
 
@@ -96,14 +96,22 @@ def trace_conditioned_messages(task: Task, view: str = "full") -> list[dict]:
 # (a) and (b): contexts
 
 
-def prompt_text(tokenizer, task: Task, trace_view: str | None = None) -> str:
-    """The context the model generates from: prompt-only (trace_view=None) or trace-conditioned."""
-    messages = task.messages if trace_view is None else trace_conditioned_messages(task, trace_view)
-    return apply_template(tokenizer, messages, task.tools, add_generation_prompt=True)
+def prompt_text(tokenizer, task: Task, trace_view: str | None = None, messages: list[dict] | None = None,
+                tools: list[dict] | None = None) -> str:
+    """The context the model generates from: prompt-only (trace_view=None) or trace-conditioned.
+
+    `messages` / `tools` replace the task's where an environment rewrote the prompt (`env.reset()`;
+    ToolHop's free and direct scenarios do): an episode's [x; h] is built from the prompt x that the
+    episode was rolled out from, so the two contexts differ by h alone."""
+    seen = replace(task, messages=task.messages if messages is None else messages,
+                   tools=task.tools if tools is None else tools)
+    chat = seen.messages if trace_view is None else trace_conditioned_messages(seen, trace_view)
+    return apply_template(tokenizer, chat, seen.tools, add_generation_prompt=True)
 
 
-def prompt_ids(tokenizer, task: Task, trace_view: str | None = None) -> list[int]:
-    return encode(tokenizer, prompt_text(tokenizer, task, trace_view))
+def prompt_ids(tokenizer, task: Task, trace_view: str | None = None, messages: list[dict] | None = None,
+               tools: list[dict] | None = None) -> list[int]:
+    return encode(tokenizer, prompt_text(tokenizer, task, trace_view, messages, tools))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -157,10 +165,22 @@ class _Labeller:
 
 
 def _label_target(target: str, trace: list[dict], eos_token: str, turn_header: str) -> list[tuple[int, int, str, int, int]]:
+    """Character spans (start, end, label, reasoning block, segment) of the expert trace in `target`.
+
+    Delimiters go with the reasoning segment they bound: `<think>` (with the whitespace before the
+    block's first segment) is labelled with the block's first segment, `</think>` (with the whitespace
+    before it) with its last segment. A schedule that supervises the first k of a block's n segments
+    therefore supervises `<think>` iff k >= 1 and `</think>` iff k = n: when the block's last segment is
+    unsupervised, so is `</think>` (the model is never taught to close a reasoning block it was not
+    taught to finish). Whitespace after `</think>` joins the component that follows, like all text
+    between components. A turn without reasoning text (Qwen3's empty `<think>\n\n</think>` on a
+    final turn) has no segment to go with, so its think tags join the following component.
+
+    Every assistant turn's role header is template, including a turn that follows another assistant
+    turn directly (no tool response in between)."""
     lab = _Labeller(target)
     block = 0
-    turn_start = 0  # the first assistant turn's header is the end of the context
-    for msg in trace:
+    for i, msg in enumerate(trace):
         if msg["role"] == "tool":
             # Whole <tool_response> element when the template draws one, else the content alone.
             start = target.find("<tool_response>", lab.cursor)
@@ -170,19 +190,22 @@ def _label_target(target: str, trace: list[dict], eos_token: str, turn_header: s
                 lab.find(target[start : close + len("</tool_response>")], "tool_response")
             else:
                 lab.find(msg["content"], "tool_response")
-            header_at = target.find(turn_header, lab.cursor) if turn_header else -1
-            turn_start = header_at + len(turn_header) if header_at >= 0 else lab.cursor
             continue
+        turn_start = _turn_start(target, lab.cursor, turn_header, first_turn=i == 0)
         first_span = len(lab.spans)
         reasoning = (msg.get("reasoning") or "").strip()
         if reasoning:
             r_start = target.find(reasoning, max(lab.cursor, turn_start))
             if r_start < 0:
                 raise ValueError(f"the chat template did not render reasoning {reasoning[:60]!r}")
-            for seg, (s, e) in enumerate(split_segments(reasoning)):
+            segments = split_segments(reasoning)
+            for seg, (s, e) in enumerate(segments):
                 lab.cursor = r_start + s
                 lab.find(reasoning[s:e], "reasoning", block, seg)
             lab.cursor = r_start + len(reasoning)
+            closing = _THINK_CLOSE.match(target, lab.cursor)
+            if closing:  # `</think>` goes with the block's last segment (see the docstring)
+                lab.find(closing.group(), "reasoning", block, len(segments) - 1)
             block += 1
         calls = msg.get("tool_calls") or []
         content = (msg.get("content") or "").strip()
@@ -200,14 +223,29 @@ def _label_target(target: str, trace: list[dict], eos_token: str, turn_header: s
         # The end-of-turn token belongs to the turn's last component: the model must learn to stop.
         if eos_token and target.find(eos_token, lab.cursor) >= 0:
             lab.find(eos_token, last_label)
-        _fill_turn_gaps(lab, first_span, max(turn_start, 0))
+        _fill_turn_gaps(lab, first_span, turn_start)
     return lab.spans
 
 
+_THINK_CLOSE = re.compile(r"\s*</think>")
+
+
+def _turn_start(target: str, cursor: int, turn_header: str, first_turn: bool) -> int:
+    """Where the text the model writes in an assistant turn begins: just after the turn's role header.
+
+    The trace's first turn starts the target (its header ends the context). Any later turn, after
+    tool responses or directly after another assistant turn, starts after the next header from
+    `cursor`; without a known header, at `cursor` itself."""
+    if first_turn:
+        return 0
+    header_at = target.find(turn_header, cursor) if turn_header else -1
+    return header_at + len(turn_header) if header_at >= 0 else cursor
+
+
 def _fill_turn_gaps(lab: _Labeller, first_span: int, turn_start: int) -> None:
-    """Text the model itself writes inside an assistant turn between components (`<think>`,
-    `</think>`, newlines between calls) joins the component that follows it: at inference the
-    model must produce it to get there. Role headers before `turn_start` stay template."""
+    """Text the model itself writes inside an assistant turn between components (`<think>`, the
+    whitespace after `</think>`, newlines between calls) joins the component that follows it: at
+    inference the model must produce it to get there. Role headers before `turn_start` stay template."""
     turn = sorted(lab.spans[first_span:])
     cursor = turn_start
     for start, end, label, block, segment in turn:

@@ -47,6 +47,10 @@ class Episode:
     metrics: dict = field(default_factory=dict)
     stop_reason: str = ""
     turn_cut: list[bool] = field(default_factory=list)  # per assistant turn: cut by a token limit
+    # The prompt as env.reset() gave it (before the hint baseline's trace block): the trainer builds
+    # the trace-conditioned context [x; h] from it, since an environment may rewrite task.messages.
+    env_messages: list[dict] | None = None
+    env_tools: list[dict] | None = None
 
     @property
     def n_generated(self) -> int:
@@ -79,11 +83,13 @@ class RolloutEngine:
         for task in tasks:
             for sample in range(k):
                 env = self.env_factory(task)
-                messages, tools = env.reset(task)
+                env_messages, tools = env.reset(task)
+                messages = env_messages
                 if context_trace_view is not None:
-                    messages = trace_conditioned_messages(replace(task, messages=messages), context_trace_view)
+                    messages = trace_conditioned_messages(replace(task, messages=env_messages), context_trace_view)
                 ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
-                episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages])
+                episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages],
+                                  env_messages=[dict(m) for m in env_messages], env_tools=list(tools or []))
                 states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))
 
         while active := [s for s in states if not s.episode.stop_reason]:

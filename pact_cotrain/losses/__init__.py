@@ -43,21 +43,45 @@ from ._masks import AGGREGATIONS, aggregate_loss, masked_token_mean
 from .advantages import group_advantages
 from .anchoring import ANCHOR_MODES, anchored_rl_loss, draw_anchor_mask, expand_to_rollouts
 from .diagnostics import entropy_from_logits, over_reliance_gap, selective_log_softmax
-from .policy import LOG_RATIO_CLAMP, TRACE_RATIO_FORMS, clipped_policy_loss, trace_conditioned_surrogate
-from .schedules import chord_mu, chord_sft_weight, reasoning_prefix_fraction, reasoning_segments_supervised, toolcall_weight
+from .policy import (
+    LOG_RATIO_CLAMP,
+    PROMPT_GRADIENT_FORMS,
+    TRACE_RATIO_FORMS,
+    TRACE_WEIGHT_CLIP,
+    clipped_policy_loss,
+    trace_conditioned_surrogate,
+    trace_token_weights,
+    trace_weighted_prompt_surrogate,
+)
+from .schedules import (
+    REASONING_SCHEDULES,
+    chord_mu,
+    chord_sft_weight,
+    reasoning_prefix_fraction,
+    reasoning_segments_supervised,
+    segment_linear_supervised,
+    toolcall_weight,
+)
 from .sft import chord_phi, component_sft_loss
 
 __all__ = [
     "AGGREGATIONS",
     "LOG_RATIO_CLAMP",
+    "TRACE_RATIO_FORMS",
+    "PROMPT_GRADIENT_FORMS",
+    "TRACE_WEIGHT_CLIP",
+    "REASONING_SCHEDULES",
     "group_advantages",
     "masked_token_mean",
     "aggregate_loss",
     "clipped_policy_loss",
     "trace_conditioned_surrogate",
+    "trace_token_weights",
+    "trace_weighted_prompt_surrogate",
     "component_sft_loss",
     "reasoning_prefix_fraction",
     "reasoning_segments_supervised",
+    "segment_linear_supervised",
     "toolcall_weight",
     "chord_sft_weight",
     "chord_mu",

@@ -5,7 +5,14 @@ from __future__ import annotations
 import torch
 
 from ._masks import _as_bool, _check_eps, _check_same_shape, _mean_or_nan, aggregate_loss
-from .policy import _clipped_per_token, _policy_stats, _trace_old_logp
+from .policy import (
+    TRACE_WEIGHT_CLIP,
+    _clipped_per_token,
+    _policy_stats,
+    _trace_old_logp,
+    _trace_weight_stats,
+    _trace_weighted_per_token,
+)
 
 
 def draw_anchor_mask(n_prompts: int, q: float, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -48,6 +55,7 @@ def anchored_rl_loss(
     ratio_form: str = "trace",
     aggregation: str = "token_mean",
     max_tokens: int | None = None,
+    trace_weight_clip: float = TRACE_WEIGHT_CLIP,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """RL loss with prompt-only anchoring (spec section 4).
 
@@ -74,6 +82,12 @@ def anchored_rl_loss(
     both losses over all sequences (``anchor`` is ignored, ``q`` required). ``logp_trace`` may
     be None when q == 1, ``logp_prompt`` when q == 0.
 
+    ``ratio_form="trace_weighted"`` (rejected reading 2 of spec section 2): ``l^TC`` is replaced by
+    the prompt-only clipped loss times stop-gradient token weights from the trace-conditioned pass
+    (:func:`trace_weighted_prompt_surrogate`, cap ``trace_weight_clip``), so every sequence's
+    gradient flows through ``logp_prompt``, which must then hold every row the TC branch uses;
+    ``logp_trace`` (detached) or ``old_logp_trace`` gives pi_old(.|x,h) for the weights.
+
     Stats: ``anchor_frac`` (fraction of sequences anchored; q in mixture mode), and for each
     branch ``grpo/`` and ``tc/``: ``loss`` (token mean of that branch's per-token loss over its
     tokens), ``n_tokens``, and the :func:`clipped_policy_loss` stats over its tokens (NaN when
@@ -86,6 +100,14 @@ def anchored_rl_loss(
     _check_same_shape("mask", mask, ref)
     _check_same_shape("logp_trace", logp_trace, ref)
     valid = _as_bool(mask)
+    prompt_gradient = ratio_form == "trace_weighted"
+    # What the TC branch needs: the trace pass; for trace_weighted, the prompt pass (the gradient) and
+    # pi_old(.|x,h) for the weights (on-policy: the trace pass, detached).
+    tc_source = logp_trace
+    if prompt_gradient:
+        trace_old = old_logp_trace if old_logp_trace is not None else logp_trace
+        tc_source = trace_old if logp_prompt is not None else None
+    tc_needs = "logp_prompt and logp_trace (or old_logp_trace)" if prompt_gradient else "logp_trace"
 
     if mode == "sample":
         if anchor is None:
@@ -100,8 +122,8 @@ def anchored_rl_loss(
         valid_tc = valid & ~anchor.unsqueeze(-1)
         if logp_prompt is None and bool(anchor.any()):
             raise ValueError("logp_prompt is None but some sequences are anchored")
-        if logp_trace is None and not bool(anchor.all()):
-            raise ValueError("logp_trace is None but some sequences are not anchored")
+        if tc_source is None and not bool(anchor.all()):
+            raise ValueError(f"some sequences are not anchored but {tc_needs} is missing")
         weight_grpo, weight_tc = 1.0, 1.0
         anchor_frac = anchor.float().mean()
     elif mode == "mixture":
@@ -109,8 +131,8 @@ def anchored_rl_loss(
             raise ValueError(f"mode='mixture' needs q in [0, 1], got {q}")
         if logp_prompt is None and q > 0:
             raise ValueError("logp_prompt is None but q > 0")
-        if logp_trace is None and q < 1:
-            raise ValueError("logp_trace is None but q < 1")
+        if tc_source is None and q < 1:
+            raise ValueError(f"q < 1 but {tc_needs} is missing")
         valid_grpo = valid_tc = valid
         weight_grpo, weight_tc = q, 1.0 - q
         anchor_frac = torch.tensor(float(q), device=ref.device)
@@ -122,11 +144,19 @@ def anchored_rl_loss(
     branches = []
     if logp_prompt is not None:
         branches.append(("grpo/", logp_prompt, old_logp_prompt, valid_grpo, weight_grpo))
-    if logp_trace is not None:
-        old_tc = _trace_old_logp(ratio_form, old_logp_trace, old_logp_prompt)
-        branches.append(("tc/", logp_trace, old_tc, valid_tc, weight_tc))
+    if tc_source is not None:
+        if prompt_gradient:  # gradient via the prompt pass; the trace side only weighs the tokens
+            branches.append(("tc/", logp_prompt, old_logp_prompt, valid_tc, weight_tc))
+        else:
+            old_tc = _trace_old_logp(ratio_form, old_logp_trace, old_logp_prompt)
+            branches.append(("tc/", logp_trace, old_tc, valid_tc, weight_tc))
     for prefix, logp, old, branch_valid, weight in branches:
-        pt, ratio, lo, hi = _clipped_per_token(logp, old, advantages, branch_valid, eps_low, eps_high)
+        if prefix == "tc/" and prompt_gradient:
+            pt, ratio, lo, hi, rho = _trace_weighted_per_token(logp, old, tc_source, advantages, branch_valid,
+                                                               eps_low, eps_high, trace_weight_clip)
+            stats.update(_trace_weight_stats(rho, branch_valid, trace_weight_clip, prefix))
+        else:
+            pt, ratio, lo, hi = _clipped_per_token(logp, old, advantages, branch_valid, eps_low, eps_high)
         per_token = per_token + weight * pt
         stats[f"{prefix}loss"] = _mean_or_nan(pt, branch_valid)
         stats[f"{prefix}n_tokens"] = branch_valid.sum().detach()

@@ -82,7 +82,13 @@ def clipped_policy_loss(
     return loss, _policy_stats(ratio, lo, hi, valid)
 
 
-TRACE_RATIO_FORMS = ("trace", "cross_context")
+TRACE_RATIO_FORMS = ("trace", "cross_context", "trace_weighted")
+#: Forms whose gradient flows through the prompt-only pass on every sequence, anchored or not: the
+#: caller must score the prompt-only pass on every row (and the trace-conditioned one, no grad needed,
+#: on the non-anchored rows for the token weights).
+PROMPT_GRADIENT_FORMS = ("trace_weighted",)
+#: Cap c on the trace-based token weight of ``ratio_form="trace_weighted"`` [ours].
+TRACE_WEIGHT_CLIP = 2.0
 
 
 def _trace_old_logp(ratio_form, old_logp_trace, old_logp_prompt):
@@ -92,7 +98,100 @@ def _trace_old_logp(ratio_form, old_logp_trace, old_logp_prompt):
         if old_logp_prompt is None:
             raise ValueError("ratio_form='cross_context' needs old_logp_prompt")
         return old_logp_prompt
+    if ratio_form == "trace_weighted":
+        raise ValueError("ratio_form='trace_weighted' takes its gradient through the prompt-only pass: "
+                         "use trace_weighted_prompt_surrogate or anchored_rl_loss")
     raise ValueError(f"unknown ratio_form {ratio_form!r}; expected one of {TRACE_RATIO_FORMS}")
+
+
+def trace_token_weights(
+    old_logp_trace: torch.Tensor,
+    old_logp_prompt: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float = TRACE_WEIGHT_CLIP,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stop-gradient token weights from the trace-conditioned pass [ours] (rejected reading 2).
+
+        rho_it = pi_old(tau_it | x, h, tau_i<t) / pi_old(tau_it | x, tau_i<t)
+        w~_it  = min(rho_it, c)                                   (c = ``clip``; rho > 0 already)
+        w_it   = m_it w~_it n_i / sum_s m_is w~_is,   n_i = sum_s m_is
+
+    Why this weight: rho is the per-token importance ratio from the prompt-only to the
+    trace-conditioned policy, so ``w A grad log pi(tau_t | x)`` estimates the prompt-only gradient
+    as if the tokens had been drawn where the trace puts its mass: tokens the expert trace makes
+    likelier get more of the credit (or blame), tokens it contradicts less. The cap c bounds the
+    variance of a few tokens that the trace makes far likelier (truncated importance weights, as
+    in Retrace / V-trace; c = 2 by default). Normalising per sequence to mean 1 makes the trace a
+    *token*-level redistribution of each rollout's advantage: a sequence's total weight stays
+    its token count, as in GRPO, so the group advantages keep summing to zero; a sequence-level
+    rescale would re-rank whole rollouts by how much the trace agrees with them, a bias on top of
+    the reward. ``log rho`` is clamped to ``+-LOG_RATIO_CLAMP``.
+
+    Both inputs are detached. Returns ``(w, rho)`` [B, T], 0 outside the mask (a row without
+    masked tokens is all 0).
+    """
+    if not clip > 0:
+        raise ValueError(f"trace weight clip must be > 0, got {clip}")
+    _check_same_shape("old_logp_prompt", old_logp_prompt, old_logp_trace)
+    _check_same_shape("mask", mask, old_logp_trace)
+    valid = _as_bool(mask)
+    zeros = torch.zeros_like(old_logp_trace)
+    log_rho = torch.where(valid, old_logp_trace.detach() - old_logp_prompt.detach(), zeros)
+    rho = torch.where(valid, torch.exp(log_rho.clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)), zeros)
+    capped = rho.clamp(max=clip)
+    n_tokens = valid.sum(-1, keepdim=True)
+    total = capped.sum(-1, keepdim=True)
+    weights = torch.where(valid, capped * n_tokens / total.clamp_min(torch.finfo(total.dtype).tiny), zeros)
+    return weights, rho
+
+
+def _trace_weighted_per_token(logp_prompt, old_logp_prompt, old_logp_trace, advantages, valid, eps_low, eps_high,
+                              clip):
+    """Per-token ``w_it l_it`` with ``l`` the prompt-only clipped loss; (per_token, ratio, lo, hi, rho)."""
+    per_token, ratio, lo, hi = _clipped_per_token(logp_prompt, old_logp_prompt, advantages, valid, eps_low, eps_high)
+    old_prompt = logp_prompt.detach() if old_logp_prompt is None else old_logp_prompt
+    weights, rho = trace_token_weights(old_logp_trace, old_prompt, valid, clip)
+    return torch.where(valid, weights * per_token, torch.zeros_like(per_token)), ratio, lo, hi, rho
+
+
+def _trace_weight_stats(rho, valid, clip, prefix: str = "") -> dict[str, torch.Tensor]:
+    return {f"{prefix}trace_rho_mean": _mean_or_nan(rho, valid),
+            f"{prefix}trace_weight_clip_frac": _mean_or_nan(rho > clip, valid)}
+
+
+def trace_weighted_prompt_surrogate(
+    logp_prompt: torch.Tensor,
+    old_logp_prompt: torch.Tensor | None,
+    old_logp_trace: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    eps_low: float = 0.2,
+    eps_high: float = 0.28,
+    clip: float = TRACE_WEIGHT_CLIP,
+    aggregation: str = "token_mean",
+    max_tokens: int | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Rejected reading 2 of spec section 2: prompt-only gradient with trace-based token weights.
+
+        r_it = pi_theta(tau_it | x, tau_i<t) / pi_old(tau_it | x, tau_i<t)
+        L    = aggregate( -w_it min(r_it A_i, clip(r_it, 1-eps_low, 1+eps_high) A_i), m )
+
+    The gradient flows through ``logp_prompt`` only (the prompt-only [x; tau] pass); ``w`` are the
+    stop-gradient weights of :func:`trace_token_weights` from ``old_logp_trace`` (pi_old on
+    [x; h; tau]: on-policy, the trace-conditioned pass detached) and pi_old(.|x)
+    (``old_logp_prompt``; ``None`` = on-policy, ``logp_prompt.detach()``, r == 1). ``A_i`` are the
+    prompt-only group advantages. With ``w == 1`` this is :func:`clipped_policy_loss`.
+
+    Stats: those of :func:`clipped_policy_loss`, plus ``trace_rho_mean`` (masked mean of rho) and
+    ``trace_weight_clip_frac`` (share of masked tokens with rho > c).
+    """
+    _check_eps(eps_low, eps_high)
+    _check_same_shape("mask", mask, logp_prompt)
+    valid = _as_bool(mask)
+    per_token, ratio, lo, hi, rho = _trace_weighted_per_token(
+        logp_prompt, old_logp_prompt, old_logp_trace, advantages, valid, eps_low, eps_high, clip)
+    loss = aggregate_loss(per_token, valid, aggregation, max_tokens)
+    return loss, {**_policy_stats(ratio, lo, hi, valid), **_trace_weight_stats(rho, valid, clip)}
 
 
 def trace_conditioned_surrogate(
@@ -121,7 +220,9 @@ def trace_conditioned_surrogate(
 
     ``ratio_form="cross_context"`` is the rejected ablation
     ``r = pi_theta(tau_t | x, h, .) / pi_old(tau_t | x, .)`` (importance sampling across
-    contexts) and needs ``old_logp_prompt``. Stats as :func:`clipped_policy_loss`.
+    contexts) and needs ``old_logp_prompt``. The other rejected reading, ``"trace_weighted"``,
+    has its gradient in the prompt-only pass: :func:`trace_weighted_prompt_surrogate`.
+    Stats as :func:`clipped_policy_loss`.
     """
     old = _trace_old_logp(ratio_form, old_logp_trace, old_logp_prompt)
     return clipped_policy_loss(

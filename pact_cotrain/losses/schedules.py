@@ -34,23 +34,60 @@ def _linear(start: float, end: float, p: float) -> float:
     return start + (end - start) * p
 
 
+#: Reasoning schedules (``method.reasoning_schedule``). All but ``segment_linear`` are one fraction for
+#: every block (:func:`reasoning_segments_supervised` turns it into a count); ``segment_linear`` is a
+#: count per block, from the block's own segment count (:func:`segment_linear_supervised`).
+REASONING_SCHEDULES = ("staged", "linear", "segment_linear", "full", "none")
+
+#: The spec's reasoning blocks have four segments S1..S4 (L4 -> L2 -> L0): the block size whose
+#: ``segment_linear`` count :func:`reasoning_prefix_fraction` reports as that schedule's fraction.
+SPEC_SEGMENTS_PER_BLOCK = 4
+
+
+def segment_linear_supervised(n_segments: int, step: int, total_steps: int) -> int:
+    """Leading segments of an ``n_segments``-block supervised at ``step`` under ``segment_linear``.
+
+        k(step) = n - min(floor((n + 1) * step / total_steps), n)
+
+    The block steps down one segment at a time, L_n -> L_(n-1) -> ... -> L_0, through n + 1
+    equal stages of training (``_stage`` with n + 1 stages: the same stage rule as ``"staged"``,
+    with every level instead of L4 / L2 / L0), so each block anneals from all of its own segments
+    to none whatever its length. Examples: 4 segments over 9 steps give 4 4 3 3 2 2 1 1 0;
+    3 segments over 9 steps 3 3 3 2 2 1 1 0 0; a 1-step run supervises every segment.
+    With fewer steps than levels (total_steps < n + 1) some levels are skipped and L_0 may not be
+    reached (4 segments over 3 steps: 4 3 1), as a stage can't be shorter than one step.
+    """
+    if n_segments < 0:
+        raise ValueError(f"n_segments must be >= 0, got {n_segments}")
+    if n_segments == 0:
+        _check_step(step, total_steps)
+        return 0
+    return n_segments - _stage(step, total_steps, n_segments + 1)
+
+
 def reasoning_prefix_fraction(step: int, total_steps: int, mode: str = "staged") -> float:
     """Fraction of each expert reasoning block's segments that are SFT targets at ``step``.
 
     * ``"staged"`` (spec: L4 -> L2 -> L0): 1.0, 0.5, 0.0 in three equal stages (see ``_stage``).
     * ``"linear"``: ``1 - step / (total_steps - 1)``: 1.0 at step 0, 0.0 at the last step.
+    * ``"segment_linear"``: the fraction of a 4-segment block (``SPEC_SEGMENTS_PER_BLOCK``) under
+      :func:`segment_linear_supervised`, for logging only: this schedule is a count per block, so
+      use :func:`segment_linear_supervised` (not this fraction) for blocks of other sizes.
     * ``"full"``: always 1.0;  ``"none"``: always 0.0.
 
     Turn the fraction into a segment count with :func:`reasoning_segments_supervised`.
     """
     if mode == "staged":
         return (1.0, 0.5, 0.0)[_stage(step, total_steps)]
+    if mode == "segment_linear":
+        n = SPEC_SEGMENTS_PER_BLOCK
+        return segment_linear_supervised(n, step, total_steps) / n
     if mode == "linear":
         return _linear(1.0, 0.0, _progress(step, total_steps))
     if mode in ("full", "none"):
         _check_step(step, total_steps)
         return 1.0 if mode == "full" else 0.0
-    raise ValueError(f"unknown reasoning schedule {mode!r}; expected staged, linear, full or none")
+    raise ValueError(f"unknown reasoning schedule {mode!r}; expected one of {REASONING_SCHEDULES}")
 
 
 def reasoning_segments_supervised(n_segments: int, fraction: float) -> int:

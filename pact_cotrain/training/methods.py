@@ -23,10 +23,12 @@ class MethodConfig:
     # PACT (spec sections 2-4)
     anchor_q: float = 0.3  # probability a prompt uses prompt-only GRPO instead of L_TC
     anchor_mode: str = "sample"  # "sample" (per-prompt Bernoulli) | "mixture" (q L_GRPO + (1-q) L_TC)
-    surrogate: str = "trace"  # "trace" | "cross_context" (rejected ablation)
+    # "trace" | rejected readings (spec section 2): "cross_context" (ratio pi_theta(.|x,h) / pi_old(.|x)),
+    # "trace_weighted" (prompt-only gradient, token weights from the trace-conditioned pass)
+    surrogate: str = "trace"
     trace_view: str = "full"  # "full" | "no_tool_responses" | "no_reasoning"
     sft: bool = True  # component-aware SFT term on/off
-    reasoning_schedule: str = "staged"  # "staged" | "linear" | "full" | "none"
+    reasoning_schedule: str = "staged"  # "staged" | "linear" | "segment_linear" | "full" | "none"
     toolcall_schedule: str = "linear"  # "linear" | "staged" | "constant" | "none"
     answer_weight: float | None = None  # None: the tool-call weight (spec section 3)
     sft_coef: float = 1.0  # weight of L_SFT in L = L_RL + sft_coef L_SFT
@@ -54,6 +56,14 @@ class MethodConfig:
             raise ValueError(f"method.reward must be one of {REWARDS}, got {self.reward!r}")
         if not 0.0 <= self.anchor_q <= 1.0:
             raise ValueError(f"method.anchor_q must be in [0, 1], got {self.anchor_q}")
+        if self.surrogate not in losses.TRACE_RATIO_FORMS:
+            raise ValueError(f"method.surrogate must be one of {losses.TRACE_RATIO_FORMS}, got {self.surrogate!r}")
+        if self.reasoning_schedule not in losses.REASONING_SCHEDULES:
+            raise ValueError(f"method.reasoning_schedule must be one of {losses.REASONING_SCHEDULES}, "
+                             f"got {self.reasoning_schedule!r}")
+        if self.surrogate in losses.PROMPT_GRADIENT_FORMS and self.anchor_mode == "mixture" and self.anchor_q == 0:
+            # The mixture scores the prompt-only pass only when q > 0, and this surrogate needs it.
+            raise ValueError(f"method.surrogate={self.surrogate} with anchor_q=0 needs anchor_mode=sample")
 
 
 @dataclass
@@ -67,6 +77,15 @@ class StepPlan:
     toolcall_weight: float
     answer_weight: float
     sft_phi: bool = False  # weight the SFT tokens by CHORD's phi = p(1 - p) (losses.chord_phi)
+    # (step, total_steps) under reasoning_schedule="segment_linear", whose count is per block (see
+    # reasoning_segments); None: every block keeps round(n * reasoning_fraction) segments.
+    segment_linear_at: tuple[int, int] | None = None
+
+    def reasoning_segments(self, n_segments: int) -> int:
+        """Leading segments of an ``n_segments``-segment expert reasoning block to supervise now."""
+        if self.segment_linear_at is not None:
+            return losses.segment_linear_supervised(n_segments, *self.segment_linear_at)
+        return losses.reasoning_segments_supervised(n_segments, self.reasoning_fraction)
 
 
 def full_sft(rl: bool = False, rl_coef: float = 0.0, sft_coef: float = 1.0, anchor_q: float = 1.0) -> StepPlan:
@@ -117,4 +136,5 @@ def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
         reasoning_fraction=losses.reasoning_prefix_fraction(step, total_steps, mode=method.reasoning_schedule),
         toolcall_weight=tool_w,
         answer_weight=tool_w if method.answer_weight is None else method.answer_weight,
+        segment_linear_at=(step, total_steps) if method.reasoning_schedule == "segment_linear" else None,
     )

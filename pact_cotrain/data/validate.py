@@ -8,6 +8,11 @@
 The checks are the loader's (`trace_format.iter_rows`): row size, UTF-8, JSON, the record format,
 unique ids, and each trace against its own task's tools. Training refuses a file on its first bad
 row with the same `path:line: field: reason`; this module collects them for a user fixing data.
+
+`check_trace_needs(tasks, method, reward, source)` is the training-time rule for rows without an
+expert trace (spec section 4): GRPO and PACT with an environment reward (solve_f1, ftrl_step, env)
+train on them (PACT anchors such a prompt); the methods and rewards that read the trace (SFT, CHORD,
+the hint baseline; ToolRL's and MatchTIR's gold calls) refuse the data before the model loads.
 """
 
 from __future__ import annotations
@@ -15,7 +20,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .trace_format import DEFAULT_MAX_ROW_BYTES, _Invalid, iter_rows, task_from_record
+from pact_cotrain.errors import UserError
+
+from .trace_format import DEFAULT_MAX_ROW_BYTES, Task, _Invalid, iter_rows, task_from_record
 
 DEFAULT_MAX_ERRORS = 50
 
@@ -71,3 +78,29 @@ def validate_file(path: str | Path, max_errors: int = DEFAULT_MAX_ERRORS,
             report.valid += 1
             report.traced += item.trace is not None
     return report
+
+
+# Methods whose loss is built from the trace itself: SFT (and its phase of sft_then_grpo), CHORD's SFT
+# term, and the hint baseline's rollout context. A row without one has nothing for them to train on.
+TRACE_METHODS = ("sft", "sft_then_grpo", "chord", "hint_rollouts")
+# Rewards that match the rollout's calls against gold calls. The task format has no gold calls besides
+# the trace (FTRL / toolworld metadata hold expected tool *outputs*, not calls), so an untraced task
+# has no gold to match: refused, rather than scored on format alone.
+TRACE_REWARDS = ("toolrl", "matchtir")
+
+
+def check_trace_needs(tasks: list[Task], method: str, reward: str, source: str) -> None:
+    """UserError when `method` or `reward` needs an expert trace and some task of `source` has none.
+
+    Refused, not skipped: dropping rows would silently change the data a run trains on (its epochs
+    and step counts), as TRL's SFTTrainer does not drop rows that lack a completion either."""
+    missing = [t.id for t in tasks if not t.trace]
+    if not missing:
+        return
+    count = f"{len(missing)} of {len(tasks)} rows have no expert trace (first: task {missing[0]})"
+    if method in TRACE_METHODS:
+        raise UserError(f"{source}: {count}; method {method} trains on the traces: add them, remove those rows, "
+                        f"or use grpo / pact, which train on untraced rows")
+    if reward in TRACE_REWARDS:
+        raise UserError(f"{source}: {count}; reward {reward} matches calls against the trace's gold calls: add "
+                        f"traces, remove those rows, or use reward solve_f1 / ftrl_step / env")

@@ -32,9 +32,12 @@ def load_tokenizer(name_or_path: str):
     return tokenizer
 
 
-def load_model_and_tokenizer(name_or_path: str, dtype: str = "bfloat16"):
+def load_model_and_tokenizer(name_or_path: str, dtype: str = "bfloat16", attn_implementation: str | None = None):
+    """`attn_implementation` goes to `from_pretrained`; None leaves transformers' default."""
     from transformers import AutoModelForCausalLM
 
     path = resolve_model(name_or_path)
-    model = _from_pretrained(lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=getattr(torch, dtype)), path)
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    model = _from_pretrained(
+        lambda p: AutoModelForCausalLM.from_pretrained(p, dtype=getattr(torch, dtype), **attention), path)
     return model.eval(), load_tokenizer(path)

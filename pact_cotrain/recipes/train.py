@@ -205,15 +205,29 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     if cfg.get("phases"):  # one trainer per phase: recipes/phased.py (run_train dispatches there)
         raise ValueError("a config with `phases:` is run by recipes.phased.run_phased, not one trainer")
     tasks = tasks if tasks is not None else load_train_tasks(cfg["data"])  # bad data fails before the model loads
+    from pact_cotrain.data.validate import check_trace_needs
+
+    # Untraced rows: fine for grpo / pact; refused here for the methods and rewards that read the trace.
+    data = cfg["data"]
+    check_trace_needs(tasks, cfg["method"]["name"], cfg["method"]["reward"],
+                      data["path"] if data["source"] == "file" else f"data.source={data['source']}")
+    attention = cfg["train"].get("attn_implementation")
+    if attention:  # refused before the model loads; the trainer checks the default it ends up with
+        from pact_cotrain.training.scoring import check_custom_mask_support
+
+        check_custom_mask_support(attention)
     if model is None:
         from pact_cotrain.recipes.common import load_model_and_tokenizer
 
-        model, tokenizer = load_model_and_tokenizer(cfg["model"], cfg.get("dtype", "float32"))
+        model, tokenizer = load_model_and_tokenizer(cfg["model"], cfg.get("dtype", "float32"), attention)
+    elif attention:
+        model.set_attn_implementation(attention)
     from pact_cotrain.training.prompt_limits import check_prompt_lengths
 
     tasks = check_prompt_lengths(tasks, tokenizer, model, cfg)  # overlong prompts: before training
     method = MethodConfig(**cfg["method"])
-    sampling = SamplingConfig(**cfg["sampling"])
+    # generation_batch_size chunks the trainer's rollout calls; the engine's SamplingConfig does not take it
+    sampling = SamplingConfig(**{key: v for key, v in cfg["sampling"].items() if key != "generation_batch_size"})
     train = cfg["train"]
     from pact_cotrain.training import precision
 
@@ -266,7 +280,9 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
                           env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
                           reward=EpisodeReward(method.reward), peft_config=peft_config,
                           rollout_dtype=rollout_dtype, rollout_backend=train.get("rollout_backend", "hf"),
-                          vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"))
+                          vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"),
+                          micro_batch_tokens=train.get("micro_batch_tokens"),
+                          generation_batch_size=cfg["sampling"].get("generation_batch_size"))
     from transformers.trainer_callback import ProgressCallback
 
     from pact_cotrain.progress import choose_mode, plain_training_callback

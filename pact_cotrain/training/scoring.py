@@ -4,6 +4,9 @@ Contexts are left-padded and completions right-padded, so every completion start
 column and only the completion's logits are materialised (`logits_to_keep`). The same function
 scores rollouts after the prompt-only context, the same rollout tokens after the trace-conditioned
 context, and expert traces for SFT.
+
+Shared-prefix packing needs a custom 4-D attention mask, given in the form the model's attention
+implementation reads (`custom_mask`); implementations that cannot take one are refused.
 """
 
 from __future__ import annotations
@@ -136,12 +139,55 @@ def pack_groups(groups: list[PackedGroup], pad_id: int) -> PackedLayout:
     return PackedLayout(ids, pos, allowed, keep, predict)
 
 
+# How each attention implementation reads a 4-D mask, which transformers hands to it unchanged
+# (`masking_utils._preprocess_mask_arguments` returns a 4-D mask as it is, "already prepared, or custom"):
+#   sdpa   `attn_mask` of torch's scaled_dot_product_attention: a boolean, True = may attend;
+#   eager  added to the scores (`attn_weights + attention_mask`): 0 where it may attend, the dtype's
+#          minimum elsewhere. A boolean would add 1 or 0 and mask nothing.
+# Refused: the flash_attention_* kernels take only a 2-D padding mask (sequence lengths), which cannot say
+# that completions share a context but not each other; flex_attention would add a tensor mask like eager
+# (its `score_mod`) but compiles a kernel per shape, and crashed natively on this CPU, so it is unverified.
+CUSTOM_MASK_KINDS = {"sdpa": "boolean", "eager": "additive"}
+
+
+def attn_implementation(model) -> str | None:
+    """The attention implementation the model dispatches to (`config._attn_implementation`)."""
+    return getattr(model.config, "_attn_implementation", None)
+
+
+def check_custom_mask_support(implementation: str | None) -> None:
+    """Refuse an attention implementation that cannot take the custom [R, 1, L, L] mask of packed scoring."""
+    if implementation not in CUSTOM_MASK_KINDS:
+        raise ValueError(
+            f"attention implementation {implementation!r} cannot take the custom 4-D mask that packed scoring "
+            f"needs (completions that share a context but not each other); use one of "
+            f"{', '.join(sorted(CUSTOM_MASK_KINDS))} (config key train.attn_implementation)")
+
+
+def custom_mask(allowed: torch.Tensor, implementation: str | None, dtype: torch.dtype) -> torch.Tensor:
+    """The [R, L, L] boolean `allowed` (query i may attend to key j) as the [R, 1, L, L] mask
+    `implementation` reads: the boolean itself for sdpa; for additive kernels
+    m_ij = 0 if allowed_ij else finfo(dtype).min, in the dtype of the scores it is added to."""
+    check_custom_mask_support(implementation)
+    if CUSTOM_MASK_KINDS[implementation] == "boolean":
+        return allowed[:, None]
+    blocked = torch.full((), torch.finfo(dtype).min, dtype=dtype, device=allowed.device)
+    return torch.where(allowed, torch.zeros((), dtype=dtype, device=allowed.device), blocked)[:, None]
+
+
 def _layout_logits(model, layout: PackedLayout, device) -> torch.Tensor:
     """Logits at `layout.keep`. A lone causal row (one SFT trace) is passed without a mask, so attention
-    takes the fused causal path, which skips the upper triangle, instead of a dense [L, L] mask."""
+    takes the fused causal path, which skips the upper triangle, instead of a dense [L, L] mask; any
+    implementation serves it. Other layouts get the mask in the form the model's implementation reads."""
     rows, length, _ = layout.attention.shape
     plain_causal = rows == 1 and torch.equal(layout.attention[0], torch.ones(length, length, dtype=torch.bool).tril())
-    mask = None if plain_causal else layout.attention[:, None].to(device)
+    mask = None
+    if not plain_causal:
+        # The dtype of the hidden states, hence of the eager scores the mask is added to (under autocast
+        # the lower-precision scores are promoted to it, as for transformers' own eager mask).
+        inner = getattr(model, "module", model)  # under DDP the config and embeddings sit on .module
+        dtype = inner.get_input_embeddings().weight.dtype
+        mask = custom_mask(layout.attention.to(device), attn_implementation(inner), dtype)
     return model(input_ids=layout.input_ids.to(device), attention_mask=mask, position_ids=layout.position_ids.to(device),
                  logits_to_keep=torch.tensor(layout.keep, device=device)).logits
 

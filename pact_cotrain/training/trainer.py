@@ -1,15 +1,18 @@
 """PACTTrainer: TRL's GRPOTrainer, fed by our token-exact multi-turn rollout engine.
 
 TRL provides the loop, the optimiser and scheduler, accelerate (DDP, DeepSpeed, FSDP), PEFT,
-logging and checkpoint/resume. We override three of its extension points:
+logging and checkpoint/resume. We override these of its extension points:
 
 * `_prepare_inputs`: build one step's batch (rollouts, rewards, group advantages, anchoring
   draw, old log-probs when a batch is reused, expert-trace SFT targets) from the sampled prompts;
 * `compute_loss`: L = rl_coef * L_RL(q) + sft_coef * L_SFT(s), from `pact_cotrain.losses`;
+* `training_step`: with `micro_batch_tokens`, TRL's step once per micro-batch (exact accumulation);
 * `_save_checkpoint`: TRL's checkpoint, written to a staging directory and renamed into place.
 
 One generation batch is one optimiser step (steps_per_generation = gradient accumulation = 1);
-`num_iterations` > 1 reuses it with an old-policy pass. Every random draw of a step (sampling,
+`num_iterations` > 1 reuses it with an old-policy pass. `micro_batch_tokens` splits the step's
+forward/backward into micro-batches whose gradients accumulate to the unsplit step's
+(`training_step`, `pact_cotrain.training.microbatch`). Every random draw of a step (sampling,
 anchoring) is seeded from (seed, global_step), so a resumed run repeats the same steps.
 """
 
@@ -29,6 +32,7 @@ from pact_cotrain.data.trace_format import Task
 from pact_cotrain.render import prompt_ids, render_trace_target
 from pact_cotrain.rewards.episode import EpisodeReward
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
+from pact_cotrain.training import microbatch
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
 from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
@@ -45,10 +49,17 @@ class PACTTrainer(GRPOTrainer):
     def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
                  method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward,
                  rollout_dtype: str | None = None, rollout_backend: str = "hf", vllm_kwargs: dict | None = None,
-                 forward_per_group: bool | None = None, **kwargs):
+                 forward_per_group: bool | None = None, micro_batch_tokens: int | None = None,
+                 generation_batch_size: int | None = None, **kwargs):
         if args.steps_per_generation not in (None, 1) or args.gradient_accumulation_steps != 1:
             raise ValueError("PACTTrainer takes one optimiser step per generation batch: "
-                             "set steps_per_generation=1 and gradient_accumulation_steps=1")
+                             "set steps_per_generation=1 and gradient_accumulation_steps=1 "
+                             "(train.micro_batch_tokens splits a step into micro-batches)")
+        if micro_batch_tokens is not None and micro_batch_tokens < 1:
+            raise ValueError(f"train.micro_batch_tokens must be >= 1 or null, got {micro_batch_tokens}")
+        microbatch.generation_chunks(0, args.num_generations, generation_batch_size)  # refuses a bad size now
+        self.micro_batch_tokens = micro_batch_tokens
+        self.generation_batch_size = generation_batch_size
         super().__init__(model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
         self.tasks = tasks
@@ -58,7 +69,7 @@ class PACTTrainer(GRPOTrainer):
         self.env_factory = env_factory
         self.pad_id = processing_class.pad_token_id if processing_class.pad_token_id is not None \
             else processing_class.eos_token_id
-        self._prompt_cache: dict[tuple[str, str | None], list[int]] = {}
+        self._prompt_cache: dict[tuple, list[int]] = {}
         self._target_cache: dict[str, object] = {}
         # Rollouts from a copy of the policy in `rollout_dtype` (e.g. bfloat16), re-synced from the
         # trained weights before every rollout, as an inference engine would hold its own weights.
@@ -74,6 +85,9 @@ class PACTTrainer(GRPOTrainer):
         # `packed_completion_logps`). Default: per group on CPU, where batching buys nothing.
         self.forward_per_group = self.accelerator.device.type == "cpu" if forward_per_group is None \
             else forward_per_group
+        from pact_cotrain.training.scoring import attn_implementation, check_custom_mask_support
+
+        check_custom_mask_support(attn_implementation(self.model))  # packed scoring's 4-D mask (issue 13)
         self.vllm_kwargs = dict(vllm_kwargs or {})
         self._vllm = None
         self._vllm_synced_step: int | None = None
@@ -85,10 +99,16 @@ class PACTTrainer(GRPOTrainer):
 
     # ------------------------------------------------------------------ batch construction
 
-    def _prompt_ids(self, task: Task, view: str | None) -> list[int]:
-        key = (task.id, view)
+    def _trace_context(self, episode: Episode, task: Task, view: str) -> list[int]:
+        """[x; h] built from the prompt the episode was rolled out from (`env.reset()`'s messages and
+        tools, which ToolHop's free and direct scenarios rewrite), not from task.messages: the two
+        contexts an episode is scored under then differ by h alone."""
+        if episode.env_messages is None:
+            raise ValueError(f"an episode of task {task.id} records no prompt messages (Episode.env_messages)")
+        key = (task.id, view, repr((episode.env_messages, episode.env_tools)))
         if key not in self._prompt_cache:
-            self._prompt_cache[key] = prompt_ids(self.processing_class, task, view)
+            self._prompt_cache[key] = prompt_ids(self.processing_class, task, view, episode.env_messages,
+                                                 episode.env_tools)
         return self._prompt_cache[key]
 
     def _target(self, task: Task):
@@ -97,6 +117,8 @@ class PACTTrainer(GRPOTrainer):
         return self._target_cache[task.id]
 
     def _prepare_inputs(self, generation_batch):
+        if isinstance(generation_batch, dict) and generation_batch.get("micro_batch"):
+            return generation_batch  # a part of a step's batch, already built (`training_step`)
         if not self.model.training:
             return self._build_batch(generation_batch)
         if self._step % self.num_iterations == 0 or self._buffered_inputs is None:
@@ -184,7 +206,11 @@ class PACTTrainer(GRPOTrainer):
         started = time.perf_counter()
         # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
         # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
-        episodes = engine.rollout(tasks, k=k, seed=seed, context_trace_view=plan.rollout_trace_view)
+        # `generation_batch_size` rollouts at a time (whole groups), each chunk with its own seed.
+        episodes = []
+        for c, chunk in enumerate(microbatch.generation_chunks(len(tasks), k, self.generation_batch_size)):
+            episodes += engine.rollout(tasks[chunk], k=k, seed=microbatch.chunk_seed(seed, c),
+                                       context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
         if policy is not None:
             policy.train(was_training)
@@ -200,12 +226,20 @@ class PACTTrainer(GRPOTrainer):
             anchor = torch.full((len(tasks),), plan.anchor_q >= 1.0)
         else:
             anchor = losses.draw_anchor_mask(len(tasks), plan.anchor_q, generator)
-        anchor = losses.expand_to_rollouts(anchor, k)
+        # An untraced prompt has no h to condition on: anchored (b_x = 1, prompt-only GRPO) whatever the
+        # draw; the traced prompts keep theirs (the generator is consumed the same way).
+        traced = torch.tensor([bool(t.trace) for t in tasks], dtype=torch.bool)
+        anchor = losses.expand_to_rollouts(anchor | ~traced, k)
         context_view = plan.rollout_trace_view or self.method.trace_view
+        # [x; h] is rendered only for rows scored in it (none under GRPO, whose every prompt is anchored).
+        # Elsewhere it is x itself: for an untraced prompt, h is empty and so L_TC = L_GRPO there.
+        _, trace_rows = self._scoring_rows({"anchor": anchor}, plan)
         batch = {
             "episodes": episodes,
             "prompt_contexts": [ep.prompt_ids for ep in episodes],
-            "trace_contexts": [self._prompt_ids(by_id[ep.task_id], context_view) for ep in episodes],
+            "trace_contexts": [self._trace_context(ep, by_id[ep.task_id], context_view)
+                               if scored_in_trace and by_id[ep.task_id].trace else ep.prompt_ids
+                               for ep, scored_in_trace in zip(episodes, trace_rows.tolist())],
             "completions": [ep.completion_ids for ep in episodes],
             "sampling_logps": _pad([ep.logprobs for ep in episodes], 0.0, torch.float),
             "loss_mask": _pad([ep.generated_mask for ep in episodes], 0, torch.float),
@@ -217,7 +251,8 @@ class PACTTrainer(GRPOTrainer):
         if self.num_iterations > 1:  # the batch is reused: freeze pi_old's log-probs now
             with torch.no_grad():
                 batch["old_logp_prompt"] = self._old_logps(batch, "prompt")
-                batch["old_logp_trace"] = self._old_logps(batch, "trace")
+                batch["old_logp_trace"] = self._old_logps(batch, "trace") if trace_rows.any() \
+                    else torch.zeros_like(batch["old_logp_prompt"])  # never read: no row is scored in [x; h]
         return batch
 
     @staticmethod
@@ -243,7 +278,7 @@ class PACTTrainer(GRPOTrainer):
             if not task.trace:
                 continue
             r = self._target(task)
-            keep = [losses.reasoning_segments_supervised(n, plan.reasoning_fraction) for n in r.n_segments]
+            keep = [plan.reasoning_segments(n) for n in r.n_segments]  # per block: segment_linear counts its own
             comps, blocks, segs = (r.components[r.prompt_len:], r.reasoning_block[r.prompt_len:],
                                    r.reasoning_segment[r.prompt_len:])
             contexts.append(r.input_ids[: r.prompt_len])
@@ -276,8 +311,10 @@ class PACTTrainer(GRPOTrainer):
                 continue
             source = inputs["prompt_contexts"] if kind == "prompt" else inputs["trace_contexts"]
             selected = rows.nonzero().flatten().tolist()
-            for prompt_index in sorted({i // k for i in selected}):
-                members = [i for i in selected if i // k == prompt_index]
+            # A row's group in the step: a micro-batch re-indexes its rows and says their groups.
+            group_of = inputs.get("row_group") or [i // k for i in range(len(inputs["completions"]))]
+            for prompt_index in sorted({group_of[i] for i in selected}):
+                members = [i for i in selected if group_of[i] == prompt_index]
                 groups.append(PackedGroup(source[members[0]], [inputs["completions"][i] for i in members],
                                           self._rollout_temperature()))
                 owners.append((kind, members))
@@ -307,12 +344,29 @@ class PACTTrainer(GRPOTrainer):
         return out
 
     def _old_logps(self, batch: dict, kind: str) -> torch.Tensor:
-        """pi_old's log-probs of the rollout tokens in one context, for every row (no gradient)."""
-        all_rows = torch.ones(len(batch["completions"]), dtype=torch.bool)
-        with torch.no_grad():
-            passes = self._score_passes(self.model, batch, all_rows if kind == "prompt" else None,
-                                        all_rows if kind == "trace" else None, sft=False)
-        return passes[f"logp_{kind}"].detach()
+        """pi_old's log-probs of the rollout tokens in one context, for every row (no gradient), in
+        parts of at most `micro_batch_tokens` forward tokens (all rows at once without a budget)."""
+        k = self.num_generations
+        out = torch.zeros(batch["loss_mask"].shape, device=self.accelerator.device)
+        for rows in microbatch.rows_by_budget(batch, self.micro_batch_tokens, k, kind):
+            part = microbatch.slice_batch(batch, microbatch.MicroBatch(tuple(rows), ()), k)
+            every = torch.ones(len(rows), dtype=torch.bool)
+            with torch.no_grad():
+                passes = self._score_passes(self.model, part, every if kind == "prompt" else None,
+                                            every if kind == "trace" else None, sft=False)
+            logp = passes[f"logp_{kind}"]
+            out[rows, : logp.shape[1]] = logp
+        return out.detach()
+
+    def _scoring_rows(self, inputs: dict, plan: StepPlan) -> tuple[torch.Tensor, torch.Tensor]:
+        """(prompt_rows, trace_rows): the rollout rows scored after the prompt-only context and after
+        the trace-conditioned one (also what `training_step` budgets micro-batches by)."""
+        anchor = inputs["anchor"]
+        prompt_rows, trace_rows = anchor | (self.method.surrogate in losses.PROMPT_GRADIENT_FORMS), ~anchor
+        if self.method.anchor_mode == "mixture":  # q L_GRPO + (1-q) L_TC: both passes on every row
+            prompt_rows = torch.full_like(anchor, plan.anchor_q > 0)
+            trace_rows = torch.full_like(anchor, plan.anchor_q < 1)
+        return prompt_rows, trace_rows
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plan: StepPlan = inputs["plan"]
@@ -323,10 +377,7 @@ class PACTTrainer(GRPOTrainer):
         prompt_rows = trace_rows = None
         if rl:
             anchor = inputs["anchor"]
-            prompt_rows, trace_rows = anchor, ~anchor
-            if self.method.anchor_mode == "mixture":  # q L_GRPO + (1-q) L_TC: both passes on every row
-                prompt_rows = torch.full_like(anchor, plan.anchor_q > 0)
-                trace_rows = torch.full_like(anchor, plan.anchor_q < 1)
+            prompt_rows, trace_rows = self._scoring_rows(inputs, plan)
         passes = self._score_passes(model, inputs, prompt_rows, trace_rows, sft)
         total = torch.zeros((), device=self.accelerator.device)
         n_tokens = 0
@@ -345,6 +396,7 @@ class PACTTrainer(GRPOTrainer):
                 aggregation=self.method.aggregation,
                 # Dr. GRPO's constant per-sequence budget (TRL: max_completion_length): the completion cap.
                 max_tokens=self.sampling.max_completion_tokens)
+            loss_rl = loss_rl * inputs.get("rl_loss_scale", 1.0)  # a micro-batch's share of the step's normaliser
             total = total + plan.rl_coef * loss_rl
             n_tokens += int(mask.sum())
             entropy = passes.get("entropy_prompt", 0.0) + passes.get("entropy_trace", 0.0)
@@ -372,12 +424,15 @@ class PACTTrainer(GRPOTrainer):
             for key in ("solve_r", "solve_p", "solve_f1", "format_errors", "n_calls"):
                 metrics[f"rollout/{key}"].append(sum(ep.metrics.get(key, 0.0) for ep in inputs["episodes"])
                                                  / len(inputs["episodes"]))
+            cuts = [cut for ep in inputs["episodes"] for cut in ep.turn_cut]  # share of turns, not of episodes
+            metrics["rollout/turns_cut"].append(sum(cuts) / len(cuts) if cuts else 0.0)
         if sft:
             logp = passes["logp_sft"]
             loss_sft, stats = losses.component_sft_loss(
                 logp, inputs["sft_reasoning_mask"].to(logp.device), inputs["sft_toolcall_mask"].to(logp.device),
                 plan.toolcall_weight, 1.0, inputs["sft_answer_mask"].to(logp.device), plan.answer_weight,
                 phi=plan.sft_phi)
+            loss_sft = loss_sft * inputs.get("sft_loss_scale", 1.0)  # a micro-batch's share of the step's N_sup
             total = total + plan.sft_coef * loss_sft
             n_tokens += passes["n_sft_tokens"]
             metrics["loss/sft"].append(float(loss_sft.detach()))
@@ -391,6 +446,33 @@ class PACTTrainer(GRPOTrainer):
             raise NonFiniteLossError(f"non-finite loss {float(total.detach())} at step {inputs['step']} "
                                      f"on the batch of tasks {inputs['task_ids']}")
         return total
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """One optimiser step's forward and backward. With `micro_batch_tokens`, the step's batch is built
+        once and split (`microbatch.split_batch`); every part runs through TRL's own training_step
+        (compute_loss, then accelerator.backward) with its losses pre-scaled by its share of the step's
+        normalisers, so the gradients accumulate to the unsplit step's. TRL counts a `_step` per call;
+        a step is one call here, so the count is set back to one per step."""
+        if self.micro_batch_tokens is None:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        batch = self._prepare_inputs(inputs)
+        plan: StepPlan = batch["plan"]
+        rl = plan.rl and "advantages" in batch
+        prompt_rows, trace_rows = self._scoring_rows(batch, plan) if rl else (None, None)
+        sft_weights = (plan.toolcall_weight, plan.answer_weight) if plan.sft_coef > 0 else None
+        parts = microbatch.split_batch(batch, self.micro_batch_tokens, self.num_generations, prompt_rows, trace_rows,
+                                       self.method.aggregation, self.sampling.max_completion_tokens, sft_weights)
+        metrics, step = self._metrics["train"], self._step
+        before = microbatch.metric_lengths(metrics)
+        loss = torch.zeros((), device=self.args.device)
+        for i, part in enumerate(parts):
+            with microbatch.accumulation_context(self.accelerator, model, last=i == len(parts) - 1):
+                loss = loss + super().training_step(model, part, num_items_in_batch)
+        self._step = step + 1
+        microbatch.merge_step_metrics(metrics, before)
+        metrics["micro_batches"].append(float(len(parts)))
+        return loss
 
     # ------------------------------------------------------------------ checkpoints
 

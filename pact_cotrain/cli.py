@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = data.add_parser("toolworld", help="write generated toolworld tasks as JSONL")
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--split", choices=["train", "test"], default="train")
+    p.add_argument("--split", choices=["train", "test", "warmup", "ood"], default="train")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_data_toolworld)
 

@@ -18,7 +18,8 @@ hash of its lower-cased text (`split_of`), and generation rejects names of the o
 A third split, `warmup`, is disjoint from both in entities *and* tools: its names start with "J"
 (an onset the train/test names never use) and its tasks use their own relations
 (`WARMUP_RELATIONS`). It teaches the tool-call format before a study without leaking any
-training or evaluation tool or entity.
+training or evaluation tool or entity. A fourth split, `ood`, tests out of distribution: its own
+tools (`OOD_RELATIONS`), held-out entity names, deeper chains and more distractors (`OOD_KNOBS`).
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pact_cotrain.envs.ftrl_scored import FtrlScoredEnv
 from pact_cotrain.rewards.ftrl import matches
 
 SCENARIOS = ("single_hop", "parallel_single_hop", "multi_hop", "parallel_multi_hop")
-SPLITS = ("train", "test", "warmup")
+SPLITS = ("train", "test", "warmup", "ood")
 ENTITY_TYPES = ("person", "city", "company", "product", "country")
 VALUE_KINDS = ("year", "date", "number")  # terminal outputs: never the argument of another call
 
@@ -102,11 +103,43 @@ WARMUP_RELATIONS: tuple[Relation, ...] = (
     Relation("get_independence_year", "country", "year", "independence_year", "the independence year of {x}", "Return the year a country became independent.", "independence", 1800, 1995),
     Relation("get_land_area", "country", "number", "land_area_km2", "the land area in square kilometres of {x}", "Return a country's land area in square kilometres.", "area", 1000, 900000),
 )
-RELATION_BY_TOOL = {r.tool: r for r in RELATIONS + WARMUP_RELATIONS}
+# The out-of-distribution split's relations: the same entity types, none of the tools above.
+OOD_RELATIONS: tuple[Relation, ...] = (
+    Relation("get_mentor", "person", "person", "mentor", "the mentor of {x}", "Return the person who mentored someone.", "mentor"),
+    Relation("get_alma_mater_city", "person", "city", "alma_mater_city", "the city where {x} studied", "Return the city of a person's university.", "study"),
+    Relation("get_favourite_product", "person", "product", "favourite_product", "the favourite product of {x}", "Return the product a person likes best.", "favourite"),
+    Relation("get_retirement_year", "person", "year", "retirement_year", "the retirement year of {x}", "Return the year a person retired.", "retire", 1970, 2024),
+    Relation("get_founder", "company", "person", "founder", "the founder of {x}", "Return the person who founded a company.", "founder"),
+    Relation("get_largest_customer", "company", "company", "largest_customer", "the largest customer of {x}", "Return the company that buys most from a company.", "customer"),
+    Relation("get_research_centre", "company", "city", "research_centre", "the research centre city of {x}", "Return the city of a company's main research centre.", "research"),
+    Relation("get_revenue_musd", "company", "number", "revenue_musd", "the revenue in million US dollars of {x}", "Return a company's yearly revenue in million US dollars.", "revenue", 5, 90000),
+    Relation("get_successor_product", "product", "product", "successor_product", "the successor product of {x}", "Return the product that replaced a product.", "successor"),
+    Relation("get_assembly_city", "product", "city", "assembly_city", "the assembly city of {x}", "Return the city where a product is assembled.", "assembly"),
+    Relation("get_units_sold", "product", "number", "units_sold", "the number of units sold of {x}", "Return how many units of a product were sold.", "units", 100, 9000000),
+    Relation("get_discontinuation_date", "product", "date", "discontinued_on", "the discontinuation date of {x}", "Return the date a product was discontinued (YYYY-MM-DD).", "discontinue", 1996, 2025),
+    Relation("get_largest_employer", "city", "company", "largest_employer", "the largest employer in {x}", "Return the company employing most people in a city.", "city_employer"),
+    Relation("get_police_chief", "city", "person", "police_chief", "the police chief of {x}", "Return the head of a city's police.", "police"),
+    Relation("get_elevation_m", "city", "number", "elevation_m", "the elevation in metres of {x}", "Return a city's elevation above sea level in metres.", "elevation", 1, 3500),
+    Relation("get_trading_partner", "country", "country", "trading_partner", "the main trading partner of {x}", "Return the country a country trades with most.", "trade"),
+    Relation("get_national_carrier", "country", "company", "national_carrier", "the national airline of {x}", "Return the company that is a country's flag carrier.", "carrier"),
+    Relation("get_prime_minister", "country", "person", "prime_minister", "the prime minister of {x}", "Return a country's head of government.", "premier"),
+    Relation("get_constitution_year", "country", "year", "constitution_year", "the constitution year of {x}", "Return the year a country's constitution was adopted.", "constitution", 1780, 2015),
+)
+RELATION_BY_TOOL = {r.tool: r for r in RELATIONS + WARMUP_RELATIONS + OOD_RELATIONS}
+
+# The out-of-distribution split (`split="ood"`): tools no other split has (OOD_RELATIONS), held-out
+# (test-pool) entity names, chains one hop deeper than the deepest train task (4, train 2-3) and twice
+# the distractor tools (4-8, train 2-4). Only chained scenarios: a one-lookup task has no depth to add.
+OOD_KNOBS = {"scenarios": ("multi_hop", "parallel_multi_hop"), "hops": 4, "branches": 2, "n_distractors": (4, 8)}
 
 
 def relations_for(split: str) -> tuple[Relation, ...]:
-    return WARMUP_RELATIONS if split == "warmup" else RELATIONS
+    return {"warmup": WARMUP_RELATIONS, "ood": OOD_RELATIONS}.get(split, RELATIONS)
+
+
+def name_pool(split: str) -> str:
+    """The entity-name pool a split draws from: the OOD split reuses the held-out test pool."""
+    return "test" if split == "ood" else split
 
 
 # Consecutive hops that lead straight back to where they started ("the country of the capital
@@ -121,6 +154,7 @@ _BACKTRACKS = {
     ("get_sibling", "get_sibling"),
     ("get_sister_city", "get_sister_city"),
     ("get_main_rival", "get_main_rival"),
+    ("get_trading_partner", "get_trading_partner"),
 }
 
 # ---------------------------------------------------------------- names
@@ -160,7 +194,7 @@ def split_of(name: str) -> str:
     the rest split by a hash of the lower-cased text, so pools never overlap."""
     if name[:1] in ("J", "j"):
         return "warmup"
-    return SPLITS[hashlib.sha256(name.casefold().encode("utf-8")).digest()[0] % 2]
+    return ("train", "test")[hashlib.sha256(name.casefold().encode("utf-8")).digest()[0] % 2]
 
 
 def _warmup_name(raw: str) -> str:
@@ -208,7 +242,7 @@ class _World:
                 cand = _warmup_name(cand)
             low = cand.casefold()
             # Same split only; no name inside another, which keeps FTRL substring matching unambiguous.
-            if split_of(cand) == self.split and not any(low in n or n in low for n in self.names):
+            if split_of(cand) == name_pool(self.split) and not any(low in n or n in low for n in self.names):
                 self.names.append(low)
                 if track:
                     self.entities[etype].append(cand)
@@ -486,20 +520,28 @@ def generate_tasks(
     n: int,
     seed: int = 0,
     split: str = "train",
-    scenarios: Sequence[str] = SCENARIOS,
-    hops: int | tuple[int, int] = (2, 3),
-    branches: int | tuple[int, int] = (2, 3),
-    n_distractors: int | tuple[int, int] = (2, 4),
+    scenarios: Sequence[str] | None = None,
+    hops: int | tuple[int, int] | None = None,
+    branches: int | tuple[int, int] | None = None,
+    n_distractors: int | tuple[int, int] | None = None,
     n_decoys: int = 2,
 ) -> list[Task]:
     """n deterministic tasks; task i has scenario scenarios[i % len(scenarios)].
 
     Task i depends only on (split, seed, i, knobs), so a longer run extends a shorter one.
     `hops` applies to the multi-hop scenarios (at least 2), `branches` to the parallel ones
-    (at least 2); an int fixes a knob, a (lo, hi) pair draws it per task.
+    (at least 2); an int fixes a knob, a (lo, hi) pair draws it per task. A knob left None takes
+    the split's default: `OOD_KNOBS` for "ood", else all scenarios, 2-3 hops and branches, 2-4
+    distractors.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    defaults = OOD_KNOBS if split == "ood" else {"scenarios": SCENARIOS, "hops": (2, 3), "branches": (2, 3),
+                                                 "n_distractors": (2, 4)}
+    scenarios = defaults["scenarios"] if scenarios is None else scenarios
+    hops = defaults["hops"] if hops is None else hops
+    branches = defaults["branches"] if branches is None else branches
+    n_distractors = defaults["n_distractors"] if n_distractors is None else n_distractors
     unknown = [s for s in scenarios if s not in SCENARIOS]
     if unknown or not scenarios:
         raise ValueError(f"scenarios must be a non-empty subset of {SCENARIOS}, got {list(scenarios)}")

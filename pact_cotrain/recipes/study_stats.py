@@ -1,0 +1,260 @@
+"""The study's statistics: pure functions over arrays of scores (numpy and the standard library only).
+
+    welch_t_test(pact_seed_means, grpo_seed_means)          -> TestResult (difference, t, df, p)
+    paired_bootstrap(pact_scores, grpo_scores, rng=0)       -> BootstrapResult (mean, 95 % CI, p)
+    holm([p1, p2, ...])                                     -> Holm-adjusted p-values, same order
+    minimum_detectable_difference(seeds=5, tasks=256, seed_std=0.03, task_std=0.35)
+    variance_components(scores)                             -> (seed_std, task_std) of a pilot arm
+
+An arm's scores are a (seeds, tasks) array: row s holds the per-task score (e.g. Solve-F1 in [0, 1])
+of the run with seed s on each evaluation task, every row over the same tasks in the same order
+(`per_task.jsonl.gz` of each run; `per_task_matrix` builds the array). An arm's result is the mean
+of the array: the mean over seeds of each run's mean over tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from statistics import NormalDist
+
+import numpy as np
+
+# ---------------------------------------------------------------------------------------------
+# Student's t distribution (no scipy): the regularised incomplete beta function
+
+
+def _beta_continued_fraction(a: float, b: float, x: float) -> float:
+    """The continued fraction of I_x(a, b) (modified Lentz; Numerical Recipes' betacf)."""
+    tiny, eps = 1e-300, 1e-15
+    qab, qap, qam = a + b, a + 1.0, a - 1.0
+    c, d = 1.0, 1.0 - qab * x / qap
+    d = 1.0 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 10_000):
+        m2 = 2 * m
+        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        h *= d * c
+        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
+        d = 1.0 + aa * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + aa / c
+        c = c if abs(c) > tiny else tiny
+        delta = d * c
+        h *= delta
+        if abs(delta - 1.0) < eps:
+            break
+    return h
+
+
+def regularized_beta(x: float, a: float, b: float) -> float:
+    """I_x(a, b) = B(x; a, b) / B(a, b), for 0 <= x <= 1 and a, b > 0."""
+    if x <= 0.0:
+        return 0.0
+    if x >= 1.0:
+        return 1.0
+    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
+    if x < (a + 1.0) / (a + b + 2.0):  # where the fraction converges fast; else use I_x(a,b) = 1 - I_{1-x}(b,a)
+        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
+    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+
+
+def t_two_sided_p(t: float, df: float) -> float:
+    """P(|T| >= |t|) for Student's T with `df` (real, > 0) degrees of freedom:
+    p = I_{df / (df + t^2)}(df / 2, 1 / 2)."""
+    if math.isinf(t):
+        return 0.0
+    return regularized_beta(df / (df + t * t), df / 2.0, 0.5)
+
+
+# ---------------------------------------------------------------------------------------------
+# Seed-level test
+
+
+@dataclass(frozen=True)
+class TestResult:
+    difference: float  # mean(a) - mean(b)
+    se: float
+    t: float
+    df: float
+    p: float  # two-sided
+
+
+def welch_t_test(a, b) -> TestResult:
+    """Welch's t-test of two arms' per-seed means (one value per seed and arm; unpaired).
+
+        d  = mean(a) - mean(b)
+        se = sqrt(s_a^2 / n_a + s_b^2 / n_b)                    (s^2: sample variances, ddof 1)
+        t  = d / se
+        df = se^4 / ((s_a^2 / n_a)^2 / (n_a - 1) + (s_b^2 / n_b)^2 / (n_b - 1))   (Welch-Satterthwaite)
+        p  = P(|T_df| >= |t|)
+
+    An arm with one value (the deterministic `vanilla` evaluation) contributes no variance and no
+    degrees of freedom: the test becomes a one-sample t-test of the other arm against that value.
+    Both arms with one value, or zero variance with a non-zero difference, give se = 0: p is 0 when
+    d != 0 and 1 when d == 0 (reported, not hidden).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.size == 0 or b.size == 0:
+        raise ValueError("each arm needs at least one per-seed mean")
+    d = float(a.mean() - b.mean())
+    parts = [(float(x.var(ddof=1)) / x.size, x.size - 1) for x in (a, b) if x.size > 1]
+    var = sum(v for v, _ in parts)
+    se = math.sqrt(var)
+    if se == 0.0:
+        return TestResult(d, 0.0, math.copysign(math.inf, d) if d else 0.0, float("nan"), 0.0 if d else 1.0)
+    df = var ** 2 / sum(v ** 2 / n for v, n in parts)
+    t = d / se
+    return TestResult(d, se, t, df, t_two_sided_p(t, df))
+
+
+# ---------------------------------------------------------------------------------------------
+# Task-level paired bootstrap
+
+
+@dataclass(frozen=True)
+class BootstrapResult:
+    mean: float  # the observed difference of arm means, mean(a) - mean(b)
+    low: float  # 2.5th percentile of the bootstrap differences
+    high: float  # 97.5th percentile
+    p: float  # two-sided bootstrap p-value
+    n_boot: int
+
+
+def paired_bootstrap(a, b, n_boot: int = 10_000, rng: int | np.random.Generator = 0, level: float = 0.95,
+                     chunk: int = 500) -> BootstrapResult:
+    """The difference of two arms' means over the same evaluation tasks, with a bootstrap CI and p.
+
+    `a` is (seeds_a, T), `b` is (seeds_b, T); column j of both is task j. One bootstrap replicate
+    draws T task indices with replacement, the *same* for both arms (the pairing: a hard task is hard
+    for both), and, independently per arm, that arm's seeds with replacement:
+
+        d* = mean_{s in S_a*} mean_{j in J*} a[s, j]  -  mean_{s in S_b*} mean_{j in J*} b[s, j]
+
+    The CI is the percentile interval of d* at `level`; the two-sided p-value is
+
+        p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (n_boot + 1))
+
+    (0 outside the percentile CI at level 1 - alpha is, up to the +1s, p < alpha). An arm with one
+    seed contributes only task resampling.
+    """
+    a, b = np.atleast_2d(np.asarray(a, dtype=float)), np.atleast_2d(np.asarray(b, dtype=float))
+    if a.shape[1] != b.shape[1] or a.shape[1] == 0:
+        raise ValueError(f"both arms need the same, non-empty set of tasks (columns): {a.shape} vs {b.shape}")
+    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    n_tasks = a.shape[1]
+    diffs = np.empty(n_boot)
+    for start in range(0, n_boot, chunk):
+        m = min(chunk, n_boot - start)
+        tasks = gen.integers(n_tasks, size=(m, n_tasks))  # (m, T): the same tasks for both arms
+        means = []
+        for arm in (a, b):
+            per_seed = arm[:, tasks].mean(axis=2)  # (seeds, m): each seed's mean over the drawn tasks
+            seeds = gen.integers(arm.shape[0], size=(m, arm.shape[0]))  # (m, seeds) drawn per replicate
+            means.append(np.take_along_axis(per_seed.T, seeds, axis=1).mean(axis=1))
+        diffs[start : start + m] = means[0] - means[1]
+    tail = (1.0 - level) / 2.0
+    below, above = int((diffs <= 0).sum()), int((diffs >= 0).sum())
+    p = min(1.0, 2.0 * min(below + 1, above + 1) / (n_boot + 1))
+    return BootstrapResult(float(a.mean() - b.mean()), float(np.quantile(diffs, tail)),
+                           float(np.quantile(diffs, 1.0 - tail)), p, n_boot)
+
+
+# ---------------------------------------------------------------------------------------------
+# Multiple comparisons
+
+
+def holm(p_values) -> list[float]:
+    """Holm's step-down adjusted p-values, in the input order: with the m p-values sorted ascending,
+
+        p_adj_(i) = max_{j <= i} min(1, (m - j + 1) * p_(j))
+
+    Reject hypothesis i at family-wise level alpha when p_adj_i <= alpha."""
+    p = np.asarray(p_values, dtype=float)
+    m = p.size
+    order = np.argsort(p, kind="stable")
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    adjusted = np.maximum.accumulate(adjusted)
+    out = np.empty(m)
+    out[order] = adjusted
+    return out.tolist()
+
+
+# ---------------------------------------------------------------------------------------------
+# Power
+
+
+def minimum_detectable_difference(seeds: int, tasks: int, seed_std: float, task_std: float,
+                                  alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest true difference of two arms' means that a two-sided test at `alpha` detects with
+    probability `power`, each arm with `seeds` runs evaluated on the same `tasks` tasks (normal
+    approximation):
+
+        Var(arm mean) = seed_std^2 / seeds + task_std^2 / (seeds * tasks)
+        MDD = (z_{1 - alpha/2} + z_{power}) * sqrt(2 * Var(arm mean))
+
+    `seed_std`: the standard deviation, over seeds, of a run's true mean score (training noise, not
+    the noise of scoring a finite task set); `task_std`: the standard deviation of a run's per-task
+    scores around their run mean (for 0/1 scores with mean m, about sqrt(m (1 - m))). Treating task
+    noise as independent between arms ignores the pairing over shared tasks, which cancels part of it:
+    the MDD is conservative. With alpha 0.05 and power 0.8, z_{0.975} + z_{0.8} = 1.95996 + 0.84162
+    = 2.80158.
+    """
+    if seeds < 1 or tasks < 1:
+        raise ValueError("seeds and tasks must be at least 1")
+    z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
+    var_arm = seed_std ** 2 / seeds + task_std ** 2 / (seeds * tasks)
+    return z * math.sqrt(2.0 * var_arm)
+
+
+def seeds_needed(difference: float, tasks: int, seed_std: float, task_std: float, alpha: float = 0.05,
+                 power: float = 0.8, max_seeds: int = 1000) -> int | None:
+    """The fewest seeds per arm whose `minimum_detectable_difference` is at most `difference`
+    (None if more than `max_seeds`)."""
+    for n in range(1, max_seeds + 1):
+        if minimum_detectable_difference(n, tasks, seed_std, task_std, alpha, power) <= difference:
+            return n
+    return None
+
+
+def variance_components(scores) -> tuple[float, float]:
+    """(seed_std, task_std) of one arm's (seeds, T) per-task scores, for `minimum_detectable_difference`.
+
+        task_std^2 = mean over seeds of the sample variance over tasks of that seed's scores
+        seed_std^2 = max(0, sample variance over seeds of the seed means - task_std^2 / T)
+
+    The seed means' variance holds the task noise of a T-task evaluation (task_std^2 / T) on top
+    of the training noise; it is subtracted (method of moments; clamped at 0)."""
+    x = np.atleast_2d(np.asarray(scores, dtype=float))
+    n_seeds, n_tasks = x.shape
+    task_var = float(x.var(axis=1, ddof=1).mean()) if n_tasks > 1 else 0.0
+    seed_var = float(x.mean(axis=1).var(ddof=1)) - task_var / n_tasks if n_seeds > 1 else 0.0
+    return math.sqrt(max(0.0, seed_var)), math.sqrt(task_var)
+
+
+# ---------------------------------------------------------------------------------------------
+# From per-task rows to arrays
+
+
+def per_task_matrix(rows: list[dict], metric: str = "solve_f1", eval_set: str | None = None,
+                    tasks: list[str] | None = None) -> tuple[np.ndarray, list[int], list[str]]:
+    """(scores (seeds, T), seeds, task ids) from one arm's `per_task.jsonl.gz` rows (dicts with seed,
+    eval_set, task_id and the metric). Rows of other sets are skipped; every seed must have scored
+    every task any seed scored (in `tasks` order when given, else sorted ids), or a ValueError says which is missing."""
+    by_seed: dict[int, dict[str, float]] = {}
+    for row in rows:
+        if eval_set is None or row["eval_set"] == eval_set:
+            by_seed.setdefault(int(row["seed"]), {})[row["task_id"]] = float(row[metric])
+    if not by_seed:
+        raise ValueError(f"no per-task rows for eval set {eval_set!r}")
+    ids = list(tasks) if tasks is not None else sorted(set().union(*by_seed.values()))
+    seeds = sorted(by_seed)
+    for seed in seeds:
+        missing = [i for i in ids if i not in by_seed[seed]]
+        if missing:
+            raise ValueError(f"seed {seed} has no score for {len(missing)} task(s), e.g. {missing[0]}")
+    return np.array([[by_seed[s][i] for i in ids] for s in seeds]), seeds, ids

@@ -11,6 +11,14 @@ each component's characters in that text, and a token takes the label of the cha
 (a token touching any tool-response character is a tool-response token, so no target mask can ever
 include one). Prompt and target are tokenised separately and concatenated, so the prompt ids are
 exactly the ids a rollout starts from.
+
+The target h is rendered turn by turn, as a token-exact rollout holds it (`trace_target_text`):
+each assistant turn as the template writes the turn being generated, each run of tool messages
+(and the next assistant header) as `observation_text` inserts it. Templates that re-render history
+(Qwen3 drops the reasoning of assistant turns before the last user query, and writes no think block
+for a non-final turn without reasoning) therefore never drop a trace turn's reasoning from the
+target. On our ChatML template and on Qwen3 traces with reasoning in every turn this is the
+template's own rendering of the whole conversation, character for character.
 """
 
 from __future__ import annotations
@@ -173,8 +181,8 @@ def _label_target(target: str, trace: list[dict], eos_token: str, turn_header: s
     therefore supervises `<think>` iff k >= 1 and `</think>` iff k = n: when the block's last segment is
     unsupervised, so is `</think>` (the model is never taught to close a reasoning block it was not
     taught to finish). Whitespace after `</think>` joins the component that follows, like all text
-    between components. A turn without reasoning text (Qwen3's empty `<think>\n\n</think>` on a
-    final turn) has no segment to go with, so its think tags join the following component.
+    between components. A turn without reasoning text (Qwen3's empty `<think>\n\n</think>` as generated,
+    see `trace_target_text`) has no segment to go with, so its think tags join the following component.
 
     Every assistant turn's role header is template, including a turn that follows another assistant
     turn directly (no tool response in between)."""
@@ -261,18 +269,58 @@ def _assistant_header(tokenizer) -> str:
     return with_header[len(apply_template(tokenizer, probe, None, add_generation_prompt=False)):]
 
 
+def _turn_as_generated(tokenizer, message: dict, tools: list[dict] | None) -> tuple[str, str]:
+    """An assistant message as the template writes the turn being generated: (what the model writes
+    after the generation prompt, up to and including its end-of-turn token; what the template writes
+    after that token). Rendered after a probe user query, so no history can change it (Qwen3 writes a
+    think block, empty when there is no reasoning, for exactly this turn)."""
+    probe = [{"role": "user", "content": "?"}]
+    head = apply_template(tokenizer, probe, tools, add_generation_prompt=True)
+    full = apply_template(tokenizer, probe + [message], tools, add_generation_prompt=False)
+    if not full.startswith(head):
+        raise ValueError("the chat template renders an assistant turn without its own generation prompt; "
+                         "its turns cannot be rendered as generated")
+    turn = full[len(head):]
+    eos = tokenizer.eos_token or ""
+    cut = turn.index(eos) + len(eos) if eos and eos in turn else len(turn)
+    return turn[:cut], turn[cut:]
+
+
+def trace_target_text(tokenizer, trace: list[dict], tools: list[dict] | None) -> str:
+    """The expert trace h as the text after the prompt's generation prompt, turn by turn, as a
+    token-exact rollout that sampled the expert's turns holds it:
+
+        h = turn(a_1) + obs(T_1) + turn(a_2) + ... + obs(T_{n-1}) + turn(a_n) + tail(a_n)
+
+    turn(a) is `_turn_as_generated`, obs(T) the tool messages between two assistant turns and the
+    next assistant header exactly as the rollout engine inserts them (`observation_text`), tail the
+    template's text after the last end-of-turn token. Every trace turn's reasoning is therefore in
+    the target even where the template would drop it from a re-rendered history."""
+    if not trace or trace[0]["role"] != "assistant" or trace[-1]["role"] != "assistant":
+        raise ValueError("an expert trace starts and ends with an assistant turn")
+    parts, between, tail = [], [], ""
+    for msg in trace:
+        if msg["role"] != "assistant":
+            between.append(msg)
+            continue
+        if parts:
+            parts.append(observation_text(tokenizer, between, tools))
+        turn, tail = _turn_as_generated(tokenizer, msg, tools)
+        parts.append(turn)
+        between = []
+    return "".join(parts) + tail
+
+
 def render_trace_target(tokenizer, task: Task) -> RenderedSequence:
     """[x ; h]: the prompt-only context followed by the expert trace, labelled per token (spec 3)."""
     if not task.trace:
         raise ValueError(f"task {task.id}: has no expert trace")
     context = prompt_text(tokenizer, task)
-    full = apply_template(tokenizer, task.messages + task.trace, task.tools, add_generation_prompt=False)
-    if not full.startswith(context):
-        raise ValueError(
-            f"task {task.id}: the chat template renders the prompt differently with and without the trace; "
-            "rendering pieces would not concatenate to the full rendering"
-        )
-    target = full[len(context) :]
+    try:
+        target = trace_target_text(tokenizer, task.trace, task.tools)
+    except ValueError as exc:
+        raise ValueError(f"task {task.id}: {exc}") from None
+    full = context + target
     context_ids = encode(tokenizer, context)
     enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
     spans = _label_target(target, task.trace, tokenizer.eos_token or "", _assistant_header(tokenizer))
@@ -321,7 +369,10 @@ def observation_text(tokenizer, tool_messages: list[dict], tools: list[dict] | N
     return after[turn_end:]
 
 
-_GENERATED_PATTERNS = (("reasoning", re.compile(r"<think>.*?(?:</think>|$)", re.S)),
+# Reasoning: a `<think>` block (open to the end of a cut turn), or everything up to a first `</think>`
+# that no `<think>` precedes (a template may put the opening tag in the generation prompt; the
+# environments' `split_reasoning` reads such a turn the same way).
+_GENERATED_PATTERNS = (("reasoning", re.compile(r"\A(?:(?!<think>).)*?</think>|<think>.*?(?:</think>|$)", re.S)),
                        ("tool_call", re.compile(r"<tool_call>.*?(?:</tool_call>|$)", re.S)))
 
 

@@ -160,6 +160,17 @@ def _inspect(args) -> int:
     return 0
 
 
+def _plan(args) -> int:
+    from pact_cotrain.planning.report import format_plan
+    from pact_cotrain.planning.run import PlanOptions, make_plan
+
+    options = PlanOptions(gpus=args.gpus, gpu_memory_gb=args.gpu_memory, device=args.device, sharding=args.sharding,
+                          throughput_tflops=args.throughput_tflops, calibration=args.calibration, mfu=args.mfu,
+                          rollout_shape=args.rollout_shape, chars_per_token=args.chars_per_token)
+    print(format_plan(make_plan(args.config, args.overrides, options)))
+    return 0
+
+
 def _train_epilog() -> str:
     from pact_cotrain.recipes.train import builtin_configs
 
@@ -295,6 +306,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="start although the caps cut more than 5%% of the expert turns or traces (the report says so)")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=_study)
+
+    p = sub.add_parser("plan", help="tokens, FLOPs, memory per GPU and wall time of a train config, without running it")
+    p.add_argument("--config", required=True, help="YAML file or a built-in name (as pact train)")
+    p.add_argument("--gpus", type=int, default=1, help="devices (processes), each running prompts_per_step prompts")
+    p.add_argument("--gpu-memory", type=float, default=None, help="GB per device (default: the device's)")
+    p.add_argument("--device", choices=["h100", "h200", "a100", "cpu"], default="h100",
+                   help="peak FLOP/s and HBM bandwidth table (cpu: needs --calibration)")
+    p.add_argument("--sharding", choices=["none", "zero2", "zero3", "fsdp"], default=None,
+                   help="optimiser/weight sharding (default: zero3 with more than one GPU, else none)")
+    rate = p.add_mutually_exclusive_group()
+    rate.add_argument("--throughput-tflops", type=float, default=None,
+                      help="achieved training TFLOP/s per device (instead of peak x --mfu)")
+    rate.add_argument("--calibration", default=None, help="a JSON of measured rates (benchmarks/plan_validate.py)")
+    p.add_argument("--mfu", type=float, default=0.35, help="assumed model FLOPs utilisation of training and prefill")
+    p.add_argument("--rollout-shape", choices=["caps", "traces"], default="caps",
+                   help="rollout length: every turn at the caps (upper bound), or as long as the expert traces")
+    p.add_argument("--chars-per-token", type=float, default=None,
+                   help="count tokens as characters / this instead of with the model's local tokenizer")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, as pact train (e.g. model=Qwen/Qwen3-4B)")
+    p.set_defaults(func=_plan)
 
     p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, warm up, train PACT on toolworld for a fixed "
                                     "number of steps, evaluate, save runs/demo/final, report")

@@ -1,25 +1,64 @@
-"""A 2-process CPU run (gloo): one step under DDP, and both ranks end with the same weights.
+"""Rollouts in every process (gloo, 2 CPU processes) equal one process given both processes' prompts.
 
-Launched with torchrun (`python -m torch.distributed.run`); accelerate reads its environment and sets
-up gloo on CPU. On GPUs the same script runs under `accelerate launch --config_file configs/accelerate/...`."""
+Two runs of tests/distributed_step.py, each launched with torchrun (accelerate reads its environment and
+sets up gloo on CPU), 2 steps each:
 
+* 2 processes x 2 prompts (K=2): every process rolls out its own prompts;
+* 1 process x 4 prompts, rolled out in 2 chunks of 2 prompts (sampling.generation_batch_size=4), which
+  are the chunks and seeds the 2 processes use (training/distributed.py).
+
+The same sampler order gives the same 4 prompts per step, so the rollouts are token-identical, and the
+gradient DDP applies (the average of the processes' scaled gradients) must equal the single process's.
+Equality is to float tolerance, not bitwise: the sums run in another order (2 partial sums all-reduced).
+"""
+
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _launch(out: Path, n_processes: int, prompts: int, steps: int, generation_batch: str = "null") -> list[dict]:
+    out.mkdir()
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n_processes),
+           "--standalone", str(ROOT / "tests" / "distributed_step.py"), str(out), str(prompts), str(steps),
+           generation_batch]
+    # one thread per process: torchrun's default with several processes, set for the single one too
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
+    lines = re.findall(rf"RANK (\d)/{n_processes} backend=(\w+) step=(\d+) params=(\w+)", proc.stdout)
+    assert proc.returncode == 0 and len(lines) == n_processes, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(n_processes)]
+
+
 @pytest.mark.slow
-def test_two_process_gloo_step(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-           str(ROOT / "tests" / "distributed_step.py"), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=ROOT)
-    lines = re.findall(r"RANK (\d)/2 backend=(\w+) step=(\d+) checksum=([-\d.]+)", proc.stdout)
-    assert proc.returncode == 0 and len(lines) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert {l[0] for l in lines} == {"0", "1"}
-    assert all(l[1] == "gloo" and l[2] == "1" for l in lines)
-    assert lines[0][3] == lines[1][3]  # DDP kept the replicas identical after the update
+def test_rollouts_in_every_process_equal_one_process_step(tmp_path):
+    ranks = _launch(tmp_path / "two", 2, prompts=2, steps=2)
+    (single,) = _launch(tmp_path / "one", 1, prompts=4, steps=2, generation_batch="4")
+    assert [r["backend"] for r in ranks] == ["gloo", "gloo"]
+    assert all(len(r["steps"]) == 2 for r in ranks) and len(single["steps"]) == 2
+    for step in range(2):
+        r0, r1, one = ranks[0]["steps"][step], ranks[1]["steps"][step], single["steps"][step]
+        # each process rolled out its own prompts: different ones, together the single process's step
+        assert not set(r0["task_ids"]) & set(r1["task_ids"]), (r0["task_ids"], r1["task_ids"])
+        assert r0["task_ids"] + r1["task_ids"] == one["task_ids"]
+        assert r0["completions"] + r1["completions"] == one["completions"]  # same chunks, same seeds
+        assert r0["anchor"] + r1["anchor"] == one["anchor"]  # one draw for the step, split by process
+        # DDP kept the replicas bit-identical (same gradient after the all-reduce, same update)
+        assert torch.equal(r0["grad"], r1["grad"])
+        assert r0["params_after"] == r1["params_after"]
+        # the update is the single process's: mean_r (N D_r / D) grad L_r = grad L
+        torch.testing.assert_close(r0["grad"], one["grad"], rtol=1e-5, atol=1e-7)
+        # the step-global normalisers are what made it so: s_r = N * D_r / D for RL tokens and SFT N_sup
+        n0, n1 = r0["n_tokens"], r1["n_tokens"]
+        assert n0 + n1 == one["n_tokens"] and n0 != n1  # unequal shares: a per-process mean would be wrong
+        assert r0["rl_loss_scale"] == pytest.approx(2 * n0 / (n0 + n1))
+        assert r1["sft_loss_scale"] == pytest.approx(2 * r1["n_sft"] / one["n_sft"])
+    # the logged loss (TRL averages it over processes) is the single process's
+    assert ranks[0]["logged_losses"] == pytest.approx(single["logged_losses"], rel=1e-5, abs=1e-7)

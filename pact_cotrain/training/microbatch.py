@@ -49,6 +49,9 @@ SFT_TENSORS = ("sft_reasoning_mask", "sft_toolcall_mask", "sft_answer_mask")
 # (reward mean/std over all K of a group, the rollouts' own metrics, the rollout wall time).
 STEP_FIELDS = ("plan", "task_ids", "step", "episodes", "rewards", "rollout_seconds")
 MICRO_BATCH_FIELDS = ("micro_batch", "row_group", "rl_loss_scale", "sft_loss_scale")
+# With several processes the step's batch carries its process's share N * D_r / D of each loss
+# (`distributed.loss_scales`); every part's own scale D_part / D_r is multiplied by it.
+PROCESS_SCALES = ("rl_loss_scale", "sft_loss_scale")
 
 # Metrics a part appends that add up to the step's value (losses already carry their scale, token
 # and row counts, the step's time); every other metric is averaged over the parts, as TRL does
@@ -206,7 +209,7 @@ def split_batch(batch: dict, budget: int, k: int, prompt_rows: torch.Tensor | No
     D_part / D_step (module docstring). `prompt_rows` / `trace_rows`: the rows scored in each context
     (None: none, or no RL this step); `sft_weights`: (tool-call, answer) weights of the step's SFT
     term, None when the step has none."""
-    known = set(ROLLOUT_LISTS + ROLLOUT_TENSORS + SFT_LISTS + SFT_TENSORS + STEP_FIELDS)
+    known = set(ROLLOUT_LISTS + ROLLOUT_TENSORS + SFT_LISTS + SFT_TENSORS + STEP_FIELDS + PROCESS_SCALES)
     unknown = sorted(set(batch) - known)
     if unknown:
         raise ValueError(f"micro-batching does not know how to split the batch field(s) {unknown}: "
@@ -220,10 +223,12 @@ def split_batch(batch: dict, budget: int, k: int, prompt_rows: torch.Tensor | No
     out = []
     for part in parts:
         sub = slice_batch(batch, part, k)
+        # times the process's own share of the step (1 with one process; distributed.loss_scales)
         if part.rows:
-            sub["rl_loss_scale"] = rl_normaliser(sub["loss_mask"], aggregation, max_tokens) / rl_total
+            sub["rl_loss_scale"] = (rl_normaliser(sub["loss_mask"], aggregation, max_tokens) / rl_total
+                                    * batch.get("rl_loss_scale", 1.0))
         if part.sft:
-            sub["sft_loss_scale"] = sft_normaliser(sub, *sft_weights) / sft_total
+            sub["sft_loss_scale"] = sft_normaliser(sub, *sft_weights) / sft_total * batch.get("sft_loss_scale", 1.0)
         out.append(sub)
     return out
 

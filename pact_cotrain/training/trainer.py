@@ -32,7 +32,7 @@ from pact_cotrain.data.trace_format import Task
 from pact_cotrain.render import prompt_ids, render_trace_target
 from pact_cotrain.rewards.episode import EpisodeReward
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
-from pact_cotrain.training import microbatch
+from pact_cotrain.training import distributed, microbatch
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
 from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
@@ -77,9 +77,6 @@ class PACTTrainer(GRPOTrainer):
         self._rollout_copy = None
         if rollout_backend not in ("hf", "vllm"):
             raise ValueError(f"train.rollout_backend must be hf or vllm, got {rollout_backend!r}")
-        if rollout_backend == "vllm" and self.accelerator.num_processes > 1:
-            raise NotImplementedError("train.rollout_backend=vllm runs one engine in this process; with several "
-                                      "processes use rollout_backend=hf (vLLM server mode is not wired in yet)")
         self.rollout_backend = rollout_backend
         # Scoring: one forward per shared-prefix group (no padding) or one batched forward (see
         # `packed_completion_logps`). Default: per group on CPU, where batching buys nothing.
@@ -143,6 +140,10 @@ class PACTTrainer(GRPOTrainer):
             batch.update(self._rl_batch(tasks, plan, seed))
         if plan.sft_coef > 0:
             batch.update(self._sft_batch(tasks, plan))
+        # Several processes: each loss scaled by N * D_r / D, D the step's normaliser over every process.
+        batch.update(distributed.loss_scales(
+            self.accelerator, batch, plan.rl, self.method.aggregation, self.sampling.max_completion_tokens,
+            (plan.toolcall_weight, plan.answer_weight) if plan.sft_coef > 0 else None))
         return batch
 
     @torch.no_grad()
@@ -177,10 +178,13 @@ class PACTTrainer(GRPOTrainer):
                 raise NotImplementedError("train.rollout_backend=vllm with LoRA: merge the adapter first "
                                           "(not wired in yet); use rollout_backend=hf")
             kwargs = dict(self.vllm_kwargs)
+            # Several processes: one engine per process (tensor_parallel_size 1, its own seed), see distributed.py.
+            kwargs.update(distributed.vllm_process_kwargs(self.accelerator, self.args.seed, kwargs))
             path = kwargs.pop("model_path", None) or model.config._name_or_path
             dtype = self.rollout_dtype or next(model.parameters()).dtype
+            seed = kwargs.pop("seed", self.args.seed)
             self._vllm = VLLMBackend(path, eos_token_id=self.processing_class.eos_token_id,
-                                     dtype=str(dtype).removeprefix("torch."), seed=self.args.seed, **kwargs)
+                                     dtype=str(dtype).removeprefix("torch."), seed=seed, **kwargs)
         if self._vllm_synced_step != self.state.global_step:
             started = time.perf_counter()
             self._vllm.load_weights(model)
@@ -207,10 +211,13 @@ class PACTTrainer(GRPOTrainer):
         # No autocast here: decoding is memory-bound, and autocast would re-cast every weight at every
         # token. Sampling log-probs only feed diagnostics; pi_old comes from the training pass.
         # `generation_batch_size` rollouts at a time (whole groups), each chunk with its own seed.
+        # With several processes, chunk c of process r is the single process's chunk r * C + c (distributed.py).
         episodes = []
-        for c, chunk in enumerate(microbatch.generation_chunks(len(tasks), k, self.generation_batch_size)):
-            episodes += engine.rollout(tasks[chunk], k=k, seed=microbatch.chunk_seed(seed, c),
-                                       context_trace_view=plan.rollout_trace_view)
+        chunks = microbatch.generation_chunks(len(tasks), k, self.generation_batch_size)
+        rank, n_processes = distributed.world(self.accelerator)
+        for c, chunk in enumerate(chunks):
+            chunk_seed = distributed.rollout_chunk_seed(seed, c, len(chunks), rank)
+            episodes += engine.rollout(tasks[chunk], k=k, seed=chunk_seed, context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
         if policy is not None:
             policy.train(was_training)
@@ -225,7 +232,9 @@ class PACTTrainer(GRPOTrainer):
         if self.method.anchor_mode == "mixture":
             anchor = torch.full((len(tasks),), plan.anchor_q >= 1.0)
         else:
-            anchor = losses.draw_anchor_mask(len(tasks), plan.anchor_q, generator)
+            # drawn for the whole step's prompts (every process's), this process keeping its share
+            anchor = distributed.local_share(losses.draw_anchor_mask(len(tasks) * n_processes, plan.anchor_q,
+                                                                     generator), rank, n_processes)
         # An untraced prompt has no h to condition on: anchored (b_x = 1, prompt-only GRPO) whatever the
         # draw; the traced prompts keep theirs (the generator is consumed the same way).
         traced = torch.tensor([bool(t.trace) for t in tasks], dtype=torch.bool)
@@ -473,6 +482,12 @@ class PACTTrainer(GRPOTrainer):
         microbatch.merge_step_metrics(metrics, before)
         metrics["micro_batches"].append(float(len(parts)))
         return loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """TRL's log, with every metric averaged over processes first (distributed.py)."""
+        distributed.mean_metrics_across_processes(self.accelerator,
+                                                  self._metrics["train" if self.model.training else "eval"])
+        super().log(logs, start_time)
 
     # ------------------------------------------------------------------ checkpoints
 

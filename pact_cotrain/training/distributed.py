@@ -1,0 +1,191 @@
+"""Rollouts in every process: what makes N processes' step the single process's step (issue 12 item 2).
+
+Under `accelerate launch --num_processes N` (or torchrun) every process rolls out its own share of the
+step. TRL's RepeatSampler yields the step's N * P prompts, each repeated K times consecutively, and
+accelerate hands process r the r-th run of P * K rows, so a group's K rollouts are always in one process
+(`PACTTrainer._batch_tasks` checks it) and group advantages never need another process's rewards.
+`train.prompts_per_step` is P, the prompts of ONE process (TRL's per_device_train_batch_size / K).
+
+Three things make the N processes' update the update of one process given all N * P prompts:
+
+1. Loss normalisers are step-global. Process r's loss is  L_r = sum_{i in r} c_i / D_r  (its own
+   normaliser D_r, e.g. its masked token count), and DDP averages gradients over processes, so without
+   a correction the update would follow  (1/N) sum_r L_r,  which is not  L = sum_i c_i / D  with
+   D = sum_r D_r  unless every D_r is equal. Each process therefore multiplies its loss by
+
+       s_r = N * D_r / D,     so that     (1/N) sum_r s_r L_r = sum_r sum_{i in r} c_i / D = L.
+
+   D = sum_r D_r is one all-reduce per step (RL and SFT together). With `seq_mean_token_mean` and
+   `token_sum_norm` every D_r is equal and s_r = 1 exactly; `token_mean` and the SFT term's N_sup need
+   it. `microbatch.split_batch` multiplies its own part scales by s_r. (TRL does the same for its
+   token-level losses with `num_items_in_batch` summed over processes.)
+2. Random draws are the single process's. Anchoring draws b_x for all N * P prompts from the step's
+   generator and process r keeps its slice; rollout chunk c of process r uses the seed that chunk
+   r * C + c of the single process uses (C chunks per process), so rank r rolls out with its own seed
+   and N processes with `generation_batch_size` = B reproduce one process with the same chunks.
+3. Logged metrics are averaged over processes (`mean_metrics_across_processes`), so rank 0's log shows
+   the step, not its own share (a scaled loss averages back to L).
+
+vLLM in every process (TRL's colocate pattern): each process builds its own engine with
+tensor_parallel_size 1 and `distributed_executor_backend="external_launcher"`, which makes vLLM use the
+torch.distributed job it finds instead of starting its own (it reads RANK, LOCAL_RANK, WORLD_SIZE,
+MASTER_ADDR/PORT), and its own seed offset; `vllm_process_kwargs` returns those arguments.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+
+from pact_cotrain.errors import UserError
+from pact_cotrain.training import microbatch
+
+
+def world(accelerator) -> tuple[int, int]:
+    """(this process's index, number of processes)."""
+    return accelerator.process_index, accelerator.num_processes
+
+
+# ----------------------------------------------------------------------------------- random draws
+
+
+def rollout_chunk_seed(seed: int, chunk: int, chunks_per_process: int, rank: int) -> int:
+    """The seed of this process's rollout chunk `chunk`: the single process's chunk rank * C + chunk."""
+    return microbatch.chunk_seed(seed, rank * chunks_per_process + chunk)
+
+
+def local_share(draw: torch.Tensor, rank: int, n_processes: int) -> torch.Tensor:
+    """Process `rank`'s slice of a draw made for the whole step (N equal shares, in rank order)."""
+    if draw.shape[0] % n_processes:
+        raise ValueError(f"a step-wide draw of {draw.shape[0]} entries does not split into {n_processes} shares")
+    share = draw.shape[0] // n_processes
+    return draw[rank * share : (rank + 1) * share]
+
+
+# ----------------------------------------------------------------------------------- normalisers
+
+
+def rl_raw_normaliser(mask: torch.Tensor, aggregation: str, max_tokens: int | None) -> float:
+    """D_r before the clamp to >= 1 that only `token_mean` applies: what sums over processes."""
+    if aggregation == "token_mean":
+        return float(int((mask != 0).sum()))
+    return microbatch.rl_normaliser(mask, aggregation, max_tokens)
+
+
+def sft_raw_normaliser(batch: dict, toolcall_weight: float, answer_weight: float) -> float:
+    """N_sup of this process's traces (0 without any), before the clamp to >= 1."""
+    if "sft_targets" not in batch:
+        return 0.0
+    from pact_cotrain import losses
+
+    mask = batch["sft_toolcall_mask"]
+    _, stats = losses.component_sft_loss(torch.zeros(mask.shape), batch["sft_reasoning_mask"], mask,
+                                         toolcall_weight, 1.0, batch["sft_answer_mask"], answer_weight)
+    return float(int(stats["n_supervised"]))
+
+
+def process_scale(local_raw: float, total_raw: float, n_processes: int, clamp: bool) -> float:
+    """s_r = N * D_r / D (module docstring). `clamp`: both normalisers are max(., 1), as the loss's own
+    (a process with no tokens has a zero loss; its scale is then harmless)."""
+    local, total = (max(local_raw, 1.0), max(total_raw, 1.0)) if clamp else (local_raw, total_raw)
+    if total == 0:
+        return 1.0
+    return n_processes * local / total
+
+
+def all_reduce_sum(accelerator, values: list[float]) -> list[float]:
+    """Sums over processes (float64, so integer token counts add exactly)."""
+    t = torch.tensor(values, dtype=torch.float64, device=accelerator.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.SUM)
+    return t.tolist()
+
+
+def loss_scales(accelerator, batch: dict, rl: bool, aggregation: str, max_tokens: int | None,
+                sft_weights: tuple[float, float] | None) -> dict:
+    """{"rl_loss_scale": s_r, "sft_loss_scale": s_r} for this process's step batch; {} with one process.
+
+    Every process must call this once per built batch, in the same order (one all-reduce), whether or
+    not it holds RL rows or SFT traces itself: `rl` and `sft_weights` follow the step's plan, which is
+    the same in every process."""
+    rank, n = world(accelerator)
+    if n == 1:
+        return {}
+    rl_local = rl_raw_normaliser(batch["loss_mask"], aggregation, max_tokens) if rl else 0.0
+    sft_local = sft_raw_normaliser(batch, *sft_weights) if sft_weights is not None else 0.0
+    rl_total, sft_total = all_reduce_sum(accelerator, [rl_local, sft_local])
+    out = {}
+    if rl:
+        out["rl_loss_scale"] = process_scale(rl_local, rl_total, n, clamp=aggregation == "token_mean")
+    if sft_weights is not None and "sft_targets" in batch:
+        out["sft_loss_scale"] = process_scale(sft_local, sft_total, n, clamp=True)
+    return out
+
+
+# ----------------------------------------------------------------------------------- metrics
+
+
+def mean_metrics_across_processes(accelerator, metrics: dict[str, list[float]]) -> None:
+    """Replace each metric's list by one value: the mean over processes of each process's mean (NaN
+    entries skipped, as TRL's `log` does; a process without the metric is left out). Every process
+    must call it at the same log (TRL's `log` runs in all of them)."""
+    if accelerator.num_processes == 1:
+        return
+    local = {}
+    for key, values in metrics.items():
+        valid = [v for v in values if not math.isnan(v)]
+        local[key] = sum(valid) / len(valid) if valid else math.nan
+    gathered: list[dict] = [None] * accelerator.num_processes
+    torch.distributed.all_gather_object(gathered, local)
+    for key in sorted({key for part in gathered for key in part}):
+        values = [part[key] for part in gathered if key in part and not math.isnan(part[key])]
+        metrics[key] = [sum(values) / len(values)] if values else [math.nan]
+
+
+# ----------------------------------------------------------------------------------- vLLM
+
+
+def vllm_process_kwargs(accelerator, seed: int, user_kwargs: dict) -> dict:
+    """The VLLMBackend arguments that give this process its own colocated engine (TRL's colocate mode
+    with tensor_parallel_size 1): {} with one process.
+
+    `external_launcher` makes vLLM join the torch.distributed job already running (every process is
+    its own data-parallel replica) instead of initialising one of its own on the same MASTER_PORT; the
+    engine core must stay in this process for that (VLLMBackend's default, in_process=True)."""
+    rank, n = world(accelerator)
+    if n == 1:
+        return {}
+    tp = user_kwargs.get("tensor_parallel_size", 1)
+    if tp != 1:
+        raise UserError(f"train.vllm.tensor_parallel_size={tp} with {n} processes: each process holds its own "
+                        f"engine with tensor_parallel_size 1 (drop the key, or run one process)")
+    if user_kwargs.get("in_process") is False:
+        raise UserError("train.vllm.in_process=false with several processes: a colocated engine must run "
+                        "in its training process (drop the key)")
+    check_full_parameters(accelerator)
+    # vLLM reads these when the engine is built; torchrun and accelerate launch set them, a custom
+    # launcher might not (TRL sets them the same way).
+    os.environ["RANK"] = str(rank)
+    os.environ["LOCAL_RANK"] = str(accelerator.local_process_index)
+    os.environ["WORLD_SIZE"] = str(n)
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    if "MASTER_PORT" not in os.environ:
+        raise UserError("train.rollout_backend=vllm with several processes needs MASTER_PORT set "
+                        "(accelerate launch and torchrun set it)")
+    return {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1, "seed": seed + rank}
+
+
+def check_full_parameters(accelerator) -> None:
+    """`VLLMBackend.load_weights` pushes `model.named_parameters()`: full tensors under DDP and ZeRO-1/2,
+    shards under FSDP and ZeRO-3, which would load a slice of every weight into the engine."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.distributed_type == DistributedType.FSDP:
+        raise UserError("train.rollout_backend=vllm under FSDP: the engine would receive parameter shards "
+                        "(not wired in); use DDP or DeepSpeed ZeRO-2, or rollout_backend=hf")
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        stage = accelerator.state.deepspeed_plugin.zero_stage
+        if stage == 3:
+            raise UserError("train.rollout_backend=vllm under DeepSpeed ZeRO-3: the engine would receive "
+                            "parameter partitions (not wired in); use ZeRO-2 or DDP, or rollout_backend=hf")

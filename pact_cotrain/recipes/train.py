@@ -161,6 +161,9 @@ def load_train_tasks(data: dict) -> list[Task]:
 
         tasks = generate_tasks(data["n_train"], seed=data.get("toolworld_seed", 0), split=data.get("split", "train"))
     elif data["source"] == "file":
+        if not data.get("path") or not os.path.isfile(data["path"]):  # e.g. a paper recipe's trace file not made yet
+            raise UserError(f"data.path={data.get('path')!r}: no such file (data.source=file reads a task/trace "
+                            "JSONL; `pact data convert` or `pact data traces` writes one)")
         tasks = load_tasks(data["path"])
     else:
         raise ValueError(f"data.source must be toolworld or file, got {data['source']!r}")

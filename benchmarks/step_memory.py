@@ -1,17 +1,25 @@
-"""Peak memory and seconds of one PACT step, unsplit vs micro-batched (`train.micro_batch_tokens`).
+"""Peak memory of one PACT step against the step's size, at a fixed micro-batch (`train.micro_batch_tokens`).
 
-Each variant runs in a fresh subprocess (a process's peak RSS only ever grows, so variants in one
-process would hide each other): it builds the trainer, trains 2 steps and measures the second (the
-optimiser state exists by then), from `on_step_begin` to `on_step_end`: wall seconds, rollout
-seconds, the peak RSS during the step (Linux: VmHWM after resetting it through /proc/self/clear_refs)
-and that peak above the RSS at the step's start; on a GPU, torch.cuda.max_memory_allocated instead.
-Both steps roll out the same prompts the same way in every variant (fixed seed).
+Default: SmolLM2-135M-Instruct (`pact models prepare smollm2-135m-instruct` first) at prompts_per_step
+2, 4, 8 and 16 with micro_batch_tokens=2000 and sampling.generation_batch_size=2k (both fixed, so
+only the number of micro-batches and decoding chunks grows with the step); the last line is
+`peak_memory_ratio_16_vs_2: R`. With exact micro-batching the step's peak should barely grow
+(target R <= 1.25): what grows is the batch's token lists and per-row tensors, not activations.
 
-    python benchmarks/step_memory.py                                   # tiny random Llama, unsplit vs 2 budgets
-    python benchmarks/step_memory.py --budgets 4000 1500 --prompts 4 --k 4
-    python benchmarks/step_memory.py --model smollm2-135m-instruct     # any registry name / HF dir
-    python benchmarks/step_memory.py --sweep 2 4 8 16 --budgets 2000   # prompts_per_step sweep at one budget;
-                                                                       # last line: peak_memory_ratio_16_vs_2: R
+Each configuration runs in a fresh subprocess (a process's peak RSS only ever grows, so variants in one
+process would hide each other): it builds the trainer, trains `--steps` steps (default 2) and measures
+the last (with 2, the optimiser state exists when it starts), from `on_step_begin` to `on_step_end`:
+wall seconds, rollout seconds, the step's forward tokens (`tokens`: every distinct context once), the
+peak RSS during the step (Linux: VmHWM after resetting it through /proc/self/clear_refs; elsewhere
+ru_maxrss, the process's lifetime peak) and that peak above the RSS at the step's start; on a GPU,
+torch.cuda.max_memory_allocated instead. Rollouts are seeded: configurations of one step size roll out
+the same prompts the same way.
+
+    python benchmarks/step_memory.py                                   # the sweep above (SmolLM2)
+    python benchmarks/step_memory.py --sweep 2 4 --budgets 1000 --max-completion-tokens 32   # smaller
+    python benchmarks/step_memory.py --model tiny --compare-budgets    # random tiny Llama: unsplit vs
+                                                                       # about 1/2 and 1/5 of the step's tokens
+    python benchmarks/step_memory.py --compare-budgets --prompts 4 --budgets 4000 1500
 
 No assertion on time or memory: it prints numbers.
 """
@@ -77,14 +85,14 @@ def _model(spec: str):
 
 
 def run_variant(args) -> dict:
-    """One variant in this process: 2 steps, the second measured."""
+    """One variant in this process: `args.steps` steps, the last measured."""
     from transformers import TrainerCallback
 
     from pact_cotrain.recipes.train import build_trainer, load_config
     from pact_cotrain.training import microbatch
 
     model, tokenizer = _model(args.model)
-    overrides = [f"train.prompts_per_step={args.prompts}", f"train.k={args.k}", "train.max_steps=2",
+    overrides = [f"train.prompts_per_step={args.prompts}", f"train.k={args.k}", f"train.max_steps={args.steps}",
                  "train.report_to=[]", "train.disable_tqdm=true", "train.save_steps=0", "train.logging_steps=1",
                  f"sampling.max_completion_tokens={args.max_completion_tokens}",
                  f"sampling.max_new_tokens_per_turn={args.max_new_tokens}", "sampling.max_turns=2",
@@ -99,7 +107,7 @@ def run_variant(args) -> dict:
 
     class Measure(TrainerCallback):
         def on_step_begin(self, a, state, control, **kw):
-            if state.global_step != 1:
+            if state.global_step != args.steps - 1:
                 return
             if cuda:
                 torch.cuda.synchronize()
@@ -135,7 +143,7 @@ def run_variant(args) -> dict:
 def _spawn(args, prompts: int, budget: int | None) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "--model", args.model, "--prompts", str(prompts),
            "--k", str(args.k), "--max-completion-tokens", str(args.max_completion_tokens),
-           "--max-new-tokens", str(args.max_new_tokens)]
+           "--max-new-tokens", str(args.max_new_tokens), "--steps", str(args.steps)]
     if budget is not None:
         cmd += ["--budget", str(budget)]
     if args.generation_batch_size is not None:
@@ -150,25 +158,34 @@ def _spawn(args, prompts: int, budget: int | None) -> dict:
 
 def _row(label: str, r: dict) -> str:
     memory = f"{r['cuda_peak_mb']:10.1f}" if "cuda_peak_mb" in r else f"{r['peak_rss_mb']:10.1f}"
-    return (f"{label:<24} {int(r['micro_batches']):>6} {memory} {r['step_peak_over_start_mb']:12.1f} "
-            f"{r['seconds']:9.2f} {r['rollout_seconds']:9.2f}")
+    return (f"{label:<24} {r['step_forward_tokens']:>8} {int(r['micro_batches']):>6} {memory} "
+            f"{r['step_peak_over_start_mb']:12.1f} {r['seconds']:9.2f} {r['rollout_seconds']:9.2f}")
 
 
-HEADER = (f"{'variant':<24} {'parts':>6} {'peak_MB':>10} {'step_+MB':>12} {'step_s':>9} {'rollout_s':>9}\n"
-          + "-" * 76)
+HEADER = (f"{'variant':<24} {'tokens':>8} {'parts':>6} {'peak_MB':>10} {'step_+MB':>12} {'step_s':>9} "
+          f"{'rollout_s':>9}\n" + "-" * 85)
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--model", default="tiny", help="tiny[:hidden:layers] (random Llama) or a model name/dir")
-    ap.add_argument("--prompts", type=int, default=4)
+    ap.add_argument("--model", default="smollm2-135m-instruct",
+                    help="a registry name or model directory, or tiny[:hidden:layers] (random Llama)")
     ap.add_argument("--k", type=int, default=4)
+    ap.add_argument("--sweep", type=int, nargs="+", default=[2, 4, 8, 16],
+                    help="prompts_per_step values, each at --budgets[0] (the default mode)")
     ap.add_argument("--budgets", type=int, nargs="+", default=None,
-                    help="micro_batch_tokens budgets (default: about half and a sixth of the unsplit step's tokens)")
-    ap.add_argument("--sweep", type=int, nargs="+", default=None, help="prompts_per_step values at --budgets[0]")
+                    help="micro_batch_tokens: the sweep's (default 2000), or with --compare-budgets the budgets to "
+                         "compare with the unsplit step (default: about a half and a fifth of its tokens)")
+    ap.add_argument("--compare-budgets", action="store_true",
+                    help="instead of the sweep: one step size (--prompts), unsplit vs each of --budgets")
+    ap.add_argument("--prompts", type=int, default=4, help="prompts_per_step with --compare-budgets")
     ap.add_argument("--max-completion-tokens", type=int, default=64)
     ap.add_argument("--max-new-tokens", type=int, default=32)
-    ap.add_argument("--generation-batch-size", type=int, default=None)
+    ap.add_argument("--generation-batch-size", type=int, default=None,
+                    help="rollouts decoded at once (default in the sweep: 2k, fixed; with --compare-budgets: all)")
+    ap.add_argument("--steps", type=int, default=2,
+                    help="steps per configuration, the last measured (2: the optimiser state exists when it starts; "
+                         "1 halves the time and its peak includes the optimiser state's creation)")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--budget", type=int, default=None, help=argparse.SUPPRESS)
     ap.add_argument("overrides", nargs="*", help="config overrides, e.g. train.gradient_checkpointing=false")
@@ -183,9 +200,12 @@ def main():
     print(f"model={args.model} k={args.k} max_completion_tokens={args.max_completion_tokens} "
           f"device={'cuda' if torch.cuda.is_available() else 'cpu'} (peak_MB: "
           f"{'torch.cuda.max_memory_allocated' if torch.cuda.is_available() else 'peak RSS during the step'})")
-    if args.sweep:
+    if not args.compare_budgets:
         budget = args.budgets[0] if args.budgets else 2000
-        print(f"prompts_per_step sweep at micro_batch_tokens={budget}")
+        if args.generation_batch_size is None:  # decoding memory must not grow with the step either
+            args.generation_batch_size = 2 * args.k
+        print(f"prompts_per_step sweep at micro_batch_tokens={budget}, "
+              f"sampling.generation_batch_size={args.generation_batch_size}")
         print(HEADER)
         results = {}
         for prompts in args.sweep:

@@ -40,6 +40,7 @@ def format_plan(plan: Plan) -> str:
     if plan.precision.compute == "float32" and opts.device != "cpu":
         lines.append("  note: fp32 matmuls run at a fraction of bf16 speed on this GPU; dtype=bfloat16 or "
                      "train.mixed_precision=bf16 trains in bf16")
+    lines += [f"  note: {note}" for note in plan.notes]
     for i, phase in enumerate(plan.phases):
         lines += [""] + _phase(plan, phase, i)
     if len(plan.phases) > 1:
@@ -70,7 +71,8 @@ def _phase(plan: Plan, phase: PhasePlan, index: int) -> list[str]:
               f"  per episode: {r.turns:.2f} turns, {r.generated:.0f} generated + {r.inserted:.0f} inserted = "
               f"{r.completion:.0f} completion tokens (caps: {sampling['max_turns']} turns, "
               f"{sampling['max_new_tokens_per_turn']} per turn, {sampling['max_completion_tokens']} per episode)"]
-    lines += ["", f"Tokens and FLOPs (all {gpus} GPUs; per step = mean over the run's steps)",
+    where = f"all {gpus} GPUs" if gpus > 1 else "one device"
+    lines += ["", f"Tokens and FLOPs ({where}; per step = mean over the run's steps)",
               f"  {'pass':<36}{'tokens/step':>14}{'tokens/run':>14}{'FLOPs/run':>14}"]
     steps = max(phase.steps, 1)
     tok = flo = 0.0

@@ -153,6 +153,11 @@ def make_plan(config: str, overrides: list[str] = (), options: PlanOptions | Non
             plan = Plan(config, str(first["model"]), shape, shape_source, options, device, sharding, precision, tp,
                         shape_r)
         plan.phases.append(plan_phase(name, config_name, cfg, method, stats, shape_r, stop, plan, capacity, on_gpu))
+    if first["train"].get("lora"):
+        plan.notes.append("train.lora is not modelled: memory and FLOPs are full fine-tuning's (an upper bound)")
+    if sharding == "zero3" and options.gpus > 1 and first["train"].get("rollout_backend", "hf") == "hf":
+        plan.notes.append("ZeRO-3 with HF-generate rollouts gathers every layer's weights at each decode step: "
+                          "not modelled, and slow; --sharding zero2 keeps whole weights on every GPU")
     return plan
 
 
@@ -169,7 +174,7 @@ def plan_phase(name, config_name, cfg, method, stats, rollout, stop, plan: Plan,
                                (not on_gpu) if per_group is None else bool(per_group))
     G = plan.options.gpus
     checkpointing = bool(train.get("gradient_checkpointing", True))
-    totals: dict[str, tokens.PassTotal] = {}
+    totals: dict[str, PassTotal] = {}
     seconds = {"rollouts": 0.0, "training": 0.0, "optimiser": 0.0}
     optimiser = optimiser_seconds(plan)
     signatures: dict[tuple, object] = {}

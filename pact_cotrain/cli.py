@@ -103,6 +103,15 @@ def _train(args) -> int:
 def _study(args) -> int:
     from pact_cotrain.recipes.study import run_one, run_study
 
+    if args.action == "screen":
+        from pact_cotrain.errors import UserError
+        from pact_cotrain.recipes.study_screen import run_screen
+
+        if not args.model or not args.out:
+            raise UserError("pact study screen needs --model CKPT (the warm-up checkpoint) and --out FILE")
+        run_screen(args.config, args.model, args.out, pool=args.pool)
+        return 0
+    args.out = args.out or "runs/cpu-study"
     if args.run_one:
         return run_one(args.config, args.out, args.run_one)
     return run_study(args.config, args.out, only=args.only.split(",") if args.only else None,
@@ -296,8 +305,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_inspect)
 
     p = sub.add_parser("study", help="matched-compute comparison of methods over seeds (resumable)")
+    p.add_argument("action", nargs="?", choices=["screen"], default=None,
+                   help="screen: only screen the training pool with --model (success rate per task; writes --out FILE)")
     p.add_argument("--config", default="cpu", help="a study in configs/studies/, or a YAML path")
-    p.add_argument("--out", default="runs/cpu-study")
+    p.add_argument("--out", default=None, help="the study's folder (default runs/cpu-study); with screen, the file")
+    p.add_argument("--model", default=None, help="screen: the checkpoint that samples (the warm-up's final/)")
+    p.add_argument("--pool", default=None, help="screen: a task file to screen (default: the study's toolworld train tasks)")
     p.add_argument("--only", default=None, help="comma list of methods to run")
     p.add_argument("--seeds", default=None, help="comma list of seeds to run")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the study's)")

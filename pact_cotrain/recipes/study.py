@@ -4,19 +4,24 @@
     pact study --config cpu --out runs/cpu-study --only pact,grpo --seeds 0
     pact study --config cpu --out runs/cpu-study --report    # only rebuild results.md and the curves
     pact study --config cpu --out runs/cpu-study --force-caps  # start although the caps cut the expert format
+    pact study screen --config v2 --model CKPT --out FILE    # only screen the training pool (study_screen)
 
 A study (a YAML file in `configs/studies/`, or a path) names a base model, seeds, a warm-up SFT run,
-one training budget shared by every method, the methods (a train config plus overrides each) and
-an evaluation. The driver:
+one training budget shared by every method, the methods (a train config plus overrides and an optional
+`steps_multiplier` each), optionally a `screen:` step, and an evaluation (benchmarks, or named sets:
+`study_eval`). The driver:
 
 1. builds the data once: toolworld train tasks plus (if `data.ftrl_train`) the FTRL rows with a
-   verified expert trace, split by a hash of the row id into train and dev (dev is never trained on);
-   then prints the share of expert turns and traces that the training caps (each method's sampling
-   caps) and each evaluation's caps would cut (`eval.caps`), and stops there when a share is above
-   5 % unless `--force-caps` (out/caps.json keeps the shares; the report states them);
-2. trains the warm-up checkpoint once; every method starts from it, and `vanilla` evaluates it;
+   verified expert trace, split by a hash of the row id into train and dev (dev is never trained on),
+   and the generated evaluation sets; then prints the share of expert turns and traces that the
+   training caps (each method's sampling caps) and each evaluation set's caps would cut (`eval.caps`),
+   and stops there when a share is above 5 % unless `--force-caps` (out/caps.json keeps the shares;
+   the report states them);
+2. trains the warm-up checkpoint once; every method starts from it, and `vanilla` evaluates it; with
+   `screen:`, screens the training pool with it once (`study_screen`): every arm trains on the kept tasks;
 3. runs each (method, seed) not yet done as its own process (`workers` at a time): train, save,
-   evaluate with `pact eval`'s runner, delete the weights, write `done.json`;
+   evaluate with `pact eval`'s runner, write the per-task results (`per_task.jsonl.gz`), delete the
+   weights, write `done.json` (times, compute and trained tokens, the git commit);
 4. writes `results.md` (mean ± std over seeds) and `curves.png` from whatever is done.
 
 A run that crashed or was interrupted has no `done.json`; next time it resumes from its newest
@@ -59,26 +64,50 @@ def is_dev(task_id: str, dev_percent: int) -> bool:
     return int(hashlib.sha256(task_id.encode()).hexdigest(), 16) % 100 < dev_percent
 
 
+def needs_ftrl(study: dict) -> bool:
+    """Whether the study reads the FTRL rows: to train on them, or to evaluate on their dev split (the
+    plain `eval.benchmarks` form always builds the dev split, as the CPU study did)."""
+    ev = study.get("eval") or {}
+    if not ev.get("sets"):
+        return True
+    return bool(study["data"].get("ftrl_train", True)) or any(
+        (spec or {}).get("data") == "ftrl_dev" for spec in ev["sets"].values())
+
+
 def prepare_data(study: dict, out: Path) -> dict[str, str]:
-    """out/data/{train,ftrl_dev}.jsonl (made once). Returns their paths."""
+    """out/data/train.jsonl, ftrl_dev.jsonl (when the study reads FTRL) and each generated evaluation set's
+    eval_<name>.jsonl (keyed `eval:<name>`), made once. Returns their paths, and, for a study with a
+    `screen:` step, where the screened training pool goes (`screened`, made after the warm-up)."""
     from pact_cotrain.data.trace_format import load_tasks, write_tasks
     from pact_cotrain.envs.toolworld import generate_tasks
+    from pact_cotrain.recipes.study_eval import generated_set_files, write_generated_sets
     from pact_cotrain.recipes.traces import run_traces
 
     data_dir = out / "data"
-    paths = {"train": str(data_dir / "train.jsonl"), "ftrl_dev": str(data_dir / "ftrl_dev.jsonl")}
-    if all(os.path.exists(p) for p in paths.values()):
+    paths = {"train": str(data_dir / "train.jsonl")}
+    if needs_ftrl(study):
+        paths["ftrl_dev"] = str(data_dir / "ftrl_dev.jsonl")
+    paths.update({f"eval:{name}": path for name, path in generated_set_files(study, data_dir).items()})
+    made = all(os.path.exists(p) for p in paths.values())
+    if study.get("screen"):
+        paths["screened"] = str(data_dir / "screened.jsonl")
+    if made:
         return paths
     data_dir.mkdir(parents=True, exist_ok=True)
-    traces = data_dir / "ftrl_traces.jsonl"
-    if not traces.exists():
-        run_traces("ftrl", str(traces))
-    ftrl = load_tasks(str(traces))
-    dev = [t for t in ftrl if is_dev(t.id, study["data"]["ftrl_dev_percent"])]
+    write_generated_sets(study, data_dir)
+    if os.path.exists(paths["train"]) and ("ftrl_dev" not in paths or os.path.exists(paths["ftrl_dev"])):
+        return paths
     train = generate_tasks(study["data"]["toolworld_train"], seed=0, split="train")
-    if study["data"].get("ftrl_train", True):
-        train += [t for t in ftrl if t not in dev]
-    write_tasks(paths["ftrl_dev"], dev)
+    dev = []
+    if needs_ftrl(study):
+        traces = data_dir / "ftrl_traces.jsonl"
+        if not traces.exists():
+            run_traces("ftrl", str(traces))
+        ftrl = load_tasks(str(traces))
+        dev = [t for t in ftrl if is_dev(t.id, study["data"]["ftrl_dev_percent"])]
+        if study["data"].get("ftrl_train", True):
+            train += [t for t in ftrl if t not in dev]
+        write_tasks(paths["ftrl_dev"], dev)
     write_tasks(paths["train"], train)
     print(f"data: {len(train)} train tasks ({study['data']['toolworld_train']} toolworld), {len(dev)} FTRL dev rows")
     return paths
@@ -86,6 +115,31 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------------------------
 # 1b. Caps against the expert format (checked before any run)
+
+
+METHOD_KEYS = {"config", "overrides", "steps_multiplier"}
+
+
+def method_overrides(study: dict, method: str) -> list[str]:
+    """A trained method's overrides: the shared budget, then its own `overrides`, then, with
+    `steps_multiplier: m`, train.max_steps = round(m x the steps it would get otherwise): a matched-tokens
+    arm (e.g. GRPO given as many trained tokens as PACT) without restating the budget."""
+    from pact_cotrain.errors import UserError
+    from pact_cotrain.recipes.train import load_config
+
+    spec = study["methods"][method]
+    unknown = set(spec) - METHOD_KEYS
+    if unknown or "config" not in spec:
+        raise UserError(f"methods.{method}: takes config (required), overrides and steps_multiplier; "
+                        f"got {', '.join(sorted(spec))}")
+    overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides"))
+    multiplier = spec.get("steps_multiplier")
+    if multiplier is not None:
+        if not isinstance(multiplier, (int, float)) or multiplier <= 0:
+            raise UserError(f"methods.{method}.steps_multiplier: a positive number, got {multiplier!r}")
+        steps = load_config(spec["config"], overrides)["train"]["max_steps"]
+        overrides.append(f"train.max_steps={max(1, round(steps * multiplier))}")
+    return overrides
 
 
 def training_caps(study: dict) -> dict:
@@ -98,23 +152,10 @@ def training_caps(study: dict) -> dict:
     for method, spec in study["methods"].items():
         if spec is None:  # vanilla: nothing is trained
             continue
-        overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides"))
-        sampling = load_config(spec["config"], overrides)["sampling"]
+        sampling = load_config(spec["config"], method_overrides(study, method))["sampling"]
         caps = Caps(sampling["max_turns"], sampling["max_new_tokens_per_turn"], sampling["max_completion_tokens"])
         groups.setdefault(caps, []).append(method)
     return groups
-
-
-def _eval_data(paths: dict) -> dict[str, str]:
-    return {"ftrl": paths["ftrl_dev"]}  # FTRL is evaluated on its dev rows only (never trained on)
-
-
-def eval_caps_overrides(ev: dict, benchmark: str) -> dict:
-    """The study's caps for one benchmark, as `eval_settings` takes them (None: the protocol's value)."""
-    turns = ev.get("max_turns")
-    return {"max_turns": turns.get(benchmark) if isinstance(turns, dict) else turns,
-            "max_new_tokens_per_turn": ev.get("max_new_tokens_per_turn"),
-            "max_completion_tokens": ev.get("max_completion_tokens")}
 
 
 def _trace_family(benchmark: str) -> str:
@@ -170,6 +211,7 @@ def measure_caps(study: dict, paths: dict, tokenizer, cache_dir: Path) -> dict:
     from pact_cotrain.eval.benchmarks import BENCHMARKS, eval_settings
     from pact_cotrain.eval.caps import Caps, caps_report
     from pact_cotrain.eval.runner import _load_tasks, spread_subset
+    from pact_cotrain.recipes.study_eval import eval_sets
 
     reports = {}
     train = load_tasks(paths["train"])
@@ -177,18 +219,17 @@ def measure_caps(study: dict, paths: dict, tokenizer, cache_dir: Path) -> dict:
     for caps, methods in groups.items():
         name = "train" if len(groups) == 1 else f"train ({', '.join(methods)})"
         reports[name] = (caps_report(train, tokenizer, caps), {"kind": "train", "methods": methods})
-    ev, data = study["eval"], _eval_data(paths)
-    limits = ev.get("limit")
-    for benchmark in ev["benchmarks"]:
-        bench = BENCHMARKS[benchmark]
-        tasks = _load_tasks(bench, data.get(benchmark))
-        limit = limits.get(benchmark) if isinstance(limits, dict) else limits
-        if limit is not None:  # the subset the evaluation runs
-            tasks = spread_subset(tasks, limit)
-        tasks = with_expert_traces(benchmark, tasks, data.get(benchmark), cache_dir)
-        settings = eval_settings(bench, temperature=0.0, **eval_caps_overrides(ev, benchmark))
+    ev = study["eval"]
+    for s in eval_sets(study, paths):  # FTRL is evaluated on its dev rows only (never trained on)
+        bench = BENCHMARKS[s.benchmark]
+        tasks = _load_tasks(bench, s.data)
+        if s.limit is not None:  # the subset the evaluation runs
+            tasks = spread_subset(tasks, s.limit)
+        tasks = with_expert_traces(s.benchmark, tasks, s.data, cache_dir)
+        settings = eval_settings(bench, s.max_turns, ev.get("max_new_tokens_per_turn"), ev.get("max_completion_tokens"),
+                                 temperature=0.0)
         caps = Caps(settings.max_turns, settings.max_new_tokens_per_turn, settings.max_completion_tokens)
-        reports[benchmark] = (caps_report(tasks, tokenizer, caps), {"kind": "eval", "deviations": settings.deviations})
+        reports[s.name] = (caps_report(tasks, tokenizer, caps), {"kind": "eval", "deviations": settings.deviations})
     return reports
 
 
@@ -227,6 +268,14 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     from pact_cotrain.recipes.train import load_config
 
     paths = prepare_data(study, out)
+    train_path = paths["train"]
+    if study.get("screen"):  # every arm trains on the screened pool (made once, after the warm-up)
+        train_path = paths["screened"]
+        if not os.path.exists(train_path):
+            from pact_cotrain.errors import UserError
+
+            raise UserError(f"{train_path} is missing: `pact study` screens the pool after the warm-up; run it "
+                            "without --run-one, or `pact study screen` by hand")
     directory = run_dir(out, method, seed)
     if directory.exists():  # a leftover of an interrupted run: keep only its checkpoints, to resume from
         for leftover in directory.iterdir():
@@ -235,20 +284,29 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     spec = study["methods"][method]
     started = time.time()
+    code = code_version()
+    first_start = directory / "train" / "code_version.json"  # kept with the checkpoints an interrupted run resumes
+    max_steps = None
     if spec is None:  # vanilla: the warm-up checkpoint itself
         model_dir, history, train_seconds = str(out / "warmup" / "final"), [], 0.0
     else:
         # Checkpoints every few steps (atomic, only the newest kept; this wins over the budget's
         # save_steps): an interrupted run resumes mid-run.
         checkpointing = [f"train.save_steps={study.get('checkpoint_steps', 2)}", "train.save_total_limit=1"]
-        overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides")) + checkpointing + [
-            f"model={out / 'warmup' / 'final'}", "data.source=file", f"data.path={paths['train']}",
+        overrides = method_overrides(study, method) + checkpointing + [
+            f"model={out / 'warmup' / 'final'}", "data.source=file", f"data.path={train_path}",
             f"seed={seed}", f"output_dir={directory / 'train'}", "train.report_to=[]", "train.disable_tqdm=true"]
         cfg = load_config(spec["config"], overrides)
+        max_steps = cfg["train"]["max_steps"]
         (directory / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         model_dir = str(directory / "train" / "final")
-        if is_phased(spec["config"]):  # e.g. SFT -> MatchTIR: every phase's compute is counted below
-            shutil.rmtree(directory / "train", ignore_errors=True)  # phased runs do not resume: from scratch
+        phased = is_phased(spec["config"])
+        if phased:  # phased runs do not resume: from scratch
+            shutil.rmtree(directory / "train", ignore_errors=True)
+        if not first_start.exists():
+            first_start.parent.mkdir(parents=True, exist_ok=True)
+            first_start.write_text(json.dumps(code))
+        if phased:  # e.g. SFT -> MatchTIR: every phase's compute is counted below
             trainer, history, _ = run_phased(spec["config"], overrides)  # saves train/final
         else:
             trainer = train_or_resume(cfg)  # saves train/final
@@ -257,12 +315,51 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
         trainer.close_rollout_engine()  # evaluation builds its own engine from the saved weights
     (directory / "log_history.json").write_text(json.dumps(history, indent=1))
     evaluate(study, paths, model_dir, directory / "eval", seed)
+    n_per_task = write_run_per_task(study, paths, directory, method, seed)
+    code_at_start = json.loads(first_start.read_text()) if first_start.exists() else code
     if spec is not None:
         shutil.rmtree(directory / "train", ignore_errors=True)  # checkpoints are not kept
-    # compute actually spent (all phases; steps without rollouts count 0 rollout tokens)
+    # compute actually spent (all phases; steps without rollouts count 0 rollout tokens). The tokens a
+    # run trained on (rollout tokens in the RL loss + supervised trace tokens) are what a matched-tokens
+    # arm matches (`steps_multiplier`).
+    compute = compute_summary(history)
+    compute["trained_tokens"] = compute["rollout_tokens"] + compute["sft_tokens"]
     done = {"method": method, "seed": seed, "train_seconds": train_seconds,
-            "total_seconds": time.time() - started, "threads": _threads(), "compute": compute_summary(history)}
+            "total_seconds": time.time() - started, "threads": _threads(), "compute": compute,
+            "max_steps": max_steps, "steps_multiplier": (spec or {}).get("steps_multiplier"),
+            "train_data": None if spec is None else train_path, "per_task_rows": n_per_task,
+            "git": code, "git_at_start": code_at_start}
     (directory / "done.json").write_text(json.dumps(done, indent=1))
+
+
+def write_run_per_task(study: dict, paths: dict, directory: Path, method: str, seed: int) -> int:
+    """directory/per_task.jsonl.gz from the run's evaluation episodes (one row per task and set; see
+    `study_eval.per_task_rows`). Returns the number of rows (0 and no file when nothing was evaluated)."""
+    from pact_cotrain.recipes.study_eval import eval_sets, per_task_rows, write_per_task
+
+    if not (directory / "eval").is_dir():
+        return 0
+    rows = per_task_rows(directory / "eval", eval_sets(study, paths), method, seed)
+    write_per_task(directory / "per_task.jsonl.gz", rows)
+    return len(rows)
+
+
+def code_version() -> dict:
+    """{"commit": the git commit the package runs from, "dirty": whether its tracked files under
+    pact_cotrain/ differ from that commit}; None for both outside a git checkout."""
+    root = Path(__file__).resolve().parents[2]
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
+
+    try:
+        head = git("rev-parse", "HEAD")
+        if head.returncode != 0:
+            return {"commit": None, "dirty": None}
+        status = git("status", "--porcelain", "--untracked-files=no", "--", "pact_cotrain")
+        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
 
 
 def train_or_resume(cfg: dict, **build_kwargs):
@@ -292,15 +389,11 @@ def train_or_resume(cfg: dict, **build_kwargs):
 
 
 def evaluate(study: dict, paths: dict, model_dir: str, out_dir: Path, seed: int) -> dict:
-    from pact_cotrain.eval.runner import run_eval
+    """Every evaluation set (`study_eval.eval_sets`), greedy, under the caps `measure_caps` checked (a
+    cap the study does not set is the benchmark's protocol's)."""
+    from pact_cotrain.recipes.study_eval import eval_sets, evaluate_sets
 
-    ev = study["eval"]
-    # The caps `measure_caps` checked; a cap the study does not set is the benchmark's protocol's.
-    return run_eval(model_dir, ev["benchmarks"], backend=ev.get("backend", "hf"), vllm_kwargs=ev.get("vllm"),
-                    data=_eval_data(paths), limit=ev.get("limit"),
-                    out_dir=str(out_dir), batch_size=ev.get("batch_size", 16), greedy=True, seed=seed,
-                    max_turns=ev.get("max_turns"), max_new_tokens_per_turn=ev.get("max_new_tokens_per_turn"),
-                    max_completion_tokens=ev.get("max_completion_tokens"), progress=False)
+    return evaluate_sets(study, eval_sets(study, paths), model_dir, out_dir, seed)
 
 
 def _threads() -> int:
@@ -354,6 +447,12 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
         workers = workers or study.get("workers", 1)
         threads = max(1, (os.cpu_count() or 1) // workers)
         _warmup(study, out_path, threads)
+        if study.get("screen") and not os.path.exists(paths["screened"]):  # once, shared by every arm
+            print(f"screen: {paths['train']} with the warm-up checkpoint -> {paths['screened']}", flush=True)
+            cores = threads * workers
+            _spawn(["study", "screen", "--config", config, "--model", str(out_path / "warmup" / "final"),
+                    "--out", paths["screened"], "--pool", paths["train"]], out_path / "screen.log", cores,
+                   cores=f"0-{cores - 1}")
         methods = [m for m in study["methods"] if not only or m in only]
         # vanilla is one greedy evaluation of one checkpoint: the same for every seed, so run once.
         jobs = [(m, s) for s in (seeds if seeds is not None else study["seeds"]) for m in methods

@@ -1,8 +1,11 @@
 """The study's report: the paper's table as mean ± std over seeds, per-seed numbers, and curves.
 
 Reads what `pact study` left under OUT/runs/<method>/seed<N>/ (done.json, eval/results.json,
-log_history.json) and writes OUT/results.md, OUT/results_per_seed.csv and OUT/curves.png.
-Runs that are not done are listed as missing, never filled in.
+log_history.json, per_task.jsonl.gz) and writes OUT/results.md, OUT/results_per_seed.csv and
+OUT/curves.png. Runs that are not done are listed as missing, never filled in. A study with named
+evaluation sets gets one group of columns per set, and PACT against every other arm per set: the
+paired per-task bootstrap (CI and p, Holm-corrected over the arms of a set) and Welch's test of the
+per-seed means (`study_stats`).
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ COLUMNS = [
     ("TW Solve-R", ("toolworld", "solve_r")),
     ("TW Solve-P", ("toolworld", "solve_p")),
 ]
+# The columns of each named evaluation set: (label suffix, metric)
+SET_COLUMNS = [("Solve-F1", "solve_f1"), ("answer", "answer_correct"), ("Solve-R", "solve_r"), ("Solve-P", "solve_p")]
 CURVES = [("reward", "rollout reward (mean)"), ("loss/sft", "SFT loss"),
           ("over_reliance_gap", "over-reliance gap (nats/token)"), ("rollout/n_calls", "calls per rollout")]
 
@@ -37,8 +42,17 @@ def _value(results: dict, where: tuple[str, str]) -> float | None:
     return metrics.get(key)
 
 
+def columns_for(study: dict) -> list[tuple[str, tuple[str, str]]]:
+    """The report's columns: the paper's and toolworld's for the plain form, else per evaluation set."""
+    sets = study["eval"].get("sets")
+    if not sets:
+        return COLUMNS
+    return [(f"{name} {label}", (name, key)) for name in sets for label, key in SET_COLUMNS]
+
+
 def collect(out: Path, study: dict) -> dict[str, list[dict]]:
     """method -> [{seed, values, history, done}] for the finished runs, in study order."""
+    columns = columns_for(study)
     found: dict[str, list[dict]] = {m: [] for m in study["methods"]}
     for method in study["methods"]:
         for seed in study["seeds"]:
@@ -48,7 +62,7 @@ def collect(out: Path, study: dict) -> dict[str, list[dict]]:
             results = json.loads((directory / "eval" / "results.json").read_text())
             found[method].append({
                 "seed": seed,
-                "values": {label: _value(results, where) for label, where in COLUMNS},
+                "values": {label: _value(results, where) for label, where in columns},
                 "turns_cut": {name: res.get("turns_cut_fraction") for name, res in results["benchmarks"].items()},
                 "history": json.loads((directory / "log_history.json").read_text()),
                 "done": json.loads((directory / "done.json").read_text()),
@@ -66,20 +80,23 @@ def mean_std(values: list[float | None]) -> str:
     return f"{mean(pct):.1f} ± {stdev(pct):.1f}"
 
 
-def table(found: dict[str, list[dict]]) -> list[str]:
+def table(found: dict[str, list[dict]], columns=COLUMNS) -> list[str]:
     from pact_cotrain.recipes.phased import compute_summary
 
-    # compute per run, every phase counted; steps without rollouts count 0 rollout tokens
-    header = ["method", "seeds", *[label for label, _ in COLUMNS], "train min/run", "steps/run", "rollout tokens/run"]
+    # compute per run, every phase counted; steps without rollouts count 0 rollout tokens; trained
+    # tokens = rollout tokens + supervised trace tokens (what a matched-tokens arm matches)
+    header = ["method", "seeds", *[label for label, _ in columns], "train min/run", "steps/run", "rollout tokens/run",
+              "trained tokens/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in found.items():
         if not runs:
             continue
         cells = [method, ",".join(str(r["seed"]) for r in runs)]
-        cells += [mean_std([r["values"][label] for r in runs]) for label, _ in COLUMNS]
+        cells += [mean_std([r["values"][label] for r in runs]) for label, _ in columns]
         cells.append(f"{mean(r['done']['train_seconds'] for r in runs) / 60:.1f}")
         compute = [compute_summary(r["history"]) for r in runs]
-        cells += [f"{mean(c['steps'] for c in compute):.0f}", f"{mean(c['rollout_tokens'] for c in compute):.0f}"]
+        cells += [f"{mean(c['steps'] for c in compute):.0f}", f"{mean(c['rollout_tokens'] for c in compute):.0f}",
+                  f"{mean(c['rollout_tokens'] + c['sft_tokens'] for c in compute):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -102,13 +119,13 @@ def paired_differences(found: dict[str, list[dict]], reference: str = "pact", la
     return lines if len(lines) > 2 else []
 
 
-def write_per_seed_csv(found: dict[str, list[dict]], path: Path) -> None:
+def write_per_seed_csv(found: dict[str, list[dict]], path: Path, columns=COLUMNS) -> None:
     with open(path, "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["method", "seed", *[label for label, _ in COLUMNS], "train_seconds", "total_seconds"])
+        writer.writerow(["method", "seed", *[label for label, _ in columns], "train_seconds", "total_seconds"])
         for method, runs in found.items():
             for r in runs:
-                writer.writerow([method, r["seed"], *[r["values"][label] for label, _ in COLUMNS],
+                writer.writerow([method, r["seed"], *[r["values"][label] for label, _ in columns],
                                  round(r["done"]["train_seconds"], 1), round(r["done"]["total_seconds"], 1)])
 
 
@@ -193,11 +210,67 @@ def caps_lines(out: Path) -> list[str]:
     return lines
 
 
+def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], reference: str = "pact",
+                   metric: str = "solve_f1", n_boot: int = 10_000) -> list[str]:
+    """Per evaluation set, `reference` minus every other arm with per-task results: the paired per-task
+    bootstrap (tasks resampled jointly, seeds within each arm; 95 % CI and p), its p Holm-corrected over
+    the arms compared in that set, and Welch's t-test of the per-seed means. In points of `metric`."""
+    from pact_cotrain.recipes.study_eval import read_per_task
+    from pact_cotrain.recipes.study_stats import holm, paired_bootstrap, per_task_matrix, welch_t_test
+
+    rows = {m: [row for r in runs if (path := out / "runs" / m / f"seed{r['seed']}" / "per_task.jsonl.gz").exists()
+                for row in read_per_task(path)] for m, runs in found.items()}
+    if not rows.get(reference):
+        return []
+    lines = [f"{reference} minus each arm, per evaluation set ({metric}, points): paired per-task bootstrap "
+             f"({n_boot} replicates: the same tasks for both arms, seeds resampled within each arm), p Holm-corrected "
+             "over the arms of a set; Welch's t-test of the per-seed means.", "",
+             "| set | minus | seeds (ours, theirs) | Δ | 95% CI | p | p Holm | Welch p |", "|---|---|---|---|---|---|---|---|"]
+    for name in dict.fromkeys(row["eval_set"] for row in rows[reference]):
+        ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
+        results = []
+        for method, theirs_rows in rows.items():
+            if method == reference or not any(row["eval_set"] == name for row in theirs_rows):
+                continue
+            theirs, their_seeds, _ = per_task_matrix(theirs_rows, metric, name, tasks)
+            boot = paired_bootstrap(ours, theirs, n_boot=n_boot, rng=0)
+            results.append((method, their_seeds, boot, welch_t_test(ours.mean(axis=1), theirs.mean(axis=1))))
+        for (method, their_seeds, boot, welch), p_holm in zip(results, holm([b.p for _, _, b, _ in results])):
+            lines.append(f"| {name} | {method} | {len(our_seeds)}, {len(their_seeds)} | {100 * boot.mean:+.1f} | "
+                         f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {boot.p:.3g} | {p_holm:.3g} | "
+                         f"{welch.p:.3g} |")
+    return lines + [""]
+
+
+def screening_lines(out: Path) -> list[str]:
+    """What the screening (`study_screen`) kept, from OUT/data/screened.jsonl.summary.json."""
+    path = out / "data" / "screened.jsonl.summary.json"
+    if not path.exists():
+        return []
+    s = json.loads(path.read_text())
+    return [f"Training pool screened with the warm-up checkpoint: {s['kept']} of {s['pool']} tasks kept, those with "
+            f"a success rate in {s['keep']} over {s['samples']} samples at temperature {s['temperature']} (success: "
+            f"{s['success']}); tasks by successes: {s['successes_histogram']}. Every arm trained on the kept tasks.", ""]
+
+
+def evaluation_line(ev: dict) -> str:
+    if ev.get("sets"):
+        sets = ", ".join(f"{name} ({spec['benchmark']}"
+                         + (f", {spec['toolworld']['n']} {spec['toolworld'].get('split', 'test')} tasks"
+                            if "toolworld" in spec else "") + ")" for name, spec in ev["sets"].items())
+        return (f"Evaluation: greedy, sets {sets}, turn caps {ev.get('max_turns')} (a set's own max_turns wins), "
+                f"{ev.get('max_new_tokens_per_turn') or 'the protocol'} new tokens per turn.")
+    return (f"Evaluation: greedy, benchmarks {ev['benchmarks']}, subsets {ev.get('limit')}, turn caps "
+            f"{ev.get('max_turns')}, {ev.get('max_new_tokens_per_turn') or 'the protocol'} new tokens per turn.")
+
+
 def write_report(study: dict, out: Path) -> None:
     found = collect(out, study)
+    columns = columns_for(study)
     missing = [f"{m} seed {s}" for m in study["methods"] for s in study["seeds"]
                if study["methods"][m] is not None and s not in {r["seed"] for r in found[m]}]
     ev = study["eval"]
+    label = columns[0][0] if ev.get("sets") else "TW Solve-F1"
     lines = [
         "# Study results",
         "",
@@ -206,13 +279,14 @@ def write_report(study: dict, out: Path) -> None:
         "and ToolHop AC; TW = held-out toolworld test tasks. `vanilla` is the warm-up checkpoint every method "
         "starts from (one greedy evaluation, the same for every seed).",
         "",
-        *table(found),
+        *table(found, columns),
         "",
-        *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""] if (paired := paired_differences(found))
-          else []),
-        f"Evaluation: greedy, benchmarks {ev['benchmarks']}, subsets {ev.get('limit')}, turn caps "
-        f"{ev.get('max_turns')}, {ev.get('max_new_tokens_per_turn') or 'the protocol'} new tokens per turn.",
+        *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
+          if (paired := paired_differences(found, label=label)) else []),
+        *(per_task_tests(out, study, found) if ev.get("sets") else []),
+        evaluation_line(ev),
         "",
+        *screening_lines(out),
         *caps_lines(out),
         *turns_cut_lines(found),
         "Budget shared by every trained method: " + ", ".join(f"`{k}={v}`" for k, v in study["budget"].items()),
@@ -221,6 +295,6 @@ def write_report(study: dict, out: Path) -> None:
         "",
     ]
     (out / "results.md").write_text("\n".join(lines))
-    write_per_seed_csv(found, out / "results_per_seed.csv")
+    write_per_seed_csv(found, out / "results_per_seed.csv", columns)
     if any(found.values()):
         plot_curves(found, out / "curves.png")

@@ -1,0 +1,264 @@
+"""Study v2's infrastructure (issue 14): named evaluation sets, per-task results, the screening step,
+matched-tokens arms, and what done.json records (trained tokens, the git commit)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pact_cotrain.data.trace_format import load_tasks, write_tasks
+from pact_cotrain.envs.toolworld import generate_tasks
+from pact_cotrain.errors import UserError
+from pact_cotrain.recipes import study as study_recipe
+from pact_cotrain.recipes.study_eval import read_per_task
+from pact_cotrain.testing import tiny_llama, tiny_tokenizer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _head() -> str:
+    return subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def _tiny_study(**extra) -> dict:
+    study = {
+        "model": "tiny", "seeds": [0], "workers": 1,
+        "data": {"toolworld_train": 6, "ftrl_dev_percent": 25, "ftrl_train": False},
+        "warmup": {"config": "sft"},
+        "budget": {"train.max_steps": 8, "sampling.max_turns": 1, "sampling.max_new_tokens_per_turn": 8,
+                   "sampling.max_completion_tokens": 64},
+        "methods": {"vanilla": None, "sft": {"config": "sft"}},
+        "eval": {"sets": {"toolworld_test": {"benchmark": "toolworld", "toolworld": {"split": "test", "n": 3, "seed": 1000}},
+                          "toolworld_ood": {"benchmark": "toolworld", "toolworld": {"split": "ood", "n": 2}, "max_turns": 1}},
+                 "max_turns": 2, "max_new_tokens_per_turn": 8, "max_completion_tokens": 64, "backend": "hf",
+                 "dtype": "float32", "batch_size": 8},
+    }
+    study.update(extra)
+    return study
+
+
+def _save_tiny(path: Path) -> Path:
+    tokenizer = tiny_tokenizer()
+    tiny_llama(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def test_v2_study_evaluates_two_fixed_sets_of_256_tasks_greedy_in_fp32():
+    study = study_recipe.load_study("v2")
+    sets = study["eval"]["sets"]
+    assert {n: (s["benchmark"], s["toolworld"]["split"], s["toolworld"]["n"]) for n, s in sets.items()} == {
+        "toolworld_test": ("toolworld", "test", 256), "toolworld_ood": ("toolworld", "ood", 256)}
+    assert study["eval"]["dtype"] == "float32" and study["eval"]["vllm"]["dtype"] == "float32"
+    assert study["screen"]["samples"] == 8 and study["screen"]["keep"] == [0.2, 0.6]
+    assert not study_recipe.needs_ftrl(study)
+    assert {"vanilla", "pact", "grpo", "sft"} <= set(study["methods"])
+    from pact_cotrain.eval.caps import Caps
+
+    # one set of rollout caps for every trained arm (measured in the config's comments to cut no expert trace)
+    assert study_recipe.training_caps(study) == {Caps(4, 224, 1024): [m for m in study["methods"] if study["methods"][m]]}
+
+
+def test_a_run_evaluates_every_named_set_and_keeps_per_task_results(tmp_path):
+    from pact_cotrain.eval.benchmarks import BENCHMARKS, PROTOCOLS
+
+    study = _tiny_study()
+    _save_tiny(tmp_path / "warmup" / "final")
+    study_recipe._train_and_eval(study, tmp_path, "vanilla", 0)
+
+    directory = study_recipe.run_dir(tmp_path, "vanilla", 0)
+    results = json.loads((directory / "eval" / "results.json").read_text())
+    assert list(results["benchmarks"]) == ["toolworld_test", "toolworld_ood"]
+    assert results["benchmarks"]["toolworld_test"]["n_episodes"] == 3
+    assert results["benchmarks"]["toolworld_ood"]["max_turns"] == 1  # the set's own cap
+    assert results["benchmarks"]["toolworld_test"]["max_turns"] == 2  # the evaluation's
+    assert results["benchmarks"]["toolworld_test"]["settings"]["temperature"] == 0.0  # greedy
+    assert "toolworld_ood" not in BENCHMARKS and "toolworld_ood" not in PROTOCOLS  # registered for the call only
+    # the generated sets are fixed files, the same tasks as the generator's
+    assert [t.id for t in load_tasks(tmp_path / "data" / "eval_toolworld_ood.jsonl")] == [
+        t.id for t in generate_tasks(2, seed=0, split="ood")]
+
+    rows = read_per_task(directory / "per_task.jsonl.gz")
+    assert [(r["eval_set"], r["task_id"]) for r in rows] == (
+        [("toolworld_test", f"toolworld_test_1000_{i:05d}") for i in range(3)]
+        + [("toolworld_ood", f"toolworld_ood_0_{i:05d}") for i in range(2)])
+    episodes = [json.loads(line) for line in (directory / "eval" / "episodes_toolworld_test.jsonl").open()]
+    for row, ep in zip(rows, episodes):
+        assert (row["method"], row["seed"], row["benchmark"]) == ("vanilla", 0, "toolworld")
+        assert {k: row[k] for k in ("solve_f1", "solve_r", "solve_p", "answer_correct")} == {
+            k: ep["metrics"][k] for k in ("solve_f1", "solve_r", "solve_p", "answer_correct")}
+    done = json.loads((directory / "done.json").read_text())
+    assert done["per_task_rows"] == 5
+    assert done["git"]["commit"] == _head() and len(done["git"]["commit"]) == 40
+
+
+class _Trained:
+    """What train_or_resume returns, with a log of two steps (rollout and supervised tokens)."""
+
+    def __init__(self):
+        self.state = type("S", (), {"log_history": [
+            {"step": 1, "loss": 1.0, "rollout_tokens": 100.0, "sft/n_supervised": 40.0},
+            {"step": 2, "loss": 0.5, "rollout_tokens": 60.0, "sft/n_supervised": 40.0}]})()
+
+    def close_rollout_engine(self):
+        pass
+
+
+def test_steps_multiplier_gives_an_arm_more_steps_and_done_json_records_tokens_and_commit(tmp_path, monkeypatch):
+    study = _tiny_study(methods={"grpo_matched": {"config": "grpo", "steps_multiplier": 1.5},
+                                 "grpo": {"config": "grpo", "overrides": {"train.max_steps": 3}}})
+    seen = []
+
+    def fake_train(cfg, **kwargs):
+        seen.append(cfg["train"]["max_steps"])
+        assert json.loads((Path(cfg["output_dir"]) / "code_version.json").read_text())["commit"] == _head()
+        return _Trained()
+
+    monkeypatch.setattr(study_recipe, "train_or_resume", fake_train)
+    monkeypatch.setattr(study_recipe, "evaluate", lambda *a, **k: {})
+    study_recipe._train_and_eval(study, tmp_path, "grpo_matched", 0)
+    study_recipe._train_and_eval(study, tmp_path, "grpo", 0)
+    assert seen == [12, 3]  # round(8 x 1.5); an explicit train.max_steps override
+    done = json.loads((study_recipe.run_dir(tmp_path, "grpo_matched", 0) / "done.json").read_text())
+    assert done["compute"] == {"steps": 2, "rollout_steps": 2, "rollout_tokens": 160, "sft_tokens": 80,
+                               "trained_tokens": 240}
+    assert (done["max_steps"], done["steps_multiplier"]) == (12, 1.5)
+    assert done["git"]["commit"] == done["git_at_start"]["commit"] == _head()
+    assert isinstance(done["git"]["dirty"], bool)
+    assert done["train_data"] == str(tmp_path / "data" / "train.jsonl")
+
+    for bad in ({"config": "grpo", "steps_multiplier": 0}, {"config": "grpo", "steps": 3}):
+        with pytest.raises(UserError):
+            study_recipe.method_overrides({**study, "methods": {"x": bad}}, "x")
+
+
+# ---------------------------------------------------------------------------------------------
+# Screening
+
+
+def _write_study(tmp_path: Path, study: dict) -> str:
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(study))
+    return str(path)
+
+
+def test_screening_keeps_the_tasks_whose_rate_is_in_the_band(tmp_path):
+    from pact_cotrain.recipes.study_screen import run_screen
+
+    config = _write_study(tmp_path, _tiny_study(screen={"samples": 5, "keep": [0.2, 0.6]}))
+    pool = generate_tasks(6, seed=0, split="train")
+    write_tasks(tmp_path / "pool.jsonl", pool)
+    successes = {t.id: n for t, n in zip(pool, [0, 1, 2, 3, 4, 5])}  # rates 0, .2, .4, .6, .8, 1
+    asked = []
+
+    def rates(tasks):
+        asked.append([t.id for t in tasks])
+        return successes
+
+    out = tmp_path / "screened.jsonl"
+    summary = run_screen(config, "unused", str(out), pool=str(tmp_path / "pool.jsonl"), rate_fn=rates)
+    assert asked == [[t.id for t in pool]]
+    kept = load_tasks(out)
+    assert [t.id for t in kept] == [t.id for t in pool[1:4]]  # both ends of the band included
+    assert [t.metadata["screen"] for t in kept] == [{"rate": r, "successes": n, "samples": 5}
+                                                    for r, n in ((0.2, 1), (0.4, 2), (0.6, 3))]
+    assert kept[0].trace == pool[1].trace and kept[0].tools == pool[1].tools  # trainable as they were
+    records = [json.loads(line) for line in open(f"{out}.rates.jsonl")]
+    assert [(r["rate"], r["kept"]) for r in records] == [(0.0, False), (0.2, True), (0.4, True), (0.6, True),
+                                                         (0.8, False), (1.0, False)]
+    assert summary["successes_histogram"] == {f"{k}/5": 1 for k in range(6)}
+    assert (summary["pool"], summary["kept"], summary["success"]) == (6, 3, "solve_f1 >= 1.0")
+    assert json.loads(Path(f"{out}.summary.json").read_text()) == summary
+
+    none = tmp_path / "none.jsonl"
+    with pytest.raises(UserError, match="no task of 6 has a success rate in"):
+        run_screen(config, "unused", str(none), pool=str(tmp_path / "pool.jsonl"), rate_fn=lambda ts: {t.id: 5 for t in ts})
+    assert not none.exists() and Path(f"{none}.rates.jsonl").exists()
+
+
+def test_pact_study_screen_samples_a_tiny_model(tmp_path, capsys):
+    from pact_cotrain.cli import main
+
+    study = _tiny_study(screen={"samples": 2, "keep": [0.0, 1.0], "batch_tasks": 2})
+    config = _write_study(tmp_path, study)
+    model = _save_tiny(tmp_path / "model")
+    out = tmp_path / "screened.jsonl"
+    assert main(["study", "screen", "--config", config, "--model", str(model), "--out", str(out)]) == 0
+    records = [json.loads(line) for line in open(f"{out}.rates.jsonl")]
+    assert [r["task_id"] for r in records] == [t.id for t in generate_tasks(6, seed=0, split="train")]
+    assert all(r["samples"] == 2 and r["successes"] in (0, 1, 2) for r in records)
+    summary = json.loads(Path(f"{out}.summary.json").read_text())
+    assert summary["caps"] == {"max_turns": 1, "max_new_tokens_per_turn": 8, "max_completion_tokens": 64}
+    assert len(load_tasks(out)) == 6  # the band [0, 1] keeps all
+    assert "screen: kept 6 of 6 tasks" in capsys.readouterr().out
+    assert main(["study", "screen", "--config", config, "--out", str(out)]) == 2  # no --model: one line
+
+
+def test_study_screens_once_after_the_warmup_and_arms_train_on_the_kept_tasks(tmp_path, monkeypatch, tokenizer):
+    from pact_cotrain.recipes import common
+
+    study = _tiny_study(screen={"samples": 2})
+    config = _write_study(tmp_path, study)
+    out = tmp_path / "out"
+    spawned = []
+    monkeypatch.setattr(common, "load_tokenizer", lambda name: tokenizer)
+    monkeypatch.setattr(study_recipe, "_warmup", lambda *args: spawned.append("warmup"))
+    monkeypatch.setattr(study_recipe, "_spawn", lambda args, *rest, **kw: spawned.append(" ".join(args)) or 0)
+    assert study_recipe.run_study(config, str(out), force_caps=True) == 0  # the tiny caps cut the expert format
+    data = out / "data"
+    assert spawned[:2] == ["warmup", f"study screen --config {config} --model {out / 'warmup' / 'final'} "
+                                     f"--out {data / 'screened.jsonl'} --pool {data / 'train.jsonl'}"]
+    assert any("--run-one sft:0" in s for s in spawned[2:])
+    # a run reads the screened pool, and refuses to start without it
+    with pytest.raises(UserError, match="screened.jsonl is missing"):
+        study_recipe._train_and_eval(study, out, "sft", 0)
+    write_tasks(data / "screened.jsonl", generate_tasks(2, seed=0, split="train"))
+    seen = {}
+    monkeypatch.setattr(study_recipe, "train_or_resume", lambda cfg, **k: seen.update(cfg["data"]) or _Trained())
+    monkeypatch.setattr(study_recipe, "evaluate", lambda *a, **k: {})
+    study_recipe._train_and_eval(study, out, "sft", 0)
+    assert (seen["source"], seen["path"]) == ("file", str(data / "screened.jsonl"))
+
+
+# ---------------------------------------------------------------------------------------------
+# The report: per-set columns and the per-task tests
+
+
+def _fake_set_run(out: Path, method: str, seed: int, scores: dict[str, list[float]]):
+    from pact_cotrain.recipes.study_eval import write_per_task
+
+    d = out / "runs" / method / f"seed{seed}"
+    (d / "eval").mkdir(parents=True)
+    benchmarks = {name: {"metrics": {"solve_f1": sum(v) / len(v)}, "turns_cut_fraction": 0.0} for name, v in scores.items()}
+    (d / "eval" / "results.json").write_text(json.dumps({"paper": {"values": {}}, "benchmarks": benchmarks}))
+    (d / "log_history.json").write_text("[]")
+    (d / "done.json").write_text(json.dumps({"train_seconds": 6.0, "total_seconds": 9.0}))
+    write_per_task(d / "per_task.jsonl.gz", [{"method": method, "seed": seed, "eval_set": name, "task_id": f"t{i}",
+                                              "solve_f1": v} for name, vs in scores.items() for i, v in enumerate(vs)])
+
+
+def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
+    from pact_cotrain.recipes.study_report import write_report
+
+    study = _tiny_study(seeds=[0, 1], methods={"vanilla": None, "pact": {"config": "pact"}, "grpo": {"config": "grpo"}})
+    for seed in (0, 1):
+        _fake_set_run(tmp_path, "pact", seed, {"toolworld_test": [1.0, 1.0, 0.0, 1.0], "toolworld_ood": [1.0, 0.0]})
+        _fake_set_run(tmp_path, "grpo", seed, {"toolworld_test": [0.5, 1.0, 0.0, 0.5], "toolworld_ood": [1.0, 0.0]})
+    _fake_set_run(tmp_path, "vanilla", 0, {"toolworld_test": [0.0, 0.0, 0.0, 0.0], "toolworld_ood": [0.0, 0.0]})
+    write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    header = next(line for line in md.splitlines() if line.startswith("| method "))
+    assert "| toolworld_test Solve-F1 | toolworld_test answer |" in header and "toolworld_ood Solve-F1" in header
+    pact_row = next(line for line in md.splitlines() if line.startswith("| pact "))
+    assert "| 75.0 ± 0.0 |" in pact_row
+    # PACT minus GRPO on the test set: 75 - 50 = +25 points; equal on OOD: Δ 0, p 1
+    grpo = next(line for line in md.splitlines() if line.startswith("| toolworld_test | grpo |"))
+    assert "| 2, 2 | +25.0 |" in grpo
+    ood = next(line for line in md.splitlines() if line.startswith("| toolworld_ood | grpo |"))
+    assert "| +0.0 | [+0.0, +0.0] | 1 | 1 |" in ood
+    assert "| toolworld_test | vanilla | 2, 1 | +75.0 |" in md
+    assert "sets toolworld_test (toolworld, 3 test tasks), toolworld_ood (toolworld, 2 ood tasks)" in md

@@ -244,11 +244,13 @@ def _fake_set_run(out: Path, method: str, seed: int, scores: dict[str, list[floa
 def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
     from pact_cotrain.recipes.study_report import write_report
 
-    study = _tiny_study(seeds=[0, 1], methods={"vanilla": None, "pact": {"config": "pact"}, "grpo": {"config": "grpo"}})
+    study = _tiny_study(seeds=[0, 1], methods={"vanilla": None, "pact": {"config": "pact"}, "grpo": {"config": "grpo"},
+                                               "sft": {"config": "sft"}})
     for seed in (0, 1):
         _fake_set_run(tmp_path, "pact", seed, {"toolworld_test": [1.0, 1.0, 0.0, 1.0], "toolworld_ood": [1.0, 0.0]})
         _fake_set_run(tmp_path, "grpo", seed, {"toolworld_test": [0.5, 1.0, 0.0, 0.5], "toolworld_ood": [1.0, 0.0]})
     _fake_set_run(tmp_path, "vanilla", 0, {"toolworld_test": [0.0, 0.0, 0.0, 0.0], "toolworld_ood": [0.0, 0.0]})
+    _fake_set_run(tmp_path, "sft", 0, {"toolworld_test": [0.0, 0.0, 0.0], "toolworld_ood": [0.0, 0.0]})  # a task short
     write_report(study, tmp_path)
     md = (tmp_path / "results.md").read_text()
     header = next(line for line in md.splitlines() if line.startswith("| method "))
@@ -261,4 +263,6 @@ def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
     ood = next(line for line in md.splitlines() if line.startswith("| toolworld_ood | grpo |"))
     assert "| +0.0 | [+0.0, +0.0] | 1 | 1 |" in ood
     assert "| toolworld_test | vanilla | 2, 1 | +75.0 |" in md
+    assert "| toolworld_test | sft | – |" in md and "seed 0 has no score for 1 task(s), e.g. t3" in md
+    assert "| toolworld_ood | sft | 2, 1 | +50.0 |" in md
     assert "sets toolworld_test (toolworld, 3 test tasks), toolworld_ood (toolworld, 2 ood tasks)" in md

@@ -232,7 +232,11 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
         for method, theirs_rows in rows.items():
             if method == reference or not any(row["eval_set"] == name for row in theirs_rows):
                 continue
-            theirs, their_seeds, _ = per_task_matrix(theirs_rows, metric, name, tasks)
+            try:
+                theirs, their_seeds, _ = per_task_matrix(theirs_rows, metric, name, tasks)
+            except ValueError as exc:  # a run scored other tasks: no paired test, and the report says why
+                lines.append(f"| {name} | {method} | – | – | – | – | – | – ({exc}) |")
+                continue
             boot = paired_bootstrap(ours, theirs, n_boot=n_boot, rng=0)
             results.append((method, their_seeds, boot, welch_t_test(ours.mean(axis=1), theirs.mean(axis=1))))
         for (method, their_seeds, boot, welch), p_holm in zip(results, holm([b.p for _, _, b, _ in results])):

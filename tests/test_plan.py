@@ -177,3 +177,14 @@ def test_packed_groups_cost_dense_attention():
     assert sft.computed == sft.attended == 2 * tokens.tri(0, 140)  # one causal row per trace, no mask
     batched = tokens.StepInputs(2, 4, 1, "sample", "trace", STATS, shape, per_group=False)
     assert tokens.step_passes(plan_step(MethodConfig(name="sft"), 0, 4), batched)[0].computed == 2 * 140 ** 2
+
+
+def test_micro_batches_repeat_the_context_as_the_trainer_packs_them():
+    from pact_cotrain.training.microbatch import Piece, forward_tokens, plan_micro_batches
+
+    # a group of x = 100 + 4 x 50 = 300 tokens under a 220-token budget: two pieces of 2 completions
+    _, per_step = step_tokens("grpo", ["train.micro_batch_tokens=220"])
+    assert per_step["prompt-only scoring"] == pytest.approx(2 * (2 * 100 + 4 * 50))
+    rows = [[Piece(("prompt", i // 4), 100, 50)] for i in range(8)]
+    parts = plan_micro_batches(rows, [], 220)
+    assert sum(forward_tokens([rows[i] for i in p.rows]) for p in parts) == per_step["prompt-only scoring"]

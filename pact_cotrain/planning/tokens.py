@@ -17,7 +17,8 @@ traces, or from a calibration file's measured rollouts. Per episode: G generated
 
 One process's step (P = train.prompts_per_step, K = train.k, B = P K rollouts; N processes run N such
 shares at once, `training/distributed.py`). Scoring packs each group's K completions after one copy
-of its context (`training/scoring.py`), so a pass over n groups of m rows costs n * ctx + n m C tokens:
+of its context (`training/scoring.py`), so a pass over n groups of m rows costs n * ctx + n m C tokens
+(under train.micro_batch_tokens a group that does not fit is split and each piece repeats the context):
 
     rollouts          prefill B (x + I)  (the KV cache is reused across turns), decode B G
     prompt-only       groups P s_p with context x,  rows B s_p, forward + backward
@@ -327,6 +328,7 @@ class StepInputs:
     shape: RolloutShape
     trace_contexts: dict = field(default_factory=dict)  # trace view -> mean [x; h] tokens
     per_group: bool = True  # one forward per context group (train.forward_per_group; the CPU default)
+    budget: int | None = None  # train.micro_batch_tokens
 
 
 def scoring_shares(plan, inputs: StepInputs) -> tuple[float, float, bool]:
@@ -343,14 +345,30 @@ def scoring_shares(plan, inputs: StepInputs) -> tuple[float, float, bool]:
     return s_p, (1 - plan.anchor_q) * tau, grad
 
 
+def split_group(m: int, context: float, completion: float, budget: int | None) -> list[int]:
+    """Completions per forward of one group of m rows under a micro-batch budget of `budget` tokens: a
+    group that does not fit is split, every piece holding the context once (`training.microbatch`:
+    a row that does not fit even alone gets a part of its own). [m] without a budget."""
+    if budget is None or context + m * completion <= budget or m <= 1:
+        return [m]
+    per = max(1, int((budget - context) // completion)) if completion > 0 else m
+    full, rest = divmod(m, per)
+    return [per] * full + ([rest] if rest else [])
+
+
 def _scoring(name: str, kind: str, groups: float, rows: float, context: float, completion: float,
-             per_group: bool = True) -> Pass:
-    """n groups of [context ; c_1 ; ... ; c_m], m = rows / groups: masked (dense) unless m = 1 and alone."""
-    length = context + (rows / groups if groups else 0) * completion
-    attended = groups * tri(0, context) + rows * tri(context, completion)
-    causal = per_group and groups and rows / groups <= 1
-    return Pass(name, kind, groups * context + rows * completion, attended, rows * completion, groups, length,
-                attended if causal else groups * length * length)
+             per_group: bool = True, budget: int | None = None) -> Pass:
+    """`groups` groups of [context ; c_1 ; ... ; c_m], m = rows / groups, split under `budget`
+    (`split_group`); a piece is masked (dense attention) unless it is one completion in its own forward."""
+    m = round(rows / groups) if groups else 0
+    if not m:
+        return Pass(name, kind, 0.0, 0.0, 0.0)
+    pieces = split_group(m, context, completion, budget)
+    causal = lambda j: tri(0, context) + j * tri(context, completion)  # noqa: E731
+    tokens = sum(context + j * completion for j in pieces)
+    computed = sum(causal(j) if per_group and j == 1 else (context + j * completion) ** 2 for j in pieces)
+    return Pass(name, kind, groups * tokens, groups * sum(causal(j) for j in pieces), rows * completion,
+                groups * len(pieces), context + pieces[0] * completion, groups * computed)
 
 
 def step_passes(plan, inputs: StepInputs, rollout_step: bool = True) -> list[Pass]:
@@ -375,18 +393,18 @@ def step_passes(plan, inputs: StepInputs, rollout_step: bool = True) -> list[Pas
         if inputs.anchor_mode == "mixture" and s_t:
             tau = stats.traced_share  # untraced rows are scored after x in the "trace" pass
             xh = tau * xh + (1 - tau) * x
-        per_group = inputs.per_group
+        per_group, budget = inputs.per_group, inputs.budget
         if s_p:
-            passes.append(_scoring("prompt-only scoring", "train", P * s_p, B * s_p, x, C, per_group))
+            passes.append(_scoring("prompt-only scoring", "train", P * s_p, B * s_p, x, C, per_group, budget))
         if s_t:
             passes.append(_scoring("[x; h] re-scoring", "train" if trace_grad else "forward", P * s_t, B * s_t, xh, C,
-                                   per_group))
+                                   per_group, budget))
         if inputs.num_iterations > 1 and rollout_step:
             # pi_old's no-grad passes (`PACTTrainer._old_logps`): every row prompt-only, and every row in its
             # trace context (x for the rows not scored under [x; h]) when any row is.
-            old = _scoring("old-policy scoring", "forward", P, B, x, C, per_group)
+            old = _scoring("old-policy scoring", "forward", P, B, x, C, per_group, budget)
             if s_t:
-                both = _scoring("old-policy scoring", "forward", P, B, s_t * xh + (1 - s_t) * x, C, per_group)
+                both = _scoring("old-policy scoring", "forward", P, B, s_t * xh + (1 - s_t) * x, C, per_group, budget)
                 old = Pass(old.name, "forward", old.tokens + both.tokens, old.attended + both.attended,
                            old.logit_tokens + both.logit_tokens, old.groups + both.groups, old.group_len,
                            old.computed + both.computed)
@@ -394,7 +412,7 @@ def step_passes(plan, inputs: StepInputs, rollout_step: bool = True) -> list[Pas
     if plan.sft_coef > 0 and stats.n_traced:
         n = P * stats.traced_share
         x_sft, t = stats.traced_prompt, stats.trace_target
-        passes.append(_scoring("SFT on traces", "train", n, n, x_sft, t, inputs.per_group))
+        passes.append(_scoring("SFT on traces", "train", n, n, x_sft, t, inputs.per_group, inputs.budget))
     return passes
 
 

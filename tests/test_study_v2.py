@@ -172,6 +172,7 @@ def test_screening_keeps_the_tasks_whose_rate_is_in_the_band(tmp_path):
                                                          (0.8, False), (1.0, False)]
     assert summary["successes_histogram"] == {f"{k}/5": 1 for k in range(6)}
     assert (summary["pool"], summary["kept"], summary["success"]) == (6, 3, "solve_f1 >= 1.0")
+    assert summary["git"]["commit"] == _head()
     assert json.loads(Path(f"{out}.summary.json").read_text()) == summary
 
     none = tmp_path / "none.jsonl"

@@ -410,7 +410,9 @@ def _warmup(study: dict, out: Path, threads: int) -> None:
         f"model={study['model']}", f"output_dir={out / 'warmup'}", "train.report_to=[]", "train.save_steps=0",
         "train.disable_tqdm=true"]
     print("warm-up:", " ".join(overrides), flush=True)
+    code = code_version()
     _spawn(["train", "--config", spec["config"], *overrides], out / "warmup.log", threads)
+    (out / "warmup_code_version.json").write_text(json.dumps(code))  # the commit the warm-up trained with
 
 
 def _spawn(args: list[str], log: Path, threads: int, cores: str | None = None) -> int:

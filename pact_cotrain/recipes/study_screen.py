@@ -132,7 +132,7 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
     """Screen the pool with `model`, write FILE, FILE.rates.jsonl and FILE.summary.json; return the summary.
     `rate_fn` replaces the sampling (tests). Refuses (UserError) when no task falls in the band."""
     from pact_cotrain.data.trace_format import Task, write_tasks
-    from pact_cotrain.recipes.study import load_study
+    from pact_cotrain.recipes.study import code_version, load_study
 
     study = load_study(config)
     settings = screen_settings(study)
@@ -152,7 +152,8 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
                "caps": {k: v for k, v in training_sampling(study).items()
                         if k in ("max_turns", "max_new_tokens_per_turn", "max_completion_tokens")},
                "successes_histogram": histogram(records),
-               "mean_rate": sum(r["rate"] for r in records) / len(records) if records else 0.0}
+               "mean_rate": sum(r["rate"] for r in records) / len(records) if records else 0.0,
+               "git": code_version()}
     with open(f"{out}.rates.jsonl", "w") as handle:
         for record in records:
             handle.write(json.dumps(record) + "\n")

@@ -177,6 +177,9 @@ def test_packed_groups_cost_dense_attention():
     assert sft.computed == sft.attended == 2 * tokens.tri(0, 140)  # one causal row per trace, no mask
     batched = tokens.StepInputs(2, 4, 1, "sample", "trace", STATS, shape, per_group=False)
     assert tokens.step_passes(plan_step(MethodConfig(name="sft"), 0, 4), batched)[0].computed == 2 * 140 ** 2
+    # batched, but a 200-token budget holds one 140-token trace per micro-batch: plain causal rows again
+    alone = tokens.StepInputs(2, 4, 1, "sample", "trace", STATS, shape, per_group=False, budget=200)
+    assert tokens.step_passes(plan_step(MethodConfig(name="sft"), 0, 4), alone)[0].computed == 2 * tokens.tri(0, 140)
 
 
 def test_micro_batches_repeat_the_context_as_the_trainer_packs_them():

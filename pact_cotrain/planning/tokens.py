@@ -359,14 +359,17 @@ def split_group(m: int, context: float, completion: float, budget: int | None) -
 def _scoring(name: str, kind: str, groups: float, rows: float, context: float, completion: float,
              per_group: bool = True, budget: int | None = None) -> Pass:
     """`groups` groups of [context ; c_1 ; ... ; c_m], m = rows / groups, split under `budget`
-    (`split_group`); a piece is masked (dense attention) unless it is one completion in its own forward."""
+    (`split_group`); a piece is masked (dense attention) unless it is one completion in a forward of
+    its own: one forward per group, or a budget too small for the next row beside it."""
     m = round(rows / groups) if groups else 0
     if not m:
         return Pass(name, kind, 0.0, 0.0, 0.0)
     pieces = split_group(m, context, completion, budget)
     causal = lambda j: tri(0, context) + j * tri(context, completion)  # noqa: E731
+    next_row = completion if m > 1 else context + completion  # the next row: same group, or a new one
+    alone = per_group or (budget is not None and context + completion + next_row > budget)
     tokens = sum(context + j * completion for j in pieces)
-    computed = sum(causal(j) if per_group and j == 1 else (context + j * completion) ** 2 for j in pieces)
+    computed = sum(causal(j) if alone and j == 1 else (context + j * completion) ** 2 for j in pieces)
     return Pass(name, kind, groups * tokens, groups * sum(causal(j) for j in pieces), rows * completion,
                 groups * len(pieces), context + pieces[0] * completion, groups * computed)
 

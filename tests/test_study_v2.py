@@ -32,8 +32,10 @@ def _tiny_study(**extra) -> dict:
         "budget": {"train.max_steps": 8, "sampling.max_turns": 1, "sampling.max_new_tokens_per_turn": 8,
                    "sampling.max_completion_tokens": 64},
         "methods": {"vanilla": None, "sft": {"config": "sft"}},
-        "eval": {"sets": {"toolworld_test": {"benchmark": "toolworld", "toolworld": {"split": "test", "n": 3, "seed": 1000}},
-                          "toolworld_ood": {"benchmark": "toolworld", "toolworld": {"split": "ood", "n": 2}, "max_turns": 1}},
+        "eval": {"sets": {"toolworld_test": {"benchmark": "toolworld",
+                                             "toolworld": {"split": "test", "n": 3, "seed": 1000}},
+                          "toolworld_ood": {"benchmark": "toolworld", "toolworld": {"split": "ood", "n": 2},
+                                            "max_turns": 1}},
                  "max_turns": 2, "max_new_tokens_per_turn": 8, "max_completion_tokens": 64, "backend": "hf",
                  "dtype": "float32", "batch_size": 8},
     }
@@ -60,7 +62,8 @@ def test_v2_study_evaluates_two_fixed_sets_of_256_tasks_greedy_in_fp32():
     from pact_cotrain.eval.caps import Caps
 
     # one set of rollout caps for every trained arm (measured in the config's comments to cut no expert trace)
-    assert study_recipe.training_caps(study) == {Caps(4, 224, 1024): [m for m in study["methods"] if study["methods"][m]]}
+    trained = [m for m in study["methods"] if study["methods"][m]]
+    assert study_recipe.training_caps(study) == {Caps(4, 224, 1024): trained}
 
 
 def test_a_run_evaluates_every_named_set_and_keeps_per_task_results(tmp_path):
@@ -177,7 +180,8 @@ def test_screening_keeps_the_tasks_whose_rate_is_in_the_band(tmp_path):
 
     none = tmp_path / "none.jsonl"
     with pytest.raises(UserError, match="no task of 6 has a success rate in"):
-        run_screen(config, "unused", str(none), pool=str(tmp_path / "pool.jsonl"), rate_fn=lambda ts: {t.id: 5 for t in ts})
+        run_screen(config, "unused", str(none), pool=str(tmp_path / "pool.jsonl"),
+                   rate_fn=lambda ts: {t.id: 5 for t in ts})
     assert not none.exists() and Path(f"{none}.rates.jsonl").exists()
 
 
@@ -234,7 +238,8 @@ def _fake_set_run(out: Path, method: str, seed: int, scores: dict[str, list[floa
 
     d = out / "runs" / method / f"seed{seed}"
     (d / "eval").mkdir(parents=True)
-    benchmarks = {name: {"metrics": {"solve_f1": sum(v) / len(v)}, "turns_cut_fraction": 0.0} for name, v in scores.items()}
+    benchmarks = {name: {"metrics": {"solve_f1": sum(v) / len(v)}, "turns_cut_fraction": 0.0}
+                  for name, v in scores.items()}
     (d / "eval" / "results.json").write_text(json.dumps({"paper": {"values": {}}, "benchmarks": benchmarks}))
     (d / "log_history.json").write_text("[]")
     (d / "done.json").write_text(json.dumps({"train_seconds": 6.0, "total_seconds": 9.0}))

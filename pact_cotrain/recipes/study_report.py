@@ -225,7 +225,8 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
     lines = [f"{reference} minus each arm, per evaluation set ({metric}, points): paired per-task bootstrap "
              f"({n_boot} replicates: the same tasks for both arms, seeds resampled within each arm), p Holm-corrected "
              "over the arms of a set; Welch's t-test of the per-seed means.", "",
-             "| set | minus | seeds (ours, theirs) | Δ | 95% CI | p | p Holm | Welch p |", "|---|---|---|---|---|---|---|---|"]
+             "| set | minus | seeds (ours, theirs) | Δ | 95% CI | p | p Holm | Welch p |",
+             "|---|---|---|---|---|---|---|---|"]
     for name in dict.fromkeys(row["eval_set"] for row in rows[reference]):
         ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
         results = []
@@ -254,7 +255,8 @@ def screening_lines(out: Path) -> list[str]:
     s = json.loads(path.read_text())
     return [f"Training pool screened with the warm-up checkpoint: {s['kept']} of {s['pool']} tasks kept, those with "
             f"a success rate in {s['keep']} over {s['samples']} samples at temperature {s['temperature']} (success: "
-            f"{s['success']}); tasks by successes: {s['successes_histogram']}. Every arm trained on the kept tasks.", ""]
+            f"{s['success']}); tasks by successes: {s['successes_histogram']}. Every arm trained on the kept tasks.",
+            ""]
 
 
 def evaluation_line(ev: dict) -> str:

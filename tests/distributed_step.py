@@ -83,8 +83,8 @@ recorder = Recorder(trainer)
 trainer.add_callback(recorder)
 trainer.train()
 state = PartialState()
-losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
+logs = [h for h in trainer.state.log_history if "loss" in h]  # rank 0's log: metrics averaged over processes
 torch.save({"rank": state.process_index, "world": state.num_processes, "backend": state.backend,
-            "steps": recorder.steps, "logged_losses": losses}, f"{out}/rank{state.process_index}.pt")
+            "steps": recorder.steps, "logs": logs}, f"{out}/rank{state.process_index}.pt")
 print(f"RANK {state.process_index}/{state.num_processes} backend={state.backend} step={trainer.state.global_step} "
       f"params={parameter_hash(trainer.accelerator.unwrap_model(trainer.model))}", flush=True)

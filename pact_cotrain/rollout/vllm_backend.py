@@ -41,6 +41,10 @@ oneDNN, so writing into the parameters alone would not reach the kernels), then 
 reset. On CPU the packed LM-head GEMM is rebuilt too (a tied head is otherwise left stale). With
 `in_process=False` the same calls go to the engine process over `collective_rpc`; the LM-head step sends
 a function, which vLLM only allows with VLLM_ALLOW_INSECURE_SERIALIZATION=1 (that mode is untested here).
+
+Several training processes (TRL's colocate mode): every process builds its own engine in process, with
+`distributed_executor_backend="external_launcher"`, tensor_parallel_size 1 and seed + rank, and syncs
+it from its own replica of the weights (`pact_cotrain.training.distributed.vllm_process_kwargs`).
 """
 
 from __future__ import annotations

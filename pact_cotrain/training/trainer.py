@@ -13,7 +13,9 @@ One generation batch is one optimiser step (steps_per_generation = gradient accu
 `num_iterations` > 1 reuses it with an old-policy pass. `micro_batch_tokens` splits the step's
 forward/backward into micro-batches whose gradients accumulate to the unsplit step's
 (`training_step`, `pact_cotrain.training.microbatch`). Every random draw of a step (sampling,
-anchoring) is seeded from (seed, global_step), so a resumed run repeats the same steps.
+anchoring) is seeded from (seed, global_step), so a resumed run repeats the same steps. With several
+processes each rolls out its own prompts and the update is the single process's over all of them
+(`pact_cotrain.training.distributed`).
 """
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """PACT steps with rollouts in every process (launched by tests/test_distributed.py with torchrun).
 
-    python -m torch.distributed.run --nproc_per_node N tests/distributed_step.py OUT PROMPTS_PER_PROCESS STEPS [GEN_BATCH]
+    python -m torch.distributed.run --nproc_per_node N tests/distributed_step.py OUT PROMPTS_PER_PROCESS STEPS \
+        [GEN_BATCH [MICRO_BATCH_TOKENS]]
 
 Each process trains the same tiny model and writes OUT/rank<r>.pt: per step, the task ids and
 rollout token ids it trained on, its loss scale, the gradient the optimiser is about to apply (after
@@ -23,6 +24,7 @@ from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 
 out, prompts, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 generation_batch = sys.argv[4] if len(sys.argv) > 4 else "null"
+micro_batch_tokens = sys.argv[5] if len(sys.argv) > 5 else "null"
 
 
 def parameter_hash(model) -> str:
@@ -73,6 +75,7 @@ tok = tiny_tokenizer()
 model = with_end_of_turn_bias(tiny_llama(tok), tok.eos_token_id)
 cfg = load_config("pact", ["train.k=2", f"train.prompts_per_step={prompts}", "data.n_train=16",
                            f"train.max_steps={steps}", f"sampling.generation_batch_size={generation_batch}",
+                           f"train.micro_batch_tokens={micro_batch_tokens}",
                            "sampling.max_new_tokens_per_turn=12", "sampling.max_completion_tokens=48",
                            "sampling.max_turns=2", "train.report_to=[]", "train.save_steps=0",
                            "train.disable_tqdm=true", "train.learning_rate=1e-2", "train.max_grad_norm=0",

@@ -109,7 +109,7 @@ def loss_scales(accelerator, batch: dict, rl: bool, aggregation: str, max_tokens
     Every process must call this once per built batch, in the same order (one all-reduce), whether or
     not it holds RL rows or SFT traces itself: `rl` and `sft_weights` follow the step's plan, which is
     the same in every process."""
-    rank, n = world(accelerator)
+    n = accelerator.num_processes
     if n == 1:
         return {}
     rl_local = rl_raw_normaliser(batch["loss_mask"], aggregation, max_tokens) if rl else 0.0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -357,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
     except (UserError, TraceFormatError) as exc:  # ordinary mistakes: one line, no traceback; bugs keep theirs
         print(f"pact {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `pact ... | head` closed the pipe: stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -211,3 +211,22 @@ def test_eval_counts_episodes_and_names_its_backend(capsys, tmp_path, monkeypatc
     assert "eval toolworld: episode 3/3" in captured.err  # counted per episode, over two batches
     assert results["backend"] == "HFBackend"
     assert json.loads((tmp_path / "e" / "results.json").read_text())["benchmarks"]["toolworld"]["n_episodes"] == 3
+
+
+def test_output_piped_into_a_closed_reader_ends_quietly(monkeypatch):
+    """`pact tools list ... | head -1`: when the reader has closed the pipe, no BrokenPipeError traceback."""
+    import os
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader (head) is gone: every write now raises BrokenPipeError
+    stdout = os.fdopen(write_end, "w", buffering=1)
+    monkeypatch.setattr(sys, "stdout", stdout)
+    try:
+        assert main(["tools", "list", "--bench", "ftrl", "--id", "ftrl_test_007"]) == 0
+    finally:
+        monkeypatch.undo()
+        try:
+            stdout.close()
+        except OSError:
+            pass

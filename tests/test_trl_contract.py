@@ -1,4 +1,4 @@
-"""PACTTrainer overrides GRPOTrainer at three points and relies on a few of its attributes. This test
+"""PACTTrainer overrides GRPOTrainer at a few points and relies on a few of its attributes. This test
 fails when TRL changes any of them, so a TRL upgrade is a deliberate change, not a silent break."""
 
 import inspect
@@ -19,6 +19,10 @@ def test_overridden_method_signatures():
     assert params(GRPOTrainer._prepare_inputs) == ["self", "generation_batch"]
     assert params(GRPOTrainer.compute_loss) == ["self", "model", "inputs", "return_outputs", "num_items_in_batch"]
     assert params(GRPOTrainer._save_checkpoint) == ["self", "model", "trial"]
+    assert params(GRPOTrainer.training_step) == ["self", "model", "inputs", "num_items_in_batch"]  # micro-batches
+    assert params(GRPOTrainer.log) == ["self", "logs", "start_time"]  # metrics averaged over processes first
+    assert params(GRPOTrainer._get_train_sampler) == ["self", "dataset"]  # the resumable sampler
+    assert params(GRPOTrainer.train)[:2] == ["self", "resume_from_checkpoint"]
 
 
 def test_constructor_arguments_we_pass():

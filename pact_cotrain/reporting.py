@@ -74,21 +74,25 @@ def paired_bootstrap_se(before: list[float], after: list[float], draws: int = 20
 
 
 def _noise_line(n_eval, after, per_task) -> str:
+    """`per_task`: {"before"/"warmup"/"after": per-task Solve-F1 list, same task order}."""
     accuracy = after.get("answer_correct", 0.0)
     line = (f"With {n_eval} tasks a share has a binomial standard error sqrt(p(1-p)/n) of at most "
             f"{binomial_se(0.5, n_eval):.3f} (p = 0.5); for the final answer accuracy ({accuracy:.3f}) it is "
             f"{binomial_se(accuracy, n_eval):.3f}.")
-    if per_task:
-        se = paired_bootstrap_se(*per_task)
-        line += (f" The change in Solve-F1 has a paired bootstrap standard error of {se:.3f} (same tasks before "
-                 f"and after, resampled 2,000 times)")
-        line += ", so a change smaller than about twice that is within noise." if se == se else "."
+    per_task = per_task or {}
+    changes = [("warmup", "PACT's change (after PACT minus after warm-up)"), ("before", "the whole change")]
+    parts = [f"{label} {paired_bootstrap_se(per_task[start], per_task['after']):.3f}"
+             for start, label in changes if start in per_task and "after" in per_task]
+    if parts:
+        line += (" Paired bootstrap standard errors of the Solve-F1 changes (same tasks, resampled 2,000 times): "
+                 + "; ".join(parts) + ". A change smaller than about twice its standard error is within noise.")
     return line
 
 
 def write_demo_report(path, cfg, before, after, history, steps_planned, steps_done, train_seconds, total_seconds,
                       n_eval, warmup=None, model_dir="runs/demo/final", per_task_f1=None) -> None:
-    """`per_task_f1`: (before, after) per-task Solve-F1 lists, same task order, for the bootstrap."""
+    """`per_task_f1`: {"before", "warmup", "after": per-task Solve-F1 list, same task order}, for the bootstrap;
+    `warmup["eval"]`, when present, is the evaluation after the warm-up (a third column)."""
     train_logs = [h for h in history if "loss" in h]
     zero = zero_rl_gradient_steps(train_logs)
     positive = sum(1 for h in train_logs if h.get("reward", 0.0) > 0)
@@ -105,12 +109,19 @@ def write_demo_report(path, cfg, before, after, history, steps_planned, steps_do
         f"- evaluation: {n_eval} held-out toolworld test tasks (entities disjoint from training), greedy, "
         f"prompt-only, at most {after.get('max_turns', '?')} assistant turns. " + _noise_line(n_eval, after, per_task_f1),
         "",
-        "| metric | before | after | change |",
-        "|---|---|---|---|",
     ]
-    for key, label in _ROWS:
-        b, a = before.get(key, 0.0), after.get(key, 0.0)
-        lines.append(f"| {label} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
+    warmed = (warmup or {}).get("eval")
+    if warmed:  # three evaluations: what the warm-up taught, then what PACT added to it
+        lines += ["| metric | base model | after warm-up | after PACT | PACT's change | whole change |",
+                  "|---|---|---|---|---|---|"]
+        for key, label in _ROWS:
+            b, w, a = before.get(key, 0.0), warmed.get(key, 0.0), after.get(key, 0.0)
+            lines.append(f"| {label} | {b:.3f} | {w:.3f} | {a:.3f} | {a - w:+.3f} | {a - b:+.3f} |")
+    else:
+        lines += ["| metric | before | after | change |", "|---|---|---|---|"]
+        for key, label in _ROWS:
+            b, a = before.get(key, 0.0), after.get(key, 0.0)
+            lines.append(f"| {label} | {b:.3f} | {a:.3f} | {a - b:+.3f} |")
     first, last = (train_logs[0], train_logs[-1]) if train_logs else ({}, {})
     lines += [
         "",
@@ -120,7 +131,9 @@ def write_demo_report(path, cfg, before, after, history, steps_planned, steps_do
         "## Training",
         "",
         f"- wall time: PACT training {train_seconds / 60:.1f} min, whole demo {total_seconds / 60:.1f} min "
-        f"(evaluation before {before.get('seconds', 0):.0f} s, after {after.get('seconds', 0):.0f} s)",
+        f"(evaluations: base model {before.get('seconds', 0):.0f} s"
+        + (f", after warm-up {warmup['eval'].get('seconds', 0):.0f} s" if (warmup or {}).get("eval") else "")
+        + f", after PACT {after.get('seconds', 0):.0f} s)",
         f"- SFT loss: first step {first.get('loss/sft', float('nan')):.3f}, last step {last.get('loss/sft', float('nan')):.3f}",
         f"- rollout reward: first step {first.get('reward', float('nan')):.3f}, last step {last.get('reward', float('nan')):.3f}",
         "",

@@ -29,7 +29,11 @@ def test_demo_report_states_steps_zero_gradient_noise_and_model(tmp_path, monkey
     # A random model earns no reward: every group is all-equal, so both steps are listed as zero-gradient.
     assert "zero gradient (all rewards equal in every group) at steps 1, 2" in report
     assert "3 held-out toolworld test tasks" in report and f"at most {binomial_se(0.5, 3):.3f}" in report
-    assert "paired bootstrap standard error of 0.000" in report  # a random model scores 0 before and after
+    # a random model scores 0 at every evaluation
+    assert "PACT's change (after PACT minus after warm-up) 0.000; the whole change 0.000" in report
+    # three evaluations, so PACT's own change is not confused with the warm-up's
+    assert "| metric | base model | after warm-up | after PACT | PACT's change | whole change |" in report
+    assert (out / "episodes_warmup.jsonl").exists() and "after warm-up" in report
     assert f"`{out / 'final'}`" in report
     for _, label, _, words in CURVES:
         assert f"**{label}**" in report and words in report

@@ -2,7 +2,8 @@
 
 1. evaluate the base model on held-out toolworld test tasks (greedy);
 2. a short SFT format warm-up on toolworld's `warmup` split (configs/demo_warmup.yaml), so rollouts
-   can earn reward and PACT's RL term has something to act on;
+   can earn reward and PACT's RL term has something to act on; evaluate again, so that the report
+   separates what the warm-up taught from what PACT added;
 3. PACT on toolworld train tasks for `train.max_steps` steps (configs/demo.yaml), no time budget;
 4. evaluate again, save `<out>/final` (model and tokenizer), write report.md and training_curves.png.
 """
@@ -65,6 +66,8 @@ def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: st
         print(f"format warm-up: {wcfg['train']['max_steps']} SFT steps on toolworld's warm-up split", flush=True)
         wtrainer, wseconds = _train(wcfg, model, tokenizer)
         warmup = {"steps": wtrainer.state.global_step, "planned": wcfg["train"]["max_steps"], "seconds": wseconds}
+        warmup["eval"] = _evaluate(model, tokenizer, eval_tasks, f"{out_dir}/episodes_warmup.jsonl", "eval warmed-up model")
+        print("after warm-up:", json.dumps(warmup["eval"]), flush=True)
 
     print(f"PACT: {cfg['train']['max_steps']} steps", flush=True)
     trainer, train_seconds = _train(cfg, model, tokenizer)
@@ -84,6 +87,7 @@ def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: st
                       steps_planned=cfg["train"]["max_steps"], steps_done=trainer.state.global_step,
                       train_seconds=train_seconds, total_seconds=time.time() - started, n_eval=n_eval,
                       warmup=warmup, model_dir=final,
-                      per_task_f1=[_per_task(f"{out_dir}/episodes_{when}.jsonl", "solve_f1") for when in ("before", "after")])
+                      per_task_f1={when: _per_task(f"{out_dir}/episodes_{when}.jsonl", "solve_f1")
+                                   for when in ("before", "warmup", "after") if os.path.exists(f"{out_dir}/episodes_{when}.jsonl")})
     print(f"wrote {out_dir}/report.md and {out_dir}/training_curves.png; model in {final}", flush=True)
     return 0

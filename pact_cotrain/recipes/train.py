@@ -298,6 +298,10 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
 
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RichProgressCallback())
+    n = trainer.accelerator.num_processes
+    if n > 1 and trainer.accelerator.is_main_process:  # prompts_per_step is per process: say what a step is
+        print(f"step: {n} processes x {train['prompts_per_step']} prompts (train.prompts_per_step is per process) "
+              f"= {n * train['prompts_per_step']} prompts x {k} rollouts", file=sys.stderr, flush=True)
     return trainer
 
 

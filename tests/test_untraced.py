@@ -14,7 +14,7 @@ from pact_cotrain.data.trace_format import write_tasks
 from pact_cotrain.envs.toolworld import generate_tasks
 from pact_cotrain.errors import UserError
 from pact_cotrain.recipes.train import build_trainer, load_config
-from pact_cotrain.testing import tiny_llama
+from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training import scoring
 from pact_cotrain.training import trainer as trainer_module
 
@@ -118,3 +118,16 @@ def test_gold_call_rewards_refuse_untraced_rows_naming_the_task(name, tmp_path, 
     cfg = _file_config(name, tmp_path, tasks, "train.prompts_per_step=2", "train.max_steps=1")
     with pytest.raises(UserError, match=rf"first: task {tasks[2].id}\).*reward {name}"):
         build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)
+
+
+def test_rows_whose_tools_no_environment_runs_are_refused_for_rollout_methods(tmp_path):
+    """A converted dataset's row has no `benchmark` and no toolworld tables: rolling it out would train RL on
+    "tool unavailable" errors. Rollout methods refuse it before the model loads; SFT trains on it."""
+    tasks = [replace(t, metadata={k: v for k, v in t.metadata.items() if k != "toolworld_tables"})
+             for t in generate_tasks(4, seed=0)]
+    cfg = _file_config("grpo", tmp_path, tasks, "train.prompts_per_step=2", "train.max_steps=1")
+    with pytest.raises(UserError, match="4 of 4 training tasks .* have tools no environment can run"):
+        build_trainer(cfg, model=object(), tokenizer=None)  # refused before the model is touched
+    tok = tiny_tokenizer()
+    sft = _file_config("sft", tmp_path, tasks, "train.prompts_per_step=2", "train.max_steps=1")
+    assert build_trainer(sft, model=tiny_llama(tok), tokenizer=tok) is not None

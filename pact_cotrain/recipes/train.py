@@ -172,6 +172,22 @@ def load_train_tasks(data: dict) -> list[Task]:
     return tasks
 
 
+def check_executable_tools(tasks: list[Task], method: MethodConfig) -> None:
+    """A rollout method needs an environment that runs each task's tools. A task runs in the environment
+    its `benchmark` field names, toolworld by default, and toolworld executes only the tables a generated
+    task carries; without them every call of a converted dataset's row would fail and RL would train on
+    error observations. Refused before the model loads; SFT reads only the trace and needs no environment."""
+    if method.name == "sft":
+        return
+    stranded = [t.id for t in tasks
+                if t.metadata.get("benchmark", "toolworld") == "toolworld" and not t.metadata.get("toolworld_tables")]
+    if stranded:
+        raise UserError(f"{len(stranded)} of {len(tasks)} training tasks (first: {stranded[0]}) have tools no environment "
+                        f"can run: a row runs in the environment its `benchmark` field names (toolworld by default, "
+                        f"which runs only generated toolworld tasks; ftrl runs FTRL's tool code). method.name="
+                        f"{method.name} rolls out, so its tools must execute; train such rows with --config sft")
+
+
 def env_factory_for(tasks: list[Task], max_steps: int):
     """Each task's benchmark picks its environment (toolworld in process; FTRL's tool code in the sandbox)."""
     from pact_cotrain.envs.toolworld import ToolworldEnv
@@ -214,6 +230,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     data = cfg["data"]
     check_trace_needs(tasks, cfg["method"]["name"], cfg["method"]["reward"],
                       data["path"] if data["source"] == "file" else f"data.source={data['source']}")
+    check_executable_tools(tasks, MethodConfig(**cfg["method"]))  # before the model loads, too
     attention = cfg["train"].get("attn_implementation")
     if attention:  # refused before the model loads; the trainer checks the default it ends up with
         from pact_cotrain.training.scoring import check_custom_mask_support

@@ -69,21 +69,14 @@ def local_share(draw: torch.Tensor, rank: int, n_processes: int) -> torch.Tensor
 
 def rl_raw_normaliser(mask: torch.Tensor, aggregation: str, max_tokens: int | None) -> float:
     """D_r before the clamp to >= 1 that only `token_mean` applies: what sums over processes."""
-    if aggregation == "token_mean":
-        return float(int((mask != 0).sum()))
-    return microbatch.rl_normaliser(mask, aggregation, max_tokens)
+    return microbatch.rl_normaliser(mask, aggregation, max_tokens, clamp=False)
 
 
 def sft_raw_normaliser(batch: dict, toolcall_weight: float, answer_weight: float) -> float:
     """N_sup of this process's traces (0 without any), before the clamp to >= 1."""
     if "sft_targets" not in batch:
         return 0.0
-    from pact_cotrain import losses
-
-    mask = batch["sft_toolcall_mask"]
-    _, stats = losses.component_sft_loss(torch.zeros(mask.shape), batch["sft_reasoning_mask"], mask,
-                                         toolcall_weight, 1.0, batch["sft_answer_mask"], answer_weight)
-    return float(int(stats["n_supervised"]))
+    return microbatch.sft_normaliser(batch, toolcall_weight, answer_weight, clamp=False)
 
 
 def process_scale(local_raw: float, total_raw: float, n_processes: int, clamp: bool) -> float:

@@ -143,11 +143,13 @@ def plan_micro_batches(rollout_items: list[list[Piece]], sft_items: list[list[Pi
     return [MicroBatch(tuple(i for i in p if i < n_rows), tuple(i - n_rows for i in p if i >= n_rows)) for p in parts]
 
 
-def rl_normaliser(mask: torch.Tensor, aggregation: str, max_tokens: int | None) -> float:
-    """D of `losses.aggregate_loss` over the rows of `mask` [B, T] (see the module docstring)."""
+def rl_normaliser(mask: torch.Tensor, aggregation: str, max_tokens: int | None, clamp: bool = True) -> float:
+    """D of `losses.aggregate_loss` over the rows of `mask` [B, T] (see the module docstring). `clamp`:
+    token_mean's max(., 1), as the loss applies it; without it, the count that sums over processes."""
     rows = mask.shape[0]
     if aggregation == "token_mean":
-        return float(max(int((mask != 0).sum()), 1))
+        count = int((mask != 0).sum())
+        return float(max(count, 1) if clamp else count)
     if aggregation == "seq_mean_token_mean":
         return float(rows)
     if aggregation == "token_sum_norm":
@@ -158,13 +160,15 @@ def rl_normaliser(mask: torch.Tensor, aggregation: str, max_tokens: int | None) 
                      f"known: {losses.AGGREGATIONS} (set train.micro_batch_tokens=null)")
 
 
-def sft_normaliser(batch: dict, toolcall_weight: float, answer_weight: float) -> float:
-    """N_sup of `losses.component_sft_loss` over the traces of `batch`, clamped to >= 1 as it is: the
-    loss itself counts it (on zero log-probs), so the rule (which components count) is the loss's own."""
+def sft_normaliser(batch: dict, toolcall_weight: float, answer_weight: float, clamp: bool = True) -> float:
+    """N_sup of `losses.component_sft_loss` over the traces of `batch`, clamped to >= 1 as it is (`clamp`;
+    without it, the count that sums over processes): the loss itself counts it (on zero log-probs), so
+    the rule (which components count) is the loss's own."""
     mask = batch["sft_toolcall_mask"]
     _, stats = losses.component_sft_loss(torch.zeros(mask.shape), batch["sft_reasoning_mask"], mask,
                                          toolcall_weight, 1.0, batch["sft_answer_mask"], answer_weight)
-    return float(max(int(stats["n_supervised"]), 1))
+    count = int(stats["n_supervised"])
+    return float(max(count, 1) if clamp else count)
 
 
 def _width(sequences: list[list[int]]) -> int:

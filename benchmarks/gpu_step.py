@@ -168,6 +168,16 @@ def enable_checkpointing_like_train(trainer) -> bool:
     return True
 
 
+def reset_for_peak(model, device) -> None:
+    """No gradients held, caches freed and the peak counter reset: a measurement starts from here."""
+    model.zero_grad(set_to_none=True)
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+    sync(device)
+
+
 def time_variant(name, trainer, batch, repeats, device):
     """One warm-up, then `repeats` timed forward+backward passes of `trainer.compute_loss` on `batch`."""
     model = trainer.model
@@ -179,12 +189,7 @@ def time_variant(name, trainer, batch, repeats, device):
         loss.backward()
 
     model.train()
-    model.zero_grad(set_to_none=True)
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-    sync(device)
+    reset_for_peak(model, device)
     step()  # warm-up
     sync(device)
     times = []
@@ -240,12 +245,7 @@ def micro_batch_peaks(trainer, batch, counts, device) -> dict:
         for n in counts:
             budget = budget_for(items, n)
             trainer.micro_batch_tokens = budget
-            model.zero_grad(set_to_none=True)
-            gc.collect()
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-                torch.cuda.reset_peak_memory_stats()
-            sync(device)
+            reset_for_peak(model, device)
             started = time.perf_counter()
             try:
                 with trainer.accelerator.autocast():

@@ -1,7 +1,10 @@
 """PACT steps with rollouts in every process (launched by tests/test_distributed.py with torchrun).
 
     python -m torch.distributed.run --nproc_per_node N tests/distributed_step.py OUT PROMPTS_PER_PROCESS STEPS \
-        [GEN_BATCH [MICRO_BATCH_TOKENS]]
+        [GEN_BATCH [MICRO_BATCH_TOKENS [PAD]]]
+
+PAD=1 pads every process's micro-batch count to the largest, as ZeRO and FSDP need (training/distributed.py,
+item 4), with one packed forward per part (train.forward_per_group=false, as on GPUs).
 
 Each process trains the same tiny model and writes OUT/rank<r>.pt: per step, the task ids and
 rollout token ids it trained on, its loss scale, the gradient the optimiser is about to apply (after
@@ -25,6 +28,7 @@ from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 out, prompts, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 generation_batch = sys.argv[4] if len(sys.argv) > 4 else "null"
 micro_batch_tokens = sys.argv[5] if len(sys.argv) > 5 else "null"
+pad = len(sys.argv) > 6 and sys.argv[6] == "1"
 
 
 def parameter_hash(model) -> str:
@@ -39,6 +43,12 @@ class Recorder(TrainerCallback):
 
     def __init__(self, trainer):
         self.trainer, self.steps = trainer, []
+        self.training_forwards = 0  # forward calls of the trained model in train mode (rollouts run in eval mode)
+        trainer.model.register_forward_pre_hook(self._count)
+
+    def _count(self, module, args):
+        if module.training:
+            self.training_forwards += 1
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         batch = self.trainer._buffered_inputs[0]
@@ -47,7 +57,10 @@ class Recorder(TrainerCallback):
                            "completions": [list(c) for c in batch["completions"]],
                            "anchor": batch["anchor"].tolist(), "rl_loss_scale": batch.get("rl_loss_scale", 1.0),
                            "sft_loss_scale": batch.get("sft_loss_scale", 1.0), "n_sft": self._n_sft(batch),
-                           "n_tokens": int(batch["loss_mask"].sum()), "grad": grads.clone()})
+                           "n_tokens": int(batch["loss_mask"].sum()), "grad": grads.clone(),
+                           "forwards": self.training_forwards,
+                           "parts": (self.trainer._metrics["train"].get("micro_batches") or [1.0])[-1]})
+        self.training_forwards = 0
 
     def _n_sft(self, batch) -> int:
         from pact_cotrain.training.distributed import sft_raw_normaliser
@@ -79,8 +92,10 @@ cfg = load_config("pact", ["train.k=2", f"train.prompts_per_step={prompts}", "da
                            "sampling.max_new_tokens_per_turn=12", "sampling.max_completion_tokens=48",
                            "sampling.max_turns=2", "train.report_to=[]", "train.save_steps=0",
                            "train.disable_tqdm=true", "train.learning_rate=1e-2", "train.max_grad_norm=0",
-                           "method.anchor_q=0.5", f"output_dir={out}/run"])
+                           "method.anchor_q=0.5", f"output_dir={out}/run"]
+                  + (["train.forward_per_group=false"] if pad else []))
 trainer = build_trainer(cfg, model=model, tokenizer=tok)
+trainer._pad_parts = pad
 trainer.args.optim = OptimizerNames.SGD
 recorder = Recorder(trainer)
 trainer.add_callback(recorder)

@@ -27,11 +27,11 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _launch(out: Path, n_processes: int, prompts: int, steps: int, generation_batch: str = "null",
-            micro_batch_tokens: str = "null") -> list[dict]:
+            micro_batch_tokens: str = "null", pad: bool = False) -> list[dict]:
     out.mkdir()
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n_processes),
            "--standalone", str(ROOT / "tests" / "distributed_step.py"), str(out), str(prompts), str(steps),
-           generation_batch, micro_batch_tokens]
+           generation_batch, micro_batch_tokens, "1" if pad else "0"]
     # one thread per process: torchrun's default with several processes, set for the single one too
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
@@ -82,3 +82,11 @@ def test_rollouts_in_every_process_equal_one_process_step(tmp_path):
     ranks = _launch(tmp_path / "two_micro", 2, prompts=2, steps=2, micro_batch_tokens="96")
     assert all(h["micro_batches"] > 1 for h in ranks[0]["logs"])
     _assert_single_process_step(ranks, single)
+    # With one packed forward per part (as on GPUs), the ranks' part counts differ in some step (rank 0 logs
+    # their mean), which would leave ZeRO-3 / FSDP waiting on a weight all-gather forever. Padded to the
+    # largest count (as under sharding), every rank runs as many forwards, the filler parts add exactly
+    # nothing, and the step is still the single process's.
+    padded = _launch(tmp_path / "two_micro_padded", 2, prompts=2, steps=2, micro_batch_tokens="3000", pad=True)
+    assert any(h["micro_batches"] != int(h["micro_batches"]) for h in padded[0]["logs"])
+    assert [s["forwards"] for s in padded[0]["steps"]] == [s["forwards"] for s in padded[1]["steps"]]
+    _assert_single_process_step(padded, single)

@@ -100,11 +100,11 @@ def phase_configs(config: str, overrides: list[str]) -> list[tuple[str, str, dic
     return out
 
 
-def phase_steps(cfg: dict, stop: dict | None, stats: tokens.DataStats) -> int:
+def phase_steps(cfg: dict, stop: dict | None, stats: tokens.DataStats, gpus: int = 1) -> int:
     if stop and "steps" in stop:
         return int(stop["steps"])
-    if stop and "epochs" in stop:
-        return math.ceil(float(stop["epochs"]) * stats.n_traced / cfg["train"]["prompts_per_step"])
+    if stop and "epochs" in stop:  # every GPU's process takes prompts_per_step prompts a step
+        return math.ceil(float(stop["epochs"]) * stats.n_traced / (cfg["train"]["prompts_per_step"] * gpus))
     return int(cfg["train"]["max_steps"])
 
 
@@ -155,9 +155,9 @@ def make_plan(config: str, overrides: list[str] = (), options: PlanOptions | Non
         plan.phases.append(plan_phase(name, config_name, cfg, method, stats, shape_r, stop, plan, capacity, on_gpu))
     if first["train"].get("lora"):
         plan.notes.append("train.lora is not modelled: memory and FLOPs are full fine-tuning's (an upper bound)")
-    if sharding == "zero3" and options.gpus > 1 and first["train"].get("rollout_backend", "hf") == "hf":
-        plan.notes.append("ZeRO-3 with HF-generate rollouts gathers every layer's weights at each decode step: "
-                          "not modelled, and slow; --sharding zero2 keeps whole weights on every GPU")
+    if sharding in ("zero3", "fsdp") and options.gpus > 1 and first["train"].get("rollout_backend", "hf") == "hf":
+        plan.notes.append(f"{sharding} with HF rollouts: each GPU gathers the full weights once a step into an "
+                          "unsharded copy it decodes with (counted as the rollout weights copy)")
     return plan
 
 
@@ -166,7 +166,7 @@ def plan_phase(name, config_name, cfg, method, stats, rollout, stop, plan: Plan,
     from pact_cotrain.training.methods import plan_step
 
     train = cfg["train"]
-    steps = phase_steps(cfg, stop, stats)
+    steps = phase_steps(cfg, stop, stats, plan.options.gpus)
     iterations = int(train.get("num_iterations", 1) or 1)
     per_group = train.get("forward_per_group")
     inputs = tokens.StepInputs(train["prompts_per_step"], train["k"], iterations, method.anchor_mode, method.surrogate,
@@ -274,7 +274,9 @@ def peak_memory(cfg: dict, inputs: tokens.StepInputs, step_plans: list, plan: Pl
                              f"train.vllm.gpu_memory_utilization={math.ceil(100 * need / capacity) / 100:.2f} "
                              f"(its need, {need / 1e9:.1f} GB)")
     elif rl:
-        rollout_copy = shape.n_params * cost.DTYPE_BYTES[precision.rollout] if precision.rollout != precision.weights else 0
+        # a copy when it is cast, and under ZeRO-3 / FSDP always (the weights are gathered into it)
+        copied = precision.rollout != precision.weights or (plan.sharding in ("zero3", "fsdp") and plan.options.gpus > 1)
+        rollout_copy = shape.n_params * cost.DTYPE_BYTES[precision.rollout] if copied else 0
         rollout_phase = kv + rollout_copy
         training_phase = sum(line.bytes for line in (worst or []))
         lines.append(cost.MemoryLine("rollout KV cache", kv, f"{chunk} episodes x {context + sampling['max_completion_tokens']:,.0f}"

@@ -30,10 +30,23 @@ vLLM in every process (TRL's colocate pattern): each process builds its own engi
 tensor_parallel_size 1 and `distributed_executor_backend="external_launcher"`, which makes vLLM use the
 torch.distributed job it finds instead of starting its own (it reads RANK, LOCAL_RANK, WORLD_SIZE,
 MASTER_ADDR/PORT), and its own seed offset; `vllm_process_kwargs` returns those arguments.
+
+Sharded parameters (DeepSpeed ZeRO-2/3, FSDP) put collectives in every forward (ZeRO-3, FSDP: weight
+all-gathers) or every backward (ZeRO-2/3, FSDP: gradient reduce-scatters), and a collective that one
+process calls and another does not waits forever. Two things keep the counts equal:
+
+4. Micro-batch counts are padded to the largest over processes (`padded_count`): a process with fewer
+   parts runs extra parts with every loss scale 0, whose gradient is exactly zero
+   (`PACTTrainer.training_step`, `_old_logps`). The per-group scoring layout (a forward per group) is
+   refused there, since its forward count follows the batch.
+5. Rollouts never run a forward of the sharded model: HF rollouts decode with an unsharded copy, and
+   vLLM receives, the full weights gathered once per step (`full_parameters`), so processes whose
+   episodes end at different turns need not stay in step while decoding.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 
@@ -116,6 +129,99 @@ def loss_scales(accelerator, batch: dict, rl: bool, aggregation: str, max_tokens
     return out
 
 
+# ----------------------------------------------------------------------------------- sharded parameters
+
+
+def sharding(accelerator) -> str | None:
+    """"zero2", "zero3" or "fsdp" when gradients or weights are sharded over several processes; None
+    under DDP and with one process (no collective outside the last backward's all-reduce)."""
+    from accelerate.utils import DistributedType
+
+    if accelerator.num_processes == 1:
+        return None
+    if accelerator.distributed_type == DistributedType.FSDP:
+        return "fsdp"
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        stage = accelerator.state.deepspeed_plugin.zero_stage
+        return f"zero{stage}" if stage >= 2 else None
+    return None
+
+
+def padded_count(accelerator, n_local: int, force: bool = False) -> int:
+    """The number of forward/backward parts every process runs: the largest `n_local` over processes
+    under sharding (or with `force`), this process's own otherwise (no all-reduce)."""
+    if not force and sharding(accelerator) is None:
+        return n_local
+    t = torch.tensor([n_local], dtype=torch.int64, device=accelerator.device)
+    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
+def zero_weight(part: dict) -> dict:
+    """A part that runs the same forward and backward as `part` and contributes exactly nothing: every
+    loss scale 0 (0 x a finite gradient is 0)."""
+    return {**part, "rl_loss_scale": 0.0, "sft_loss_scale": 0.0}
+
+
+def check_scoring_layout(accelerator, forward_per_group: bool) -> None:
+    if forward_per_group and sharding(accelerator) in ("zero3", "fsdp"):
+        raise UserError("train.forward_per_group=true under ZeRO-3 or FSDP: a forward per prompt group makes "
+                        "the processes' weight all-gathers differ in number; drop the key (one packed forward)")
+
+
+@contextlib.contextmanager
+def full_parameters(accelerator, model):
+    """(name, full tensor) of every parameter of `model` (the prepared, wrapped model) on every process,
+    in checkpoint naming, valid inside the block. FSDP: torch's full state dict (an all-gather per
+    parameter). ZeRO-3: DeepSpeed's GatheredParameters, as TRL's `unwrap_model_for_generation`. Other
+    launches already hold full parameters. Every process must enter it at the same point."""
+    unwrapped = accelerator.unwrap_model(model)
+    kind = sharding(accelerator)
+    if kind == "fsdp":
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        state = get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=False))
+        yield list(state.items())
+    elif kind == "zero3":
+        import deepspeed
+
+        with deepspeed.zero.GatheredParameters(list(model.parameters())):
+            yield [(name, p.data) for name, p in unwrapped.named_parameters()]
+    else:
+        yield [(name, p.detach()) for name, p in unwrapped.named_parameters()]
+
+
+def unsharded_copy(accelerator, model, dtype: torch.dtype) -> torch.nn.Module:
+    """A plain (unsharded, untrained) instance of the policy's architecture in `dtype` on this process's
+    device: what HF rollouts decode with under sharding, loaded by `load_full_parameters`."""
+    from transformers import PreTrainedModel
+
+    unwrapped = accelerator.unwrap_model(model)
+    if hasattr(unwrapped, "peft_config"):
+        raise UserError("LoRA with ZeRO-3 or FSDP and HF rollouts is not wired in; use DDP or ZeRO-2")
+    # FSDP2 swaps the class for a generated FSDP<Cls>; build the model class it wraps.
+    from torch.distributed.fsdp import FSDPModule
+
+    cls = next(c for c in type(unwrapped).__mro__ if issubclass(c, PreTrainedModel) and not issubclass(c, FSDPModule))
+    copy = cls(unwrapped.config).to(device=accelerator.device, dtype=dtype)
+    copy.eval()
+    for param in copy.parameters():
+        param.requires_grad_(False)
+    return copy
+
+
+@torch.no_grad()
+def load_full_parameters(target: torch.nn.Module, named: list[tuple[str, torch.Tensor]]) -> None:
+    """Copy gathered full parameters into `target` by name (tied weights come once); every parameter of
+    `target` must be there."""
+    by_name = dict(named)
+    missing = [name for name, _ in target.named_parameters() if name not in by_name]
+    if missing:
+        raise RuntimeError(f"gathered parameters lack {missing[:3]}{' ...' if len(missing) > 3 else ''}")
+    for name, param in target.named_parameters():
+        param.copy_(by_name[name])
+
+
 # ----------------------------------------------------------------------------------- metrics
 
 
@@ -156,7 +262,6 @@ def vllm_process_kwargs(accelerator, seed: int, user_kwargs: dict) -> dict:
     if user_kwargs.get("in_process") is False:
         raise UserError("train.vllm.in_process=false with several processes: a colocated engine must run "
                         "in its training process (drop the key)")
-    check_full_parameters(accelerator)
     # vLLM reads these when the engine is built; torchrun and accelerate launch set them, a custom
     # launcher might not (TRL sets them the same way).
     os.environ["RANK"] = str(rank)
@@ -167,18 +272,3 @@ def vllm_process_kwargs(accelerator, seed: int, user_kwargs: dict) -> dict:
         raise UserError("train.rollout_backend=vllm with several processes needs MASTER_PORT set "
                         "(accelerate launch and torchrun set it)")
     return {"distributed_executor_backend": "external_launcher", "tensor_parallel_size": 1, "seed": seed + rank}
-
-
-def check_full_parameters(accelerator) -> None:
-    """`VLLMBackend.load_weights` pushes `model.named_parameters()`: full tensors under DDP and ZeRO-1/2,
-    shards under FSDP and ZeRO-3, which would load a slice of every weight into the engine."""
-    from accelerate.utils import DistributedType
-
-    if accelerator.distributed_type == DistributedType.FSDP:
-        raise UserError("train.rollout_backend=vllm under FSDP: the engine would receive parameter shards "
-                        "(not wired in); use DDP or DeepSpeed ZeRO-2, or rollout_backend=hf")
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        stage = accelerator.state.deepspeed_plugin.zero_stage
-        if stage == 3:
-            raise UserError("train.rollout_backend=vllm under DeepSpeed ZeRO-3: the engine would receive "
-                            "parameter partitions (not wired in); use ZeRO-2 or DDP, or rollout_backend=hf")

@@ -275,6 +275,21 @@ def metric_lengths(metrics: dict) -> dict[str, int]:
     return {key: len(values) for key, values in metrics.items()}
 
 
+def drop_new_metrics(metrics: dict, before: dict[str, int]) -> None:
+    """Remove what was appended since `before` (a zero-weight filler part's metrics)."""
+    for key in list(metrics):
+        if key not in before:
+            del metrics[key]
+        else:
+            del metrics[key][before[key]:]
+
+
+def part_tokens(part: dict) -> int:
+    """A part's size, every context and completion it carries: picks the cheapest filler part."""
+    return sum(len(c) for key in ("prompt_contexts", "trace_contexts", "completions", "sft_contexts", "sft_targets")
+               for c in part.get(key, []))
+
+
 def merge_step_metrics(metrics: dict, before: dict[str, int]) -> None:
     """Fold what the parts appended to each metric list since `before` into one entry per step: the
     sum for SUMMED_METRICS, the mean otherwise (so a step weighs once in the logged average)."""

@@ -84,6 +84,10 @@ class PACTTrainer(GRPOTrainer):
         # `packed_completion_logps`). Default: per group on CPU, where batching buys nothing.
         self.forward_per_group = self.accelerator.device.type == "cpu" if forward_per_group is None \
             else forward_per_group
+        distributed.check_scoring_layout(self.accelerator, self.forward_per_group)
+        # Pad every process's micro-batch count to the largest (distributed.py, item 4): automatic under
+        # sharding; tests set it under DDP, where it changes nothing but the work done.
+        self._pad_parts = False
         from pact_cotrain.training.scoring import attn_implementation, check_custom_mask_support
 
         check_custom_mask_support(attn_implementation(self.model))  # packed scoring's 4-D mask (issue 13)
@@ -151,7 +155,14 @@ class PACTTrainer(GRPOTrainer):
     @torch.no_grad()
     def _rollout_policy(self, model):
         """The model itself, or its `rollout_dtype` copy with the current weights. Only parameters are
-        cast: buffers such as rotary frequencies keep their precision."""
+        cast: buffers such as rotary frequencies keep their precision. Under ZeRO-3 or FSDP, an unsharded
+        copy loaded with the gathered weights (distributed.py, item 5), dropped after the rollouts."""
+        if distributed.sharding(self.accelerator) in ("zero3", "fsdp"):
+            dtype = self.rollout_dtype or next(model.parameters()).dtype
+            policy = distributed.unsharded_copy(self.accelerator, self.model, dtype)
+            with distributed.full_parameters(self.accelerator, self.model) as named:
+                distributed.load_full_parameters(policy, named)
+            return policy
         if self.rollout_dtype is None or next(model.parameters()).dtype == self.rollout_dtype:
             return model
         if self._rollout_copy is None:
@@ -189,7 +200,8 @@ class PACTTrainer(GRPOTrainer):
                                      dtype=str(dtype).removeprefix("torch."), seed=seed, **kwargs)
         if self._vllm_synced_step != self.state.global_step:
             started = time.perf_counter()
-            self._vllm.load_weights(model)
+            with distributed.full_parameters(self.accelerator, self.model) as named:  # gathered if sharded
+                self._vllm.sync_weights(named)
             self._vllm_synced_step = self.state.global_step
             self._metrics["train"]["vllm_sync_seconds"].append(time.perf_counter() - started)
         return self._vllm
@@ -359,14 +371,19 @@ class PACTTrainer(GRPOTrainer):
         parts of at most `micro_batch_tokens` forward tokens (all rows at once without a budget)."""
         k = self.num_generations
         out = torch.zeros(batch["loss_mask"].shape, device=self.accelerator.device)
-        for rows in microbatch.rows_by_budget(batch, self.micro_batch_tokens, k, kind):
+        parts = microbatch.rows_by_budget(batch, self.micro_batch_tokens, k, kind)
+        # under sharding every process runs as many forwards (distributed.py, item 4): extra ones are discarded
+        n_parts = distributed.padded_count(self.accelerator, len(parts), force=self._pad_parts)
+        for i in range(n_parts):
+            rows = parts[min(i, len(parts) - 1)]
             part = microbatch.slice_batch(batch, microbatch.MicroBatch(tuple(rows), ()), k)
             every = torch.ones(len(rows), dtype=torch.bool)
             with torch.no_grad():
                 passes = self._score_passes(self.model, part, every if kind == "prompt" else None,
                                             every if kind == "trace" else None, sft=False)
-            logp = passes[f"logp_{kind}"]
-            out[rows, : logp.shape[1]] = logp
+            if i < len(parts):
+                logp = passes[f"logp_{kind}"]
+                out[rows, : logp.shape[1]] = logp
         return out.detach()
 
     def _scoring_rows(self, inputs: dict, plan: StepPlan) -> tuple[torch.Tensor, torch.Tensor]:
@@ -477,9 +494,17 @@ class PACTTrainer(GRPOTrainer):
         metrics, step = self._metrics["train"], self._step
         before = microbatch.metric_lengths(metrics)
         loss = torch.zeros((), device=self.args.device)
-        for i, part in enumerate(parts):
-            with microbatch.accumulation_context(self.accelerator, model, last=i == len(parts) - 1):
-                loss = loss + super().training_step(model, part, num_items_in_batch)
+        # Under sharding every process runs as many parts (distributed.py, item 4): the extra ones repeat
+        # the smallest part with zero weight, and their metrics are dropped.
+        n_parts = distributed.padded_count(self.accelerator, len(parts), force=self._pad_parts)
+        filler = distributed.zero_weight(min(parts, key=microbatch.part_tokens))
+        for i in range(n_parts):
+            real = i < len(parts)
+            counted = microbatch.metric_lengths(metrics)
+            with microbatch.accumulation_context(self.accelerator, model, last=i == n_parts - 1):
+                loss = loss + super().training_step(model, parts[i] if real else filler, num_items_in_batch)
+            if not real:
+                microbatch.drop_new_metrics(metrics, counted)
         self._step = step + 1
         microbatch.merge_step_metrics(metrics, before)
         metrics["micro_batches"].append(float(len(parts)))

@@ -101,3 +101,17 @@ def test_sft_then_matchtir_runs_two_phases_and_counts_both(tmp_path, tokenizer):
     assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
     with pytest.raises(ValueError, match="phases"):
         build_trainer(load_config("sft_then_matchtir"), model=model, tokenizer=tokenizer)
+
+
+def test_phase_epochs_count_every_process_prompts(tmp_path):
+    """One epoch is every trace once over all processes' prompts: 4 traces, 2 prompts a process."""
+    from pact_cotrain.data.trace_format import write_tasks
+    from pact_cotrain.envs.toolworld import generate_tasks
+    from pact_cotrain.recipes.phased import _stop_steps
+
+    path = tmp_path / "tasks.jsonl"
+    write_tasks(str(path), generate_tasks(4, seed=0, split="train"))
+    cfg = {"data": {"source": "file", "path": str(path)}, "train": {"prompts_per_step": 2}}
+    assert _stop_steps({"stop": {"epochs": 1}}, cfg, "here") == 2
+    assert _stop_steps({"stop": {"epochs": 1}}, cfg, "here", n_processes=2) == 1
+    assert _stop_steps({"stop": {"epochs": 3}}, cfg, "here", n_processes=4) == 2  # ceil(12 / 8)

@@ -191,3 +191,15 @@ def test_micro_batches_repeat_the_context_as_the_trainer_packs_them():
     rows = [[Piece(("prompt", i // 4), 100, 50)] for i in range(8)]
     parts = plan_micro_batches(rows, [], 220)
     assert sum(forward_tokens([rows[i] for i in p.rows]) for p in parts) == per_step["prompt-only scoring"]
+
+
+def test_epochs_count_every_gpus_prompts():
+    """`stop: {epochs: E}` is E passes over the traces with every process taking prompts_per_step a step
+    (as recipes/phased.py runs it): 100 traces, 4 prompts a process, 1 vs 8 GPUs."""
+    from pact_cotrain.planning.run import phase_steps
+
+    stats = tokens.DataStats("given", "given", 100, 100, [])
+    cfg = {"train": {"prompts_per_step": 4, "max_steps": 7}}
+    assert phase_steps(cfg, {"epochs": 1}, stats) == 25
+    assert phase_steps(cfg, {"epochs": 1}, stats, gpus=8) == 4  # ceil(100 / 32)
+    assert phase_steps(cfg, {"steps": 3}, stats, gpus=8) == 3 and phase_steps(cfg, None, stats, gpus=8) == 7

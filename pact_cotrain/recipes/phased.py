@@ -8,7 +8,8 @@ phase starting from the previous phase's final checkpoint (e.g. SFT, then RL fro
 
 Every phase gets the command-line overrides (so a study's shared budget applies to each), then its
 own `overrides:`. Stopping rules: `stop: {epochs: E}` sets the phase's `train.max_steps` to
-ceil(E * N / prompts_per_step), N = the tasks with an expert trace (one epoch = every trace once);
+ceil(E * N / (prompts_per_step * P)), N = the tasks with an expert trace (one epoch = every trace once),
+P = the processes (each takes prompts_per_step prompts a step);
 `stop: {steps: S}` sets it to S; no `stop:` keeps `train.max_steps`. Phase i writes
 `<output_dir>/phase<i>_<name>/final`; the last phase's model is also saved to `<output_dir>/final`.
 `<output_dir>/phases.json` holds each phase's compute and the total (`compute_summary`), which is
@@ -56,7 +57,7 @@ def add_summaries(parts: list[dict]) -> dict:
     return {key: sum(p[key] for p in parts) for key in parts[0]} if parts else compute_summary([])
 
 
-def _stop_steps(phase: dict, cfg: dict, where: str) -> int | None:
+def _stop_steps(phase: dict, cfg: dict, where: str, n_processes: int = 1) -> int | None:
     from pact_cotrain.recipes.train import load_train_tasks
 
     stop = phase.get("stop") or {}
@@ -69,7 +70,7 @@ def _stop_steps(phase: dict, cfg: dict, where: str) -> int | None:
         n_traces = sum(1 for t in load_train_tasks(cfg["data"]) if t.trace)
         if n_traces == 0:
             raise ValueError(f"{where}: stop: epochs needs tasks with an expert trace, the data has none")
-        return math.ceil(float(stop["epochs"]) * n_traces / cfg["train"]["prompts_per_step"])
+        return math.ceil(float(stop["epochs"]) * n_traces / (cfg["train"]["prompts_per_step"] * n_processes))
     return None
 
 
@@ -77,6 +78,8 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
     """Run every phase of `config`; returns (last trainer, concatenated log history, phases.json dict).
     `model`/`tokenizer` (tests): phase 0 starts from them and later phases continue with the same
     in-memory model; otherwise phase i > 0 loads phase i-1's saved final checkpoint."""
+    from accelerate import PartialState
+
     from pact_cotrain.recipes.train import build_trainer, load_config
 
     raw = read_raw(config)
@@ -99,7 +102,7 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
         if previous is not None and model is None:
             extra.append(f"model={previous}")
         cfg = load_config(phase["config"], extra)
-        steps = _stop_steps(phase, cfg, where)
+        steps = _stop_steps(phase, cfg, where, PartialState().num_processes)
         if steps is not None:
             cfg["train"]["max_steps"] = steps
         trainer = build_trainer(cfg, model=model, tokenizer=tokenizer)

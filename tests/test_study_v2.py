@@ -158,7 +158,7 @@ def test_screening_keeps_the_tasks_whose_rate_is_in_the_band(tmp_path):
     successes = {t.id: n for t, n in zip(pool, [0, 1, 2, 3, 4, 5])}  # rates 0, .2, .4, .6, .8, 1
     asked = []
 
-    def rates(tasks):
+    def rates(tasks, partial):
         asked.append([t.id for t in tasks])
         return successes
 
@@ -181,7 +181,7 @@ def test_screening_keeps_the_tasks_whose_rate_is_in_the_band(tmp_path):
     none = tmp_path / "none.jsonl"
     with pytest.raises(UserError, match="no task of 6 has a success rate in"):
         run_screen(config, "unused", str(none), pool=str(tmp_path / "pool.jsonl"),
-                   rate_fn=lambda ts: {t.id: 5 for t in ts})
+                   rate_fn=lambda ts, partial: {t.id: 5 for t in ts})
     assert not none.exists() and Path(f"{none}.rates.jsonl").exists()
 
 
@@ -200,6 +200,18 @@ def test_pact_study_screen_samples_a_tiny_model(tmp_path, capsys):
     assert summary["caps"] == {"max_turns": 1, "max_new_tokens_per_turn": 8, "max_completion_tokens": 64}
     assert len(load_tasks(out)) == 6  # the band [0, 1] keeps all
     assert "screen: kept 6 of 6 tasks" in capsys.readouterr().out
+    assert not Path(f"{out}.partial.jsonl").exists()  # removed once the screening is complete
+
+    # Stopped after its first batch (2 of 6 tasks), a screening resumes from its partial record: the
+    # recorded batch is not sampled again, and the result is the uninterrupted one's.
+    again = tmp_path / "again.jsonl"
+    first = [json.dumps({"task_id": r["task_id"], "successes": r["successes"]}) + "\n" for r in records[:2]]
+    Path(f"{again}.partial.jsonl").write_text("".join(first) + '{"task_id": "cut-by-a-ki')
+    capsys.readouterr()
+    assert main(["study", "screen", "--config", config, "--model", str(model), "--out", str(again)]) == 0
+    printed = capsys.readouterr().out
+    assert "screen: 2/6" not in printed and "screen: 4/6" in printed and "screen: 6/6" in printed
+    assert [json.loads(line) for line in open(f"{again}.rates.jsonl")] == records
     assert main(["study", "screen", "--config", config, "--out", str(out)]) == 2  # no --model: one line
 
 

@@ -47,9 +47,14 @@ import yaml
 
 
 def load_study(config: str) -> dict:
+    """A study file; `extends: OTHER` takes OTHER's keys and replaces each top-level key this file sets
+    (a pilot that changes only `methods`, say)."""
     text = Path(config).read_text() if os.path.exists(config) else (
         resources.files("pact_cotrain").joinpath(f"configs/studies/{config}.yaml").read_text())
-    return yaml.safe_load(text)
+    study = yaml.safe_load(text)
+    if "extends" in study:
+        return {**load_study(study.pop("extends")), **study}
+    return study
 
 
 def _overrides(mapping: dict | None) -> list[str]:
@@ -117,20 +122,21 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
 # 1b. Caps against the expert format (checked before any run)
 
 
-METHOD_KEYS = {"config", "overrides", "steps_multiplier"}
+METHOD_KEYS = {"config", "overrides", "steps_multiplier", "curve"}
 
 
 def method_overrides(study: dict, method: str) -> list[str]:
     """A trained method's overrides: the shared budget, then its own `overrides`, then, with
     `steps_multiplier: m`, train.max_steps = round(m x the steps it would get otherwise): a matched-tokens
-    arm (e.g. GRPO given as many trained tokens as PACT) without restating the budget."""
+    arm (e.g. GRPO given as many trained tokens as PACT) without restating the budget. (`curve:` is
+    `study_curve`'s.)"""
     from pact_cotrain.errors import UserError
     from pact_cotrain.recipes.train import load_config
 
     spec = study["methods"][method]
     unknown = set(spec) - METHOD_KEYS
     if unknown or "config" not in spec:
-        raise UserError(f"methods.{method}: takes config (required), overrides and steps_multiplier; "
+        raise UserError(f"methods.{method}: takes config (required), overrides, steps_multiplier and curve; "
                         f"got {', '.join(sorted(spec))}")
     overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides"))
     multiplier = spec.get("steps_multiplier")
@@ -265,6 +271,7 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     """One (method, seed): train from the warm-up checkpoint, evaluate, keep logs, drop weights."""
     from pact_cotrain.recipes.phased import compute_summary, is_phased, run_phased
+    from pact_cotrain.recipes.study_curve import Snapshots, curve_spec, evaluate_snapshots
     from pact_cotrain.recipes.train import load_config
 
     paths = prepare_data(study, out)
@@ -277,12 +284,13 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
             raise UserError(f"{train_path} is missing: `pact study` screens the pool after the warm-up; run it "
                             "without --run-one, or `pact study screen` by hand")
     directory = run_dir(out, method, seed)
-    if directory.exists():  # a leftover of an interrupted run: keep only its checkpoints, to resume from
+    if directory.exists():  # a leftover of an interrupted run: keep only its checkpoints (and curve), to resume
         for leftover in directory.iterdir():
-            if leftover.name != "train":
+            if leftover.name not in ("train", "curve"):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     spec = study["methods"][method]
+    curve = curve_spec(spec, method)
     started = time.time()
     code = code_version()
     first_start = directory / "train" / "code_version.json"  # kept with the checkpoints an interrupted run resumes
@@ -292,7 +300,9 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     else:
         # Checkpoints every few steps (atomic, only the newest kept; this wins over the budget's
         # save_steps): an interrupted run resumes mid-run.
-        checkpointing = [f"train.save_steps={study.get('checkpoint_steps', 2)}", "train.save_total_limit=1"]
+        # A curve run checkpoints at its curve's steps, where it keeps the weights (study_curve).
+        save_steps = curve["every"] if curve else study.get("checkpoint_steps", 2)
+        checkpointing = [f"train.save_steps={save_steps}", "train.save_total_limit=1"]
         overrides = method_overrides(study, method) + checkpointing + [
             f"model={out / 'warmup' / 'final'}", "data.source=file", f"data.path={train_path}",
             f"seed={seed}", f"output_dir={directory / 'train'}", "train.report_to=[]", "train.disable_tqdm=true"]
@@ -301,6 +311,10 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
         (directory / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
         model_dir = str(directory / "train" / "final")
         phased = is_phased(spec["config"])
+        if phased and curve:
+            from pact_cotrain.errors import UserError
+
+            raise UserError(f"methods.{method}.curve: not for phased configs")
         if phased:  # phased runs do not resume: from scratch
             shutil.rmtree(directory / "train", ignore_errors=True)
         if not first_start.exists():
@@ -309,13 +323,18 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
         if phased:  # e.g. SFT -> MatchTIR: every phase's compute is counted below
             trainer, history, _ = run_phased(spec["config"], overrides)  # saves train/final
         else:
-            trainer = train_or_resume(cfg)  # saves train/final
+            trainer = train_or_resume(cfg, callbacks=[Snapshots(directory / "curve", curve["every"])] if curve else ())
             history = trainer.state.log_history
         train_seconds = time.time() - started
         trainer.close_rollout_engine()  # evaluation builds its own engine from the saved weights
     (directory / "log_history.json").write_text(json.dumps(history, indent=1))
     evaluate(study, paths, model_dir, directory / "eval", seed)
     n_per_task = write_run_per_task(study, paths, directory, method, seed)
+    curve_steps = None
+    if curve:  # the kept steps, on a subset of every set (the last step is the evaluation above)
+        from pact_cotrain.recipes.study_eval import eval_sets
+
+        curve_steps = evaluate_snapshots(study, eval_sets(study, paths), directory, method, seed, curve["limit"])
     code_at_start = json.loads(first_start.read_text()) if first_start.exists() else code
     if spec is not None:
         shutil.rmtree(directory / "train", ignore_errors=True)  # checkpoints are not kept
@@ -328,6 +347,7 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
             "total_seconds": time.time() - started, "threads": _threads(), "compute": compute,
             "max_steps": max_steps, "steps_multiplier": (spec or {}).get("steps_multiplier"),
             "train_data": None if spec is None else train_path, "per_task_rows": n_per_task,
+            "curve": None if not curve else {**curve, "steps_evaluated": curve_steps},
             "git": code, "git_at_start": code_at_start}
     (directory / "done.json").write_text(json.dumps(done, indent=1))
 
@@ -362,9 +382,10 @@ def code_version() -> dict:
         return {"commit": None, "dirty": None}
 
 
-def train_or_resume(cfg: dict, **build_kwargs):
+def train_or_resume(cfg: dict, callbacks=(), **build_kwargs):
     """Train `cfg` from the newest complete checkpoint in its output_dir (an interrupted run) or from
-    scratch, then write final/ atomically. Returns the trainer (its log history spans the whole run)."""
+    scratch, then write final/ atomically. Returns the trainer (its log history spans the whole run).
+    `callbacks`: TrainerCallbacks added to the trainer (a curve's `Snapshots`)."""
     from transformers import TrainerState
 
     from pact_cotrain.recipes.train import build_trainer, save_final, save_final_from_checkpoint
@@ -376,6 +397,8 @@ def train_or_resume(cfg: dict, **build_kwargs):
     with run_lock(out):
         checkpoint = latest_complete(out)
         trainer = build_trainer(cfg, **build_kwargs)
+        for callback in callbacks:
+            trainer.add_callback(callback)
         if checkpoint is not None:
             state = TrainerState.load_from_json(os.path.join(checkpoint, "trainer_state.json"))
             print(f"resuming from {checkpoint} (step {state.global_step})", flush=True)

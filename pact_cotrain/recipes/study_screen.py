@@ -18,7 +18,9 @@ Writes:
   FILE.summary.json  pool size, kept, the band, the success rule, the rate histogram, the model, the caps
 
 Rates depend on the sampling seed (`screen.seed`, default 0) and the checkpoint: one screening is
-made once per study and shared by every arm.
+made once per study and shared by every arm. It is resumable: each batch's successes are appended to
+FILE.partial.jsonl as it finishes, and a screening started again skips the batches recorded there
+(every batch has its own seed, so the result is the same; the partial file is removed at the end).
 """
 
 from __future__ import annotations
@@ -32,8 +34,30 @@ from pact_cotrain.errors import UserError
 
 DEFAULTS = {"samples": 8, "temperature": 1.0, "keep": [0.2, 0.6], "metric": "solve_f1", "success_at": 1.0,
             "seed": 0, "batch_tasks": 16, "backend": "hf", "dtype": "float32", "pool": None}
-# rate_fn(tasks) -> {task_id: successes out of `samples`}
-RateFn = Callable[[list], dict]
+# rate_fn(tasks, partial) -> {task_id: successes out of `samples`}; `partial`: the resumable record (a path)
+RateFn = Callable[[list, str], dict]
+
+
+def read_partial(path: str) -> dict[str, int]:
+    """{task_id: successes} of the batches a screening finished before it was stopped."""
+    if not Path(path).exists():
+        return {}
+    done = {}
+    with open(path) as handle:
+        for line in handle:
+            if line.endswith("\n"):  # a line cut by a kill is not a record
+                record = json.loads(line)
+                done[record["task_id"]] = int(record["successes"])
+    return done
+
+
+def append_partial(path: str, successes: dict[str, int]) -> None:
+    import os
+
+    with open(path, "a") as handle:
+        handle.write("".join(json.dumps({"task_id": t, "successes": n}) + "\n" for t, n in successes.items()))
+        handle.flush()
+        os.fsync(handle.fileno())
 
 
 def screen_settings(study: dict) -> dict:
@@ -99,16 +123,24 @@ def rollout_rate_fn(model: str, study: dict, settings: dict) -> RateFn:
             policy = policy.to("cuda")
     metric, threshold, k = settings["metric"], float(settings["success_at"]), int(settings["samples"])
 
-    def rates(tasks: list) -> dict:
+    def rates(tasks: list, partial: str) -> dict:
         engine = RolloutEngine(policy, tokenizer, env_factory_for(tasks, sampling.max_turns), sampling,
                                backend=backend)
-        successes = {t.id: 0 for t in tasks}
+        done = read_partial(partial)
+        successes = {}
         size = int(settings["batch_tasks"])
         for index in range(0, len(tasks), size):
             batch = tasks[index : index + size]
+            if all(t.id in done for t in batch):  # screened before a stop: same seed, same result
+                successes.update({t.id: done[t.id] for t in batch})
+                continue
+            counts = {t.id: 0 for t in batch}
             for ep in engine.rollout(batch, k=k, seed=int(settings["seed"]) + index):
-                successes[ep.task_id] += int(float(ep.metrics.get(metric, 0.0)) >= threshold)
-            print(f"screen: {min(index + size, len(tasks))}/{len(tasks)} tasks", flush=True)
+                counts[ep.task_id] += int(float(ep.metrics.get(metric, 0.0)) >= threshold)
+            append_partial(partial, counts)
+            successes.update(counts)
+            print(f"screen: {min(index + size, len(tasks))}/{len(tasks)} tasks, {sum(counts.values())} successes "
+                  f"in this batch's {len(batch) * k} episodes", flush=True)
         return successes
 
     return rates
@@ -138,7 +170,9 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
     settings = screen_settings(study)
     tasks = pool_tasks(study, pool)
     samples = int(settings["samples"])
-    successes = (rate_fn or rollout_rate_fn(model, study, settings))(tasks)
+    partial = f"{out}.partial.jsonl"
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    successes = (rate_fn or rollout_rate_fn(model, study, settings))(tasks, partial)
     records = select({t.id: successes[t.id] for t in tasks}, samples, tuple(settings["keep"]))
     by_id = {r["task_id"]: r for r in records}
     kept = [Task(t.id, t.messages, t.tools, t.trace,
@@ -166,4 +200,5 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
     tmp = path.with_name(path.name + ".tmp")
     write_tasks(tmp, kept)
     tmp.replace(path)  # last and atomic: the file exists only when the screening is complete
+    Path(partial).unlink(missing_ok=True)
     return summary

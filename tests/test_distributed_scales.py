@@ -117,8 +117,6 @@ def test_vllm_engine_per_process_arguments(monkeypatch):
     assert (os.environ["RANK"], os.environ["LOCAL_RANK"], os.environ["WORLD_SIZE"]) == ("1", "1", "2")
     with pytest.raises(UserError, match="tensor_parallel_size"):
         distributed.vllm_process_kwargs(_accelerator(0, 2), 7, {"tensor_parallel_size": 2})
-    with pytest.raises(UserError, match="FSDP"):
-        distributed.vllm_process_kwargs(_accelerator(0, 2, DistributedType.FSDP), 7, {})
-    with pytest.raises(UserError, match="ZeRO-3"):
-        distributed.vllm_process_kwargs(_accelerator(0, 2, DistributedType.DEEPSPEED, zero_stage=3), 7, {})
-    distributed.vllm_process_kwargs(_accelerator(0, 2, DistributedType.DEEPSPEED, zero_stage=2), 7, {})
+    # sharded launches get an engine too: it is loaded with the gathered full weights (full_parameters)
+    for kind, stage in ((DistributedType.FSDP, None), (DistributedType.DEEPSPEED, 3), (DistributedType.DEEPSPEED, 2)):
+        assert distributed.vllm_process_kwargs(_accelerator(0, 2, kind, zero_stage=stage), 7, {})["seed"] == 7

@@ -115,9 +115,17 @@ def _study(args) -> int:
     args.out = args.out or "runs/cpu-study"
     if args.run_one:
         return run_one(args.config, args.out, args.run_one)
+    jobs = None
+    if args.jobs:
+        try:
+            jobs = [(job.split(":")[0], int(job.split(":")[1])) for job in args.jobs.split(",")]
+        except (IndexError, ValueError):
+            from pact_cotrain.errors import UserError
+
+            raise UserError(f"--jobs {args.jobs!r}: a comma list of METHOD:SEED, e.g. pact:1,grpo:0") from None
     return run_study(args.config, args.out, only=args.only.split(",") if args.only else None,
                      seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None,
-                     workers=args.workers, report_only=args.report, force_caps=args.force_caps)
+                     workers=args.workers, report_only=args.report, force_caps=args.force_caps, jobs=jobs)
 
 
 def _demo(args) -> int:
@@ -314,6 +322,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", default=None, help="screen: a task file to screen (default: the study's toolworld train tasks)")
     p.add_argument("--only", default=None, help="comma list of methods to run")
     p.add_argument("--seeds", default=None, help="comma list of seeds to run")
+    p.add_argument("--jobs", default=None, help="comma list of METHOD:SEED runs, in this order (instead of --only/--seeds)")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the study's)")
     p.add_argument("--report", action="store_true", help="only rebuild results.md and curves.png")
     p.add_argument("--force-caps", action="store_true",

@@ -241,6 +241,24 @@ def test_study_screens_once_after_the_warmup_and_arms_train_on_the_kept_tasks(tm
     assert (seen["source"], seen["path"]) == ("file", str(data / "screened.jsonl"))
 
 
+def test_study_runs_the_jobs_given_in_their_order(tmp_path, monkeypatch, tokenizer):
+    from pact_cotrain.cli import main
+    from pact_cotrain.recipes import common
+
+    config = _write_study(tmp_path, _tiny_study())
+    spawned = []
+    monkeypatch.setattr(common, "load_tokenizer", lambda name: tokenizer)
+    monkeypatch.setattr(study_recipe, "_warmup", lambda *args: None)
+    monkeypatch.setattr(study_recipe, "_spawn", lambda args, *rest, **kw: spawned.append(args[-1]) or 0)
+    monkeypatch.setattr("pact_cotrain.recipes.study_report.write_report", lambda *a: None)
+    out = str(tmp_path / "out")
+    assert main(["study", "--config", config, "--out", out, "--force-caps", "--workers", "1",
+                 "--jobs", "sft:2,sft:0"]) == 0
+    assert spawned == ["sft:2", "sft:0"]
+    assert main(["study", "--config", config, "--out", out, "--force-caps", "--jobs", "nope:0"]) == 2
+    assert main(["study", "--config", config, "--out", out, "--force-caps", "--jobs", "sft"]) == 2
+
+
 # ---------------------------------------------------------------------------------------------
 # The report: per-set columns and the per-task tests
 

@@ -2,6 +2,7 @@
 
     pact study --config cpu --out runs/cpu-study             # everything not yet done, then the report
     pact study --config cpu --out runs/cpu-study --only pact,grpo --seeds 0
+    pact study --config cpu --out runs/cpu-study --jobs pact:1,grpo:0,pact:2   # these runs, in this order
     pact study --config cpu --out runs/cpu-study --report    # only rebuild results.md and the curves
     pact study --config cpu --out runs/cpu-study --force-caps  # start although the caps cut the expert format
     pact study screen --config v2 --model CKPT --out FILE    # only screen the training pool (study_screen)
@@ -455,7 +456,8 @@ def _spawn(args: list[str], log: Path, threads: int, cores: str | None = None) -
 
 
 def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[int] | None = None,
-              workers: int | None = None, report_only: bool = False, force_caps: bool = False) -> int:
+              workers: int | None = None, report_only: bool = False, force_caps: bool = False,
+              jobs: list[tuple[str, int]] | None = None) -> int:
     """Everything not yet done, then the report. Before any run, the share of expert turns and traces
     the training and evaluation caps would cut is printed; above 5 % the study does not start (a
     UserError) unless `force_caps`, and the report states the shares and that they were forced."""
@@ -480,8 +482,14 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
                    cores=f"0-{cores - 1}")
         methods = [m for m in study["methods"] if not only or m in only]
         # vanilla is one greedy evaluation of one checkpoint: the same for every seed, so run once.
-        jobs = [(m, s) for s in (seeds if seeds is not None else study["seeds"]) for m in methods
-                if not (study["methods"][m] is None and s != study["seeds"][0])]
+        if jobs is None:
+            jobs = [(m, s) for s in (seeds if seeds is not None else study["seeds"]) for m in methods
+                    if not (study["methods"][m] is None and s != study["seeds"][0])]
+        unknown = [m for m, _ in jobs if m not in study["methods"]]
+        if unknown:
+            from pact_cotrain.errors import UserError
+
+            raise UserError(f"--jobs: {', '.join(unknown)} is not a method of {config}")
         todo = [(m, s) for m, s in jobs if not (run_dir(out_path, m, s) / "done.json").exists()]
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done; running {len(todo)} with {workers} worker(s) "
               f"x {threads} thread(s)", flush=True)

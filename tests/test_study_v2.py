@@ -302,3 +302,34 @@ def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
     assert "| toolworld_test | sft | – |" in md and "seed 0 has no score for 1 task(s), e.g. t3" in md
     assert "| toolworld_ood | sft | 2, 1 | +50.0 |" in md
     assert "sets toolworld_test (toolworld, 3 test tasks), toolworld_ood (toolworld, 2 ood tasks)" in md
+
+
+def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(tmp_path):
+    from pact_cotrain.recipes import study_report
+
+    study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "grpo": {"config": "grpo"}})
+    pact = {0: [1.0, 1.0, 0.0, 0.0], 1: [1.0, 0.0, 1.0, 0.0], 2: [1.0, 1.0, 1.0, 0.0]}  # run means 50, 50, 75
+    for seed, scores in pact.items():
+        _fake_set_run(tmp_path, "pact", seed, {"toolworld_ood": scores})
+        _fake_set_run(tmp_path, "grpo", seed, {"toolworld_ood": [1.0, 0.0, 0.0, 0.0]})
+    # a resumed run: its log's step times (2 x 30 s) count, its last segment's training wall time does not
+    done = tmp_path / "runs" / "pact" / "seed0"
+    (done / "log_history.json").write_text(json.dumps([{"loss": 1.0, "step_time": 30.0, "step": 1},
+                                                       {"loss": 1.0, "step_time": 30.0, "step": 2}]))
+    (done / "done.json").write_text(json.dumps({"train_seconds": 10.0, "total_seconds": 3610.0, "threads": 2}))
+    (tmp_path / "data").mkdir()
+    rates = [{"task_id": f"t{i}", "rate": r} for i, r in enumerate([0.0, 0.25, 0.75, 1.0])]
+    (tmp_path / "data" / "screened_toolworld_ood.jsonl.rates.jsonl").write_text(
+        "".join(json.dumps(r) + "\n" for r in rates))
+    study_report.write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    # mean 58.3, t_{0.975, 2} = 4.303, std of (50, 50, 75) = 14.43: half-width 35.9
+    assert "| pact | 3 | 58.3 [22.5, 94.2] |" in md
+    assert "| grpo | 3 | 25.0 [25.0, 25.0] |" in md
+    assert (tmp_path / "differences.png").stat().st_size > 0
+    assert study_report.run_core_hours(study_report.collect(tmp_path, study)["pact"][0]) == pytest.approx(
+        (60.0 + 3600.0) * 2 / 3600)
+    assert "| pact | 3 | " in md and "core-hours/run" in md
+    # by rate bin: t0 (0) ours 1 vs 1 -> 0; t1 (0.25] ours 2/3 vs 0; t2 (0.5, 1) 2/3 vs 0; t3 (1) 0 vs 0
+    assert "| arm | 0 (1) | (0, 0.5] (1) | (0.5, 1) (1) | 1 (1) |" in md
+    assert "| grpo | +0.0 | +66.7 | +66.7 | +0.0 |" in md

@@ -3,9 +3,11 @@
 Reads what `pact study` left under OUT/runs/<method>/seed<N>/ (done.json, eval/results.json,
 log_history.json, per_task.jsonl.gz) and writes OUT/results.md, OUT/results_per_seed.csv and
 OUT/curves.png. Runs that are not done are listed as missing, never filled in. A study with named
-evaluation sets gets one group of columns per set, and PACT against every other arm per set: the
-paired per-task bootstrap (CI and p, Holm-corrected over the arms of a set) and Welch's test of the
-per-seed means (`study_stats`).
+evaluation sets gets one group of columns per set, each arm's mean with its 95 % interval over seeds,
+and PACT against every other arm per set: the paired per-task bootstrap (CI and p, Holm-corrected over
+the arms of a set) and Welch's test of the per-seed means (`study_stats`), drawn side by side in
+OUT/differences.png, and by the evaluation task's screened success rate when the sets were screened.
+Every report gives each arm's cost in core-hours.
 """
 
 from __future__ import annotations
@@ -210,16 +212,22 @@ def caps_lines(out: Path) -> list[str]:
     return lines
 
 
+def per_task_rows_by_arm(out: Path, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
+    from pact_cotrain.recipes.study_eval import read_per_task
+
+    return {m: [row for r in runs if (path := out / "runs" / m / f"seed{r['seed']}" / "per_task.jsonl.gz").exists()
+                for row in read_per_task(path)] for m, runs in found.items()}
+
+
 def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], reference: str = "pact",
-                   metric: str = "solve_f1", n_boot: int = 10_000) -> list[str]:
+                   metric: str = "solve_f1", n_boot: int = 10_000, differences: dict | None = None) -> list[str]:
     """Per evaluation set, `reference` minus every other arm with per-task results: the paired per-task
     bootstrap (tasks resampled jointly, seeds within each arm; 95 % CI and p), its p Holm-corrected over
-    the arms compared in that set, and Welch's t-test of the per-seed means. In points of `metric`."""
-    from pact_cotrain.recipes.study_eval import read_per_task
+    the arms compared in that set, and Welch's t-test of the per-seed means. In points of `metric`.
+    `differences`, when given, receives {set: {arm: (mean, low, high)}} in points (for the figure)."""
     from pact_cotrain.recipes.study_stats import holm, paired_bootstrap, per_task_matrix, welch_t_test
 
-    rows = {m: [row for r in runs if (path := out / "runs" / m / f"seed{r['seed']}" / "per_task.jsonl.gz").exists()
-                for row in read_per_task(path)] for m, runs in found.items()}
+    rows = per_task_rows_by_arm(out, found)
     if not rows.get(reference):
         return []
     lines = [f"{reference} minus each arm, per evaluation set ({metric}, points): paired per-task bootstrap "
@@ -240,11 +248,147 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
                 continue
             boot = paired_bootstrap(ours, theirs, n_boot=n_boot, rng=0)
             results.append((method, their_seeds, boot, welch_t_test(ours.mean(axis=1), theirs.mean(axis=1))))
+        if differences is not None:
+            differences[name] = {m: (100 * b.mean, 100 * b.low, 100 * b.high) for m, _, b, _ in results}
         for (method, their_seeds, boot, welch), p_holm in zip(results, holm([b.p for _, _, b, _ in results])):
             lines.append(f"| {name} | {method} | {len(our_seeds)}, {len(their_seeds)} | {100 * boot.mean:+.1f} | "
                          f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {boot.p:.3g} | {p_holm:.3g} | "
                          f"{welch.p:.3g} |")
     return lines + [""]
+
+
+def arm_intervals(out: Path, found: dict[str, list[dict]], metric: str = "solve_f1") -> list[str]:
+    """Per evaluation set and arm: the mean over seeds of the run means, and its 95 % t-interval over seeds
+    (one seed: no interval), in points."""
+    import numpy as np
+
+    from pact_cotrain.recipes.study_stats import t_two_sided_p
+
+    rows = per_task_rows_by_arm(out, found)
+    sets = list(dict.fromkeys(row["eval_set"] for arm in rows.values() for row in arm))
+    if not sets:
+        return []
+    lines = [f"Each arm's {metric} (points): mean over seeds, 95 % t-interval over the seeds' run means.", "",
+             "| arm | seeds | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for arm, arm_rows in rows.items():
+        if not arm_rows:
+            continue
+        cells = []
+        for name in sets:
+            by_seed: dict[int, list[float]] = {}
+            for row in arm_rows:
+                if row["eval_set"] == name:
+                    by_seed.setdefault(int(row["seed"]), []).append(float(row[metric]))
+            means = np.array([100 * np.mean(v) for v in by_seed.values()])
+            if len(means) == 0:
+                cells.append("–")
+            elif len(means) == 1:
+                cells.append(f"{means[0]:.1f}")
+            else:
+                half = _t_quantile(0.975, len(means) - 1, t_two_sided_p) * means.std(ddof=1) / np.sqrt(len(means))
+                cells.append(f"{means.mean():.1f} [{means.mean() - half:.1f}, {means.mean() + half:.1f}]")
+        seeds = sorted({int(row["seed"]) for row in arm_rows})
+        lines.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _t_quantile(q: float, df: int, two_sided_p) -> float:
+    """Student's t quantile by bisection on the two-sided p (study_stats has no inverse)."""
+    lo, hi = 0.0, 1000.0
+    target = 2 * (1 - q)
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if two_sided_p(mid, df) > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def plot_differences(differences: dict, path: Path, reference: str = "pact") -> None:
+    """One panel per evaluation set, side by side: `reference` minus each arm with its 95 % paired
+    bootstrap interval (points)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(differences), figsize=(6 * len(differences), 0.5 * max(
+        len(d) for d in differences.values()) + 1.5), sharey=True, squeeze=False)
+    for ax, (name, arms) in zip(axes[0], differences.items()):
+        labels = list(arms)
+        means = [arms[a][0] for a in labels]
+        errors = [[arms[a][0] - arms[a][1] for a in labels], [arms[a][2] - arms[a][0] for a in labels]]
+        ax.errorbar(means, range(len(labels)), xerr=errors, fmt="o", capsize=3)
+        ax.axvline(0, color="grey", lw=1)
+        ax.set_yticks(range(len(labels)), labels)
+        ax.set_title(f"{name}: {reference} minus arm", fontsize=10)
+        ax.set_xlabel("Solve-F1 difference (points), 95 % paired bootstrap CI", fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def run_core_hours(run: dict) -> float:
+    """A run's core-hours: its training steps' own times (`step_time`, summed over the log, so a run resumed
+    across sessions counts every segment) plus its evaluation (total minus training wall time of the
+    last segment, which holds the whole evaluation), times the torch threads it ran with."""
+    steps = sum(h.get("step_time", 0.0) for h in run["history"] if "loss" in h)
+    evaluation = run["done"]["total_seconds"] - run["done"]["train_seconds"]
+    return (steps + evaluation) * (run["done"].get("threads") or 1) / 3600
+
+
+def cost_lines(found: dict[str, list[dict]]) -> list[str]:
+    lines = ["Cost per arm (core-hours: training steps + evaluation, times threads):", "",
+             "| arm | runs | core-hours/run | core-hours |", "|---|---|---|---|"]
+    total = 0.0
+    for arm, runs in found.items():
+        if runs:
+            hours = [run_core_hours(r) for r in runs]
+            total += sum(hours)
+            lines.append(f"| {arm} | {len(runs)} | {mean(hours):.2f} | {sum(hours):.1f} |")
+    return lines + ["", f"All arms: {total:.1f} core-hours (the warm-up and screenings not included).", ""]
+
+
+RATE_BINS = (("0", lambda r: r == 0.0), ("(0, 0.5]", lambda r: 0.0 < r <= 0.5), ("(0.5, 1)", lambda r: 0.5 < r < 1.0),
+             ("1", lambda r: r == 1.0))
+
+
+def dose_response_lines(out: Path, found: dict[str, list[dict]], reference: str = "pact",
+                        metric: str = "solve_f1") -> list[str]:
+    """`reference` minus each arm by the evaluation task's screened success rate (the warm-up checkpoint's,
+    from OUT/data/screened_<set>.jsonl.rates.jsonl: `pact study screen --pool OUT/data/eval_<set>.jsonl`),
+    mean over tasks of the seed-averaged per-task difference, in points, per rate bin."""
+    rows = per_task_rows_by_arm(out, found)
+    if not rows.get(reference):
+        return []
+    lines = []
+    for name in dict.fromkeys(row["eval_set"] for row in rows[reference]):
+        path = out / "data" / f"screened_{name}.jsonl.rates.jsonl"
+        if not path.exists():
+            continue
+        rate = {r["task_id"]: r["rate"] for r in map(json.loads, path.read_text().splitlines())}
+
+        def task_means(arm_rows):
+            by_task: dict[str, list[float]] = {}
+            for row in arm_rows:
+                if row["eval_set"] == name:
+                    by_task.setdefault(row["task_id"], []).append(float(row[metric]))
+            return {t: mean(v) for t, v in by_task.items()}
+
+        ours = task_means(rows[reference])
+        bins = [(label, [t for t in ours if t in rate and in_bin(rate[t])]) for label, in_bin in RATE_BINS]
+        lines += [f"{reference} minus each arm on {name} by the task's screened success rate (warm-up checkpoint; "
+                  f"{metric} points; tasks per bin in brackets):", "",
+                  "| arm | " + " | ".join(f"{label} ({len(tasks)})" for label, tasks in bins) + " |",
+                  "|---|" + "---|" * len(bins)]
+        for arm, arm_rows in rows.items():
+            if arm == reference or not arm_rows:
+                continue
+            theirs = task_means(arm_rows)
+            cells = [f"{100 * mean(ours[t] - theirs[t] for t in tasks if t in theirs):+.1f}"
+                     if any(t in theirs for t in tasks) else "–" for _, tasks in bins]
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
 
 
 def screening_lines(out: Path) -> list[str]:
@@ -272,6 +416,7 @@ def evaluation_line(ev: dict) -> str:
 
 def write_report(study: dict, out: Path) -> None:
     found = collect(out, study)
+    differences: dict = {}
     columns = columns_for(study)
     missing = [f"{m} seed {s}" for m in study["methods"] for s in study["seeds"]
                if study["methods"][m] is not None and s not in {r["seed"] for r in found[m]}]
@@ -289,7 +434,10 @@ def write_report(study: dict, out: Path) -> None:
         "",
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
           if (paired := paired_differences(found, label=label)) else []),
-        *(per_task_tests(out, study, found) if ev.get("sets") else []),
+        *(arm_intervals(out, found) if ev.get("sets") else []),
+        *(per_task_tests(out, study, found, differences=differences) if ev.get("sets") else []),
+        *(dose_response_lines(out, found) if ev.get("sets") else []),
+        *cost_lines(found),
         evaluation_line(ev),
         "",
         *screening_lines(out),
@@ -304,3 +452,5 @@ def write_report(study: dict, out: Path) -> None:
     write_per_seed_csv(found, out / "results_per_seed.csv", columns)
     if any(found.values()):
         plot_curves(found, out / "curves.png")
+    if any(differences.values()):
+        plot_differences({k: v for k, v in differences.items() if v}, out / "differences.png")

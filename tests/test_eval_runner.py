@@ -205,3 +205,29 @@ def test_per_benchmark_limit_and_turn_cap(tmp_path, tokenizer):
     assert results["sampling"]["max_turns_cap"] == {"toolworld": 1}
     for line in (tmp_path / "episodes_toolworld.jsonl").read_text().splitlines():
         assert len(json.loads(line)["turn_spans"]) <= 1
+
+
+def test_an_interrupted_evaluation_resumes_after_its_finished_batches(tmp_path, tokenizer, monkeypatch):
+    """Batches of 2 over 5 tasks; stopped after its first two batches (and a line cut by the kill), the
+    evaluation runs only the last batch and ends with the uninterrupted evaluation's episodes and results."""
+    from pact_cotrain.rollout.engine import RolloutEngine
+
+    model = tiny_llama(tokenizer)
+    whole = run_eval((model, tokenizer), ["toolworld"], {}, limit=5, out_dir=str(tmp_path / "a"), batch_size=2,
+                     **EVAL_KW)
+    lines = (tmp_path / "a" / "episodes_toolworld.jsonl").read_text().splitlines(keepends=True)
+    (tmp_path / "b").mkdir()
+    (tmp_path / "b" / "episodes_toolworld.jsonl").write_text("".join(lines[:4]) + lines[4][:30])
+    rolled = []
+    real = RolloutEngine.rollout
+    monkeypatch.setattr(RolloutEngine, "rollout", lambda self, tasks, **kw: rolled.append(len(tasks)) or real(
+        self, tasks, **kw))
+    resumed = run_eval((model, tokenizer), ["toolworld"], {}, limit=5, out_dir=str(tmp_path / "b"),
+                       batch_size=2, resume=True, **EVAL_KW)
+    assert rolled == [1]  # only the last batch (one task) ran again
+    assert (tmp_path / "b" / "episodes_toolworld.jsonl").read_text() == "".join(lines)
+    for key in ("metrics", "n_episodes", "stop_reasons", "generated_tokens", "turns", "turns_cut"):
+        assert resumed["benchmarks"]["toolworld"][key] == whole["benchmarks"]["toolworld"][key], key
+    # without resume=True an evaluation starts over
+    run_eval((model, tokenizer), ["toolworld"], {}, limit=5, out_dir=str(tmp_path / "b"), batch_size=2, **EVAL_KW)
+    assert rolled == [1, 2, 2, 1]

@@ -50,7 +50,8 @@ def test_study_run_keeps_its_checkpoints_and_checkpoints_every_few_steps(tmp_pat
              "checkpoint_steps": 3}
     directory = study_recipe.run_dir(tmp_path, "sft", 0)
     (directory / "train" / "checkpoint-3").mkdir(parents=True)  # left by an interrupted run
-    (directory / "eval").mkdir()
+    (directory / "eval").mkdir()  # an evaluation cut short: it resumes after its finished batches
+    (directory / "log_history.json").write_text("[]")  # anything else left is dropped
     seen = {}
 
     class Done:
@@ -61,11 +62,13 @@ def test_study_run_keeps_its_checkpoints_and_checkpoints_every_few_steps(tmp_pat
 
     def fake_train(cfg, **kwargs):
         seen["cfg"] = cfg
-        seen["kept"] = (directory / "train" / "checkpoint-3").is_dir() and not (directory / "eval").exists()
+        seen["kept"] = (directory / "train" / "checkpoint-3").is_dir() and (directory / "eval").is_dir() \
+            and not (directory / "log_history.json").exists()
         return Done()
 
     monkeypatch.setattr(study_recipe, "prepare_data", lambda s, o: {"train": "t.jsonl", "ftrl_dev": "d.jsonl"})
     monkeypatch.setattr(study_recipe, "evaluate", lambda *a, **k: {})
+    monkeypatch.setattr(study_recipe, "write_run_per_task", lambda *a, **k: 0)
     monkeypatch.setattr(study_recipe, "train_or_resume", fake_train)
     study_recipe._train_and_eval(study, tmp_path, "sft", 0)
     assert seen["kept"]

@@ -65,8 +65,24 @@ def episode_record(episode, tokenizer, benchmark: str) -> dict:
         "generated_mask": episode.generated_mask,
         "logprobs": [round(x, 5) for x in episode.logprobs],
         "turn_spans": [list(s) for s in episode.turn_spans],
+        "turn_cut": [bool(c) for c in episode.turn_cut],
         "eos_token_id": tokenizer.eos_token_id,
     }
+
+
+def finished_batches(path: Path, batches: list[list]) -> list[dict]:
+    """The records of the leading batches an interrupted evaluation wrote completely to `path` (each
+    batch's task ids, in order; a line cut by a kill ends the record), for `run_eval(resume=True)`."""
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines(keepends=True) if line.endswith("\n")]
+    done: list[dict] = []
+    for batch in batches:
+        chunk = records[len(done) : len(done) + len(batch)]
+        if [r.get("task_id") for r in chunk] != [t.id for t in batch] or any("turn_cut" not in r for r in chunk):
+            break
+        done += chunk
+    return done
 
 
 def _jsonable(value):
@@ -148,7 +164,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
              top_p: float = 1.0, max_new_tokens_per_turn: int | None = None,
              max_completion_tokens: int | None = None, seed: int = 0,
              max_turns: int | dict[str, int] | None = None, device: str | None = None, progress: bool = True,
-             backend="hf", vllm_kwargs: dict | None = None) -> dict:
+             backend="hf", vllm_kwargs: dict | None = None, resume: bool = False) -> dict:
     """Evaluate `model` (a name/path for `model_loader`, or a ready (model, tokenizer) pair) on each
     named benchmark; write episodes_<bench>.jsonl, results.json and results.md under `out_dir`, and
     return the results dict (the content of results.json).
@@ -163,7 +179,11 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
 
     `backend`: "hf" (the model's `generate`), "vllm" (a `VLLMBackend` built from the model's directory,
     bf16, with `vllm_kwargs`; only the tokenizer is loaded here) or a ready generation backend, e.g. a
-    trainer's synced vLLM engine (then `model` is a (None, tokenizer) pair)."""
+    trainer's synced vLLM engine (then `model` is a (None, tokenizer) pair).
+
+    `resume=True` (a study's runs): the batches an interrupted evaluation of the same model already wrote
+    to episodes_<bench>.jsonl are kept and not run again; every batch keeps its seed (seed + its index),
+    so the result is the uninterrupted one's."""
     import torch
 
     from pact_cotrain.eval.benchmarks import BENCHMARKS, UNCAPPED, eval_settings, protocol_of
@@ -255,8 +275,20 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
             on_episode_done = (lambda _episode: bar.advance()) if bar is not None else None
             episodes_path = out / f"episodes_{name}.jsonl"
             per_episode, stops, generated, n_turns, n_cut = [], Counter(), 0, 0, 0
+            kept = finished_batches(episodes_path, batches) if resume else []
+            if kept:
+                print(f"eval {name}: resuming after {len(kept)} episodes already written", flush=True)
             with open(episodes_path, "w") as handle:
+                for record in kept:  # an interrupted run's finished batches, counted as if just run
+                    per_episode.append(record["metrics"])
+                    stops[record["stop_reason"]] += 1
+                    generated += record["n_generated"]
+                    n_turns += len(record["turn_cut"])
+                    n_cut += sum(record["turn_cut"])
+                    handle.write(json.dumps(record, ensure_ascii=False) + "\n")
                 for index, batch in enumerate(batches):
+                    if index * batch_size < len(kept):
+                        continue
                     for ep in engine.rollout(batch, k=1, seed=seed + index, on_episode_done=on_episode_done):
                         per_episode.append(ep.metrics)
                         stops[ep.stop_reason] += 1

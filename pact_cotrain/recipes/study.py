@@ -285,9 +285,9 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
             raise UserError(f"{train_path} is missing: `pact study` screens the pool after the warm-up; run it "
                             "without --run-one, or `pact study screen` by hand")
     directory = run_dir(out, method, seed)
-    if directory.exists():  # a leftover of an interrupted run: keep only its checkpoints (and curve), to resume
+    if directory.exists():  # a leftover of an interrupted run: keep its checkpoints, curve and evaluation, to resume
         for leftover in directory.iterdir():
-            if leftover.name not in ("train", "curve"):
+            if leftover.name not in ("train", "curve", "eval"):
                 shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     spec = study["methods"][method]

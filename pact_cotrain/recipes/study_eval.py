@@ -128,7 +128,7 @@ def registered(sets: list[EvalSet]):
 
 def evaluate_sets(study: dict, sets: list[EvalSet], model_dir: str, out_dir: Path, seed: int) -> dict:
     """One greedy `run_eval` of `model_dir` over every set, written to `out_dir` (episodes_<set>.jsonl,
-    results.json keyed by set name). `eval.dtype` (e.g. float32) is the HF weights' dtype (vLLM's is
+    results.json keyed by set name); an interrupted evaluation there resumes after its finished batches. `eval.dtype` (e.g. float32) is the HF weights' dtype (vLLM's is
     `eval.vllm.dtype`); the caps are the study's, a cap it does not set the protocol's."""
     from functools import partial
 
@@ -143,7 +143,7 @@ def evaluate_sets(study: dict, sets: list[EvalSet], model_dir: str, out_dir: Pat
                         backend=ev.get("backend", "hf"), vllm_kwargs=ev.get("vllm"), model_loader=loader,
                         out_dir=str(out_dir), batch_size=ev.get("batch_size", 16), greedy=True, seed=seed,
                         max_new_tokens_per_turn=ev.get("max_new_tokens_per_turn"),
-                        max_completion_tokens=ev.get("max_completion_tokens"), progress=False)
+                        max_completion_tokens=ev.get("max_completion_tokens"), progress=False, resume=True)
 
 
 def per_task_rows(eval_dir: Path, sets: list[EvalSet], method: str, seed: int) -> list[dict]:

@@ -54,7 +54,7 @@ def test_pilot_summary_measures_noise_costs_and_token_ratios(tmp_path):
     assert noise["mdd"]["measured"][5] == pytest.approx(
         100 * 2.80158 * math.sqrt(2 * run_std ** 2 / 5), rel=1e-4)
     assert noise["mdd"]["upper80"][5] > noise["mdd"]["measured"][5]
-    assert summary["costs"]["grpo:0"]["core_hours"] == pytest.approx(1.0)  # 30 min on 2 threads
+    assert summary["costs"]["grpo:0"]["core_hours"] == pytest.approx(0.5)  # evaluation 15 min on 2 threads, no steps logged
     assert summary["token_ratios_to_pact"]["grpo:0"] == pytest.approx(2.0)
     mean, se = summary["runs"]["pact:0"]["ood"]
     assert mean == pytest.approx(100 * pact[0].mean()) and se == pytest.approx(100 * pact[0].std(ddof=1) / math.sqrt(40))

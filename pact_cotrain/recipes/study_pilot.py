@@ -58,8 +58,10 @@ def finished_runs(out: Path) -> dict[tuple[str, int], dict]:
     for done_path in sorted(out.glob("runs/*/seed*/done.json")):
         done = json.loads(done_path.read_text())
         per_task = done_path.parent / "per_task.jsonl.gz"
+        history = done_path.parent / "log_history.json"
         runs[(done["method"], int(done["seed"]))] = {
-            "done": done, "rows": read_per_task(per_task) if per_task.exists() else [], "dir": done_path.parent}
+            "done": done, "rows": read_per_task(per_task) if per_task.exists() else [], "dir": done_path.parent,
+            "history": json.loads(history.read_text()) if history.exists() else []}
     return runs
 
 
@@ -99,15 +101,19 @@ def noise(runs: dict, eval_set: str, arm: str = "pact", numerics: str = "pact_nu
 
 
 def costs(runs: dict) -> dict:
-    """Per run: core-hours (wall x threads), train and total minutes, trained tokens and steps."""
+    """Per run: core-hours (`study_report.run_core_hours`: logged step times plus evaluation, times threads,
+    right across resumed segments), the training steps' minutes, evaluation minutes, trained tokens, steps."""
+    from pact_cotrain.recipes.study_report import run_core_hours
+
     table = {}
     for (method, seed), run in runs.items():
         d = run["done"]
-        threads = d.get("threads") or 1
+        step_seconds = sum(h.get("step_time", 0.0) for h in run["history"] if "loss" in h)
         table[f"{method}:{seed}"] = {
-            "train_min": d["train_seconds"] / 60, "total_min": d["total_seconds"] / 60, "threads": threads,
-            "core_hours": d["total_seconds"] * threads / 3600, "trained_tokens": d["compute"].get("trained_tokens"),
-            "steps": d["compute"].get("steps"), "commit": (d.get("git") or {}).get("commit")}
+            "train_min": step_seconds / 60, "eval_min": (d["total_seconds"] - d["train_seconds"]) / 60,
+            "threads": d.get("threads") or 1, "core_hours": run_core_hours(run),
+            "trained_tokens": d["compute"].get("trained_tokens"), "steps": d["compute"].get("steps"),
+            "commit": (d.get("git") or {}).get("commit")}
     return table
 
 
@@ -149,12 +155,12 @@ def render(summary: dict) -> str:
                   f"task: {s['successes_histogram']}; mean rate {s['mean_rate']:.3f}.", ""]
     sets = sorted({name for run in summary["runs"].values() for name in run})
     lines += ["## Runs (Solve-F1 x100, mean ± standard error over tasks)", "",
-              "| run | " + " | ".join(sets) + " | train min | total min | core-hours | trained tokens |",
+              "| run | " + " | ".join(sets) + " | training steps, min | evaluation, min | core-hours | trained tokens |",
               "|---|" + "---|" * (len(sets) + 4)]
     for name, means in summary["runs"].items():
         c = summary["costs"][name]
         cells = [f"{m:.1f} ± {se:.1f}" for m, se in (means[s] for s in sets)]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {c['train_min']:.1f} | {c['total_min']:.1f} | "
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {c['train_min']:.1f} | {c['eval_min']:.1f} | "
                      f"{c['core_hours']:.2f} | {c['trained_tokens']:,} |")
     if summary["token_ratios_to_pact"]:
         lines += ["", "PACT seed 0's trained tokens over each run's: " + ", ".join(

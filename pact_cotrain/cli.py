@@ -110,7 +110,7 @@ def _study(args) -> int:
 
         if not args.model or not args.out:
             raise UserError("pact study screen needs --model CKPT (the warm-up checkpoint) and --out FILE")
-        run_screen(args.config, args.model, args.out, pool=args.pool)
+        run_screen(args.config, args.model, args.out, pool=args.pool, eval_set=args.eval_set)
         return 0
     args.out = args.out or "runs/cpu-study"
     if args.run_one:
@@ -320,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default=None, help="the study's folder (default runs/cpu-study); with screen, the file")
     p.add_argument("--model", default=None, help="screen: the checkpoint that samples (the warm-up's final/)")
     p.add_argument("--pool", default=None, help="screen: a task file to screen (default: the study's toolworld train tasks)")
+    p.add_argument("--eval-set", default=None, help="screen: rates only, of this evaluation set (--pool: its file)")
     p.add_argument("--only", default=None, help="comma list of methods to run")
     p.add_argument("--seeds", default=None, help="comma list of seeds to run")
     p.add_argument("--jobs", default=None, help="comma list of METHOD:SEED runs, in this order (instead of --only/--seeds)")

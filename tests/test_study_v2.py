@@ -333,3 +333,33 @@ def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(t
     # by rate bin: t0 (0) ours 1 vs 1 -> 0; t1 (0.25] ours 2/3 vs 0; t2 (0.5, 1) 2/3 vs 0; t3 (1) 0 vs 0
     assert "| arm | 0 (1) | (0, 0.5] (1) | (0.5, 1) (1) | 1 (1) |" in md
     assert "| grpo | +0.0 | +66.7 | +66.7 | +0.0 |" in md
+
+
+def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_path, monkeypatch, tokenizer):
+    from pact_cotrain.cli import main
+    from pact_cotrain.recipes import common
+
+    study = _tiny_study(screen={"samples": 2, "eval_samples": 3, "batch_tasks": 2})
+    config = _write_study(tmp_path, study)
+    model = _save_tiny(tmp_path / "model")
+    pool = tmp_path / "ood.jsonl"
+    write_tasks(pool, generate_tasks(2, seed=0, split="ood"))
+    out = tmp_path / "screened_toolworld_ood.jsonl"
+    assert main(["study", "screen", "--config", config, "--model", str(model), "--out", str(out), "--pool", str(pool),
+                 "--eval-set", "toolworld_ood"]) == 0
+    summary = json.loads(Path(f"{out}.summary.json").read_text())
+    assert summary["eval_set"] == "toolworld_ood" and summary["samples"] == 3
+    assert summary["caps"] == {"max_turns": 1, "max_new_tokens_per_turn": 8, "max_completion_tokens": 64}  # the set's
+    assert len(Path(f"{out}.rates.jsonl").read_text().splitlines()) == 2
+    assert not out.exists() and not Path(f"{out}.partial.jsonl").exists()  # rates only, nothing to train on
+    assert main(["study", "screen", "--config", config, "--model", str(model), "--out", str(out),
+                 "--eval-set", "toolworld_ood"]) == 2  # no --pool: one line
+
+    # the study screens each evaluation set once, after the training pool
+    spawned = []
+    monkeypatch.setattr(common, "load_tokenizer", lambda name: tokenizer)
+    monkeypatch.setattr(study_recipe, "_warmup", lambda *args: None)
+    monkeypatch.setattr(study_recipe, "_spawn", lambda args, *rest, **kw: spawned.append(args) or 0)
+    study_recipe.run_study(config, str(tmp_path / "study"), force_caps=True, jobs=[])
+    screens = [a[a.index("--eval-set") + 1] for a in spawned if "--eval-set" in a]
+    assert sorted(screens) == ["toolworld_ood", "toolworld_test"]

@@ -480,6 +480,16 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
             _spawn(["study", "screen", "--config", config, "--model", str(out_path / "warmup" / "final"),
                     "--out", paths["screened"], "--pool", paths["train"]], out_path / "screen.log", cores,
                    cores=f"0-{cores - 1}")
+        if (study.get("screen") or {}).get("eval_samples"):  # rates of the evaluation tasks (dose-response)
+            cores = threads * workers
+            for key, path in paths.items():
+                name = key.removeprefix("eval:")
+                target = out_path / "data" / f"screened_{name}.jsonl"
+                if key.startswith("eval:") and not Path(f"{target}.summary.json").exists():
+                    print(f"screen: evaluation set {name} with the warm-up checkpoint", flush=True)
+                    _spawn(["study", "screen", "--config", config, "--model", str(out_path / "warmup" / "final"),
+                            "--out", str(target), "--pool", path, "--eval-set", name],
+                           out_path / f"screen_{name}.log", cores, cores=f"0-{cores - 1}")
         methods = [m for m in study["methods"] if not only or m in only]
         # vanilla is one greedy evaluation of one checkpoint: the same for every seed, so run once.
         if jobs is None:

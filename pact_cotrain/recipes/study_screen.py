@@ -17,6 +17,10 @@ Writes:
   FILE.rates.jsonl   every pool task: task_id, successes, samples, rate, kept
   FILE.summary.json  pool size, kept, the band, the success rule, the rate histogram, the model, the caps
 
+With `screen.eval_samples: N`, the study also screens each generated evaluation set (`--eval-set NAME`):
+N samples per task under that set's own caps, rates only (OUT/data/screened_<set>.jsonl.rates.jsonl and
+.summary.json, no kept file, no band): the report reads PACT's gain by those rates (dose-response).
+
 Rates depend on the sampling seed (`screen.seed`, default 0) and the checkpoint: one screening is
 made once per study and shared by every arm. It is resumable: each batch's successes are appended to
 FILE.partial.jsonl as it finishes, and a screening started again skips the batches recorded there
@@ -33,7 +37,7 @@ from typing import Callable
 from pact_cotrain.errors import UserError
 
 DEFAULTS = {"samples": 8, "temperature": 1.0, "keep": [0.2, 0.6], "metric": "solve_f1", "success_at": 1.0,
-            "seed": 0, "batch_tasks": 16, "backend": "hf", "dtype": "float32", "pool": None}
+            "seed": 0, "batch_tasks": 16, "backend": "hf", "dtype": "float32", "pool": None, "eval_samples": None}
 # rate_fn(tasks, partial) -> {task_id: successes out of `samples`}; `partial`: the resumable record (a path)
 RateFn = Callable[[list, str], dict]
 
@@ -97,16 +101,31 @@ def training_sampling(study: dict) -> dict:
     return load_config("pact", _overrides(study["budget"]))["sampling"]
 
 
-def rollout_rate_fn(model: str, study: dict, settings: dict) -> RateFn:
+def eval_set_caps(study: dict, name: str) -> dict:
+    """The caps evaluation set `name` runs under (its turn cap, the study's token caps, else its protocol's)."""
+    from pact_cotrain.eval.benchmarks import BENCHMARKS, eval_settings
+    from pact_cotrain.recipes.study_eval import eval_sets
+
+    sets = {s.name: s for s in eval_sets(study, {f"eval:{n}": "" for n in study["eval"].get("sets") or {}})}
+    if name not in sets:
+        raise UserError(f"--eval-set {name}: not an evaluation set of the study ({', '.join(sets) or 'none'})")
+    ev = study["eval"]
+    settings = eval_settings(BENCHMARKS[sets[name].benchmark], sets[name].max_turns, ev.get("max_new_tokens_per_turn"),
+                             ev.get("max_completion_tokens"), temperature=0.0)
+    return {"max_turns": settings.max_turns, "max_new_tokens_per_turn": settings.max_new_tokens_per_turn,
+            "max_completion_tokens": settings.max_completion_tokens}
+
+
+def rollout_rate_fn(model: str, study: dict, settings: dict, caps: dict | None = None) -> RateFn:
     """Successes per task from `settings['samples']` sampled, prompt-only episodes per task of `model`
-    (a name or directory), under the budget's caps, in batches of `batch_tasks` tasks."""
+    (a name or directory), under `caps` (default: the budget's), in batches of `batch_tasks` tasks."""
     import torch
 
     from pact_cotrain.recipes.common import load_model_and_tokenizer, load_tokenizer
     from pact_cotrain.recipes.train import env_factory_for
     from pact_cotrain.rollout.engine import RolloutEngine, SamplingConfig
 
-    caps = training_sampling(study)
+    caps = caps or training_sampling(study)
     sampling = SamplingConfig(temperature=float(settings["temperature"]), greedy=False, max_turns=caps["max_turns"],
                               max_new_tokens_per_turn=caps["max_new_tokens_per_turn"],
                               max_completion_tokens=caps["max_completion_tokens"])
@@ -160,19 +179,28 @@ def pool_tasks(study: dict, pool: str | None) -> list:
     return generate_tasks(int(n), seed=0, split="train")
 
 
-def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_fn: RateFn | None = None) -> dict:
+def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_fn: RateFn | None = None,
+               eval_set: str | None = None) -> dict:
     """Screen the pool with `model`, write FILE, FILE.rates.jsonl and FILE.summary.json; return the summary.
-    `rate_fn` replaces the sampling (tests). Refuses (UserError) when no task falls in the band."""
+    `rate_fn` replaces the sampling (tests). Refuses (UserError) when no task falls in the band. With
+    `eval_set`, the pool is that evaluation set's tasks, screened under its caps with `screen.eval_samples`
+    samples, and only the rates and summary are written."""
     from pact_cotrain.data.trace_format import Task, write_tasks
     from pact_cotrain.recipes.study import code_version, load_study
 
     study = load_study(config)
     settings = screen_settings(study)
+    caps = None
+    if eval_set is not None:
+        if pool is None or not settings["eval_samples"]:
+            raise UserError("--eval-set needs --pool (the set's task file) and the study's screen.eval_samples")
+        caps = eval_set_caps(study, eval_set)
+        settings = {**settings, "samples": int(settings["eval_samples"])}
     tasks = pool_tasks(study, pool)
     samples = int(settings["samples"])
     partial = f"{out}.partial.jsonl"
     Path(out).parent.mkdir(parents=True, exist_ok=True)
-    successes = (rate_fn or rollout_rate_fn(model, study, settings))(tasks, partial)
+    successes = (rate_fn or rollout_rate_fn(model, study, settings, caps))(tasks, partial)
     records = select({t.id: successes[t.id] for t in tasks}, samples, tuple(settings["keep"]))
     by_id = {r["task_id"]: r for r in records}
     kept = [Task(t.id, t.messages, t.tools, t.trace,
@@ -183,8 +211,9 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
     summary = {"model": model, "pool": len(tasks), "kept": len(kept), "keep": list(settings["keep"]),
                "samples": samples, "temperature": settings["temperature"],
                "success": f"{settings['metric']} >= {settings['success_at']}", "seed": settings["seed"],
-               "caps": {k: v for k, v in training_sampling(study).items()
-                        if k in ("max_turns", "max_new_tokens_per_turn", "max_completion_tokens")},
+               "caps": caps or {k: v for k, v in training_sampling(study).items()
+                                if k in ("max_turns", "max_new_tokens_per_turn", "max_completion_tokens")},
+               "eval_set": eval_set,
                "successes_histogram": histogram(records),
                "mean_rate": sum(r["rate"] for r in records) / len(records) if records else 0.0,
                "git": code_version()}
@@ -192,6 +221,11 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
         for record in records:
             handle.write(json.dumps(record) + "\n")
     Path(f"{out}.summary.json").write_text(json.dumps(summary, indent=1))
+    if eval_set is not None:  # rates only: nothing is trained on an evaluation set
+        print(f"screen: {eval_set}: rates of {len(tasks)} tasks ({samples} samples each; successes per task "
+              f"{summary['successes_histogram']})", flush=True)
+        Path(partial).unlink(missing_ok=True)
+        return summary
     print(f"screen: kept {len(kept)} of {len(tasks)} tasks with a success rate in {settings['keep']} "
           f"({samples} samples each; successes per task {summary['successes_histogram']})", flush=True)
     if not kept:

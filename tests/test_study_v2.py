@@ -363,3 +363,18 @@ def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_pa
     study_recipe.run_study(config, str(tmp_path / "study"), force_caps=True, jobs=[])
     screens = [a[a.index("--eval-set") + 1] for a in spawned if "--eval-set" in a]
     assert sorted(screens) == ["toolworld_ood", "toolworld_test"]
+
+
+def test_report_says_when_runs_used_different_code():
+    from pact_cotrain.recipes.study_report import code_version_lines
+
+    def run(seed, start, end, dirty=False):
+        return {"seed": seed, "done": {"git_at_start": {"commit": start, "dirty": False},
+                                       "git": {"commit": end, "dirty": dirty}}}
+
+    same = {"pact": [run(0, "a" * 40, "a" * 40)], "sft": [run(0, "a" * 40, "a" * 40)]}
+    assert code_version_lines(same) == [f"Code: every run used commit {'a' * 10}.", ""]
+    mixed = {"pact": [run(0, "a" * 40, "a" * 40), run(1, "c" * 40, "b" * 40)], "sft": [run(0, "b" * 40, "b" * 40, True)]}
+    text = "\n".join(code_version_lines(mixed))
+    assert "more than one version" in text and f"- {'c' * 10} then {'b' * 10}: pact:1" in text
+    assert f"- {'b' * 10} (uncommitted changes): sft:0" in text

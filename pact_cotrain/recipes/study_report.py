@@ -391,6 +391,25 @@ def dose_response_lines(out: Path, found: dict[str, list[dict]], reference: str 
     return lines
 
 
+def code_version_lines(found: dict[str, list[dict]]) -> list[str]:
+    """Which commit each run trained and evaluated with (done.json's `git_at_start` and `git`): one line when
+    every run used one version, else the runs of each version, so a mid-study change shows."""
+    versions: dict[str, list[str]] = {}
+    for arm, runs in found.items():
+        for r in runs:
+            done = r["done"]
+            commits = [((v or {}).get("commit") or "unknown")[:10] for v in (done.get("git_at_start"), done.get("git"))]
+            dirty = any((v or {}).get("dirty") for v in (done.get("git_at_start"), done.get("git")))
+            key = " then ".join(dict.fromkeys(commits)) + (" (uncommitted changes)" if dirty else "")
+            versions.setdefault(key, []).append(f"{arm}:{r['seed']}")
+    if not versions:
+        return []
+    if len(versions) == 1:
+        return [f"Code: every run used commit {next(iter(versions))}.", ""]
+    return ["**Code: the runs used more than one version** (commit per run; a run listed with two commits was "
+            "resumed on the second):", "", *[f"- {key}: {', '.join(runs)}" for key, runs in versions.items()], ""]
+
+
 def screening_lines(out: Path) -> list[str]:
     """What the screening (`study_screen`) kept, from OUT/data/screened.jsonl.summary.json."""
     path = out / "data" / "screened.jsonl.summary.json"
@@ -440,6 +459,7 @@ def write_report(study: dict, out: Path) -> None:
         *cost_lines(found),
         evaluation_line(ev),
         "",
+        *code_version_lines(found),
         *screening_lines(out),
         *caps_lines(out),
         *turns_cut_lines(found),

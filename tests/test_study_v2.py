@@ -50,11 +50,12 @@ def _save_tiny(path: Path) -> Path:
     return path
 
 
-def test_v2_study_evaluates_two_fixed_sets_of_256_tasks_greedy_in_fp32():
+def test_v2_study_evaluates_fixed_sets_of_256_tasks_greedy_in_fp32():
     study = study_recipe.load_study("v2")
     sets = study["eval"]["sets"]
     assert {n: (s["benchmark"], s["toolworld"]["split"], s["toolworld"]["n"]) for n, s in sets.items()} == {
-        "toolworld_test": ("toolworld", "test", 256), "toolworld_ood": ("toolworld", "ood", 256)}
+        "toolworld_test": ("toolworld", "test", 256), "toolworld_ood": ("toolworld", "ood", 256),
+        "toolworld_ood_tools": ("toolworld", "ood", 256)}
     assert study["eval"]["dtype"] == "float32" and study["eval"]["vllm"]["dtype"] == "float32"
     assert study["screen"]["samples"] == 8 and study["screen"]["keep"] == [0.2, 0.6]
     assert not study_recipe.needs_ftrl(study)

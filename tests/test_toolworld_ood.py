@@ -95,3 +95,20 @@ def test_ood_knobs_can_still_be_set():
     tasks = generate_tasks(6, seed=3, split="ood", scenarios=("single_hop",), n_distractors=2)
     assert all(len(_call_turns(t)) == 1 and len(t.tool_names) == 3 for t in tasks)
     assert {t for task in tasks for t in task.tool_names} <= {r.tool for r in OOD_RELATIONS}
+
+
+def test_a_study_set_can_take_the_ood_tools_at_the_training_structure(tmp_path):
+    """Study v2's toolworld_ood_tools: the OOD split's tools, every scenario, 2-3 hops, 2-4 distractors."""
+    from pact_cotrain.data.trace_format import load_tasks
+    from pact_cotrain.recipes.study import load_study
+    from pact_cotrain.recipes.study_eval import write_generated_sets
+
+    study = load_study("v2")
+    study["eval"]["sets"] = {"toolworld_ood_tools": study["eval"]["sets"]["toolworld_ood_tools"]}
+    study["eval"]["sets"]["toolworld_ood_tools"]["toolworld"]["n"] = 16
+    write_generated_sets(study, tmp_path)
+    tasks = load_tasks(str(tmp_path / "eval_toolworld_ood_tools.jsonl"))
+    assert {t.metadata["scenario"] for t in tasks} == {"single_hop", "parallel_single_hop", "multi_hop",
+                                                        "parallel_multi_hop"}
+    assert {t for task in tasks for t in task.tool_names} <= {r.tool for r in OOD_RELATIONS}
+    assert max(len(_call_turns(t)) for t in tasks) <= 3  # the training depth, not the OOD split's 4 hops

@@ -18,7 +18,8 @@ its benchmark (the CPU study's form).
       max_completion_tokens: 4096
 
 names the sets. A set's tasks: `toolworld: {split, n, seed}` generates toolworld tasks (written once to
-OUT/data/eval_<name>.jsonl, so they are fixed); `data: ftrl_dev` is the study's FTRL dev rows;
+OUT/data/eval_<name>.jsonl, so they are fixed; `scenarios`, `hops`, `branches` and `n_distractors` there
+override the split's defaults, e.g. the OOD split's tools at the training tasks' depth); `data: ftrl_dev` is the study's FTRL dev rows;
 `data: PATH` a task file; neither, the benchmark's default file. `limit` takes an evenly spread
 subset; `max_turns` lowers its turn cap. A set runs under its benchmark's protocol and environment,
 so two toolworld sets differ only in their tasks and caps.
@@ -38,6 +39,7 @@ from pathlib import Path
 from pact_cotrain.errors import UserError
 
 SET_KEYS = {"benchmark", "toolworld", "data", "limit", "max_turns"}
+TOOLWORLD_KNOBS = ("scenarios", "hops", "branches", "n_distractors")
 # Per-episode values copied to per_task.jsonl.gz (besides every numeric metric).
 EPISODE_FIELDS = ("stop_reason", "n_generated", "reward")
 
@@ -70,7 +72,9 @@ def write_generated_sets(study: dict, data_dir: Path) -> None:
         if Path(path).exists():
             continue
         spec = study["eval"]["sets"][name]["toolworld"]
-        tasks = generate_tasks(int(spec["n"]), seed=int(spec.get("seed", 0)), split=spec.get("split", "test"))
+        # the generator's knobs (scenarios, hops, branches, n_distractors: a value or [lo, hi]); unset: the split's
+        knobs = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items() if k in TOOLWORLD_KNOBS}
+        tasks = generate_tasks(int(spec["n"]), seed=int(spec.get("seed", 0)), split=spec.get("split", "test"), **knobs)
         write_tasks(path, tasks)
         print(f"data: evaluation set {name}: {len(tasks)} toolworld {spec.get('split', 'test')} tasks", flush=True)
 

@@ -48,14 +48,19 @@ import yaml
 
 
 def load_study(config: str) -> dict:
-    """A study file; `extends: OTHER` takes OTHER's keys and replaces each top-level key this file sets
-    (a pilot that changes only `methods`, say)."""
+    """A study file; `extends: OTHER` starts from OTHER and overrides it with this file: `methods` and
+    `seeds` are replaced whole, other mappings merged key by key (`screen: {eval_samples: null}` turns one
+    key off)."""
     text = Path(config).read_text() if os.path.exists(config) else (
         resources.files("pact_cotrain").joinpath(f"configs/studies/{config}.yaml").read_text())
     study = yaml.safe_load(text)
-    if "extends" in study:
-        return {**load_study(study.pop("extends")), **study}
-    return study
+    if "extends" not in study:
+        return study
+    base = load_study(study.pop("extends"))
+    for key, value in study.items():
+        merge = isinstance(value, dict) and isinstance(base.get(key), dict) and key != "methods"
+        base[key] = {**base[key], **value} if merge else value
+    return base
 
 
 def _overrides(mapping: dict | None) -> list[str]:

@@ -6,6 +6,7 @@ model's, and the padded part count the largest over processes.
     python -m torch.distributed.run --nproc_per_node 2 tests/sharded_parameters.py OUT
 """
 
+import os
 import sys
 from types import SimpleNamespace
 
@@ -41,3 +42,10 @@ logits_match = torch.allclose(copy(input_ids=ids).logits.float(), reference.to(t
 padded = distributed.padded_count(accelerator, 3 if rank == 0 else 5)
 print(f"RANK {rank} class={type(copy).__name__} local={local_shape} full={tuple(copy.model.embed_tokens.weight.shape)} "
       f"same={same} logits={logits_match} padded={padded}", flush=True)
+# All checks are printed above. torch 2.13 on CPU sometimes aborts in its C++ teardown after FSDP2 on
+# gloo ("terminate called without an active exception", about 1 run in 20, after destroy_process_group
+# too), which would fail a run whose checks all passed; leave without running the static destructors.
+dist.barrier()
+dist.destroy_process_group()
+sys.stdout.flush()
+os._exit(0)

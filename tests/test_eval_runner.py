@@ -231,3 +231,20 @@ def test_an_interrupted_evaluation_resumes_after_its_finished_batches(tmp_path, 
     # without resume=True an evaluation starts over
     run_eval((model, tokenizer), ["toolworld"], {}, limit=5, out_dir=str(tmp_path / "b"), batch_size=2, **EVAL_KW)
     assert rolled == [1, 2, 2, 1]
+
+
+def test_spread_subset_covers_cycling_and_grouped_files():
+    from collections import Counter
+
+    from pact_cotrain.eval.runner import spread_subset
+
+    # toolworld cycles its 4 scenarios: evenly spaced picks (every 4th task) would all be one scenario
+    cycling = [f"s{i % 4}-{i}" for i in range(256)]
+    picked = spread_subset(cycling, 64)
+    assert len(picked) == len(set(picked)) == 64 and picked == spread_subset(cycling, 64)  # deterministic
+    counts = Counter(t.split("-")[0] for t in picked)
+    assert set(counts) == {"s0", "s1", "s2", "s3"} and max(counts.values()) <= 26, counts
+    # a file grouped by category: every category keeps its share (one pick per block of 4)
+    grouped = [f"g{i // 64}-{i}" for i in range(256)]
+    assert Counter(t.split("-")[0] for t in spread_subset(grouped, 64)) == {f"g{k}": 16 for k in range(4)}
+    assert spread_subset(grouped, 300) == grouped

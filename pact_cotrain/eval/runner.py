@@ -18,6 +18,7 @@ Rollouts are prompt-only: the expert trace is never put in the context.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections import Counter
 from pathlib import Path
@@ -96,12 +97,17 @@ def _model_name(model) -> str:
     return str(getattr(getattr(inner, "config", None), "_name_or_path", "") or type(inner).__name__)
 
 
-def spread_subset(tasks: list, limit: int) -> list:
-    """`limit` tasks evenly spaced over the file (files are often grouped by category, so a prefix
-    would cover only the first category); deterministic."""
+def spread_subset(tasks: list, limit: int, seed: int = 0) -> list:
+    """`limit` tasks spread over the file, deterministic: the file cut into `limit` equal blocks, one task
+    drawn from each (jittered systematic sampling). A prefix would cover only the first category of a
+    file grouped by category; evenly spaced picks alias with a file whose categories cycle (toolworld
+    cycles its 4 scenarios, so every 4th task is always the same scenario); a random pick per block
+    does neither."""
     if limit >= len(tasks):
         return list(tasks)
-    return [tasks[(i * len(tasks)) // limit] for i in range(limit)]
+    rng = random.Random(seed)
+    bounds = [(i * len(tasks)) // limit for i in range(limit + 1)]
+    return [tasks[rng.randrange(lo, hi)] for lo, hi in zip(bounds, bounds[1:])]
 
 
 def choose_backend(model) -> tuple[str, str]:

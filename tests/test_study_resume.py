@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 from pact_cotrain.recipes import study as study_recipe
 from pact_cotrain.recipes import train as train_recipe
@@ -74,3 +75,40 @@ def test_study_run_keeps_its_checkpoints_and_checkpoints_every_few_steps(tmp_pat
     assert seen["kept"]
     assert seen["cfg"]["train"]["save_steps"] == 3 and seen["cfg"]["train"]["save_total_limit"] == 1
     assert (directory / "done.json").is_file()
+
+
+def test_a_killed_phased_run_resumes_in_its_unfinished_phase(tmp_path, monkeypatch, capsys):
+    """SFT -> MatchTIR killed in its RL phase: the finished SFT phase is not trained again, the RL phase
+    resumes from its checkpoint, and the final weights and counted compute are an uninterrupted run's."""
+    from safetensors.torch import load_file
+
+    from pact_cotrain.recipes.phased import run_phased
+
+    tok = tiny_tokenizer()
+    start = tmp_path / "start"
+    tiny_llama(tok).save_pretrained(start)
+    tok.save_pretrained(start)
+    overrides = SMALL + [f"model={start}", "train.max_steps=3", "train.save_steps=2", "train.save_total_limit=1"]
+    _, _, straight = run_phased("sft_then_matchtir", overrides + [f"output_dir={tmp_path}/a"], train_phase=train_or_resume)
+
+    real_build = train_recipe.build_trainer
+
+    def killed_in_the_rl_phase(cfg, **kwargs):
+        trainer = real_build(cfg, **kwargs)
+        if "phase1_" in cfg["output_dir"]:
+            trainer.add_callback(StopAt(3))
+        return trainer
+
+    monkeypatch.setattr(train_recipe, "build_trainer", killed_in_the_rl_phase)
+    with pytest.raises(SimulatedKill):
+        run_phased("sft_then_matchtir", overrides + [f"output_dir={tmp_path}/b"], train_phase=train_or_resume)
+    monkeypatch.setattr(train_recipe, "build_trainer", real_build)
+    capsys.readouterr()
+    _, history, resumed = run_phased("sft_then_matchtir", overrides + [f"output_dir={tmp_path}/b"], train_phase=train_or_resume)
+    out = capsys.readouterr().out
+    assert f"resuming from {tmp_path}/b/phase0_sft/checkpoint-4 (step 4)" in out  # finished: not trained again
+    assert f"resuming from {tmp_path}/b/phase1_matchtir/checkpoint-2 (step 2)" in out
+    assert [h["phase"] for h in history if "loss" in h] == ["sft"] * 4 + ["matchtir"] * 3
+    assert resumed["total"] == straight["total"]
+    a, b = (load_file(tmp_path / run / "final" / "model.safetensors") for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

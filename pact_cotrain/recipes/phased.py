@@ -14,13 +14,17 @@ P = the processes (each takes prompts_per_step prompts a step);
 `<output_dir>/phase<i>_<name>/final`; the last phase's model is also saved to `<output_dir>/final`.
 `<output_dir>/phases.json` holds each phase's compute and the total (`compute_summary`), which is
 what a matched-compute comparison must count: both phases, not only the RL one.
+
+`train_phase(cfg) -> trainer` trains one phase and writes `<phase output_dir>/final`; `pact study` passes
+`train_or_resume`, so a killed run resumes: a finished phase is taken from its last checkpoint, an
+unfinished one resumes from its newest.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
+from functools import partial
 from pathlib import Path
 
 import yaml
@@ -74,13 +78,26 @@ def _stop_steps(phase: dict, cfg: dict, where: str, n_processes: int = 1) -> int
     return None
 
 
-def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=None):
+def train_phase_from_scratch(cfg: dict, model=None, tokenizer=None):
+    from pact_cotrain.recipes.train import build_trainer
+
+    trainer = build_trainer(cfg, model=model, tokenizer=tokenizer)
+    trainer.train()
+    trainer.save_model(str(Path(cfg["output_dir"]) / "final"))
+    return trainer
+
+
+def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=None, train_phase=None):
     """Run every phase of `config`; returns (last trainer, concatenated log history, phases.json dict).
     `model`/`tokenizer` (tests): phase 0 starts from them and later phases continue with the same
-    in-memory model; otherwise phase i > 0 loads phase i-1's saved final checkpoint."""
+    in-memory model; otherwise phase i > 0 loads phase i-1's saved final checkpoint.
+    `train_phase(cfg)`: trains a phase and saves its final/ (default: from scratch)."""
     from accelerate import PartialState
 
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.recipes.train import load_config, save_final_from_checkpoint
+
+    if train_phase is None:
+        train_phase = partial(train_phase_from_scratch, model=model, tokenizer=tokenizer)
 
     raw = read_raw(config)
     phases = raw.get("phases")
@@ -105,10 +122,8 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
         steps = _stop_steps(phase, cfg, where, PartialState().num_processes)
         if steps is not None:
             cfg["train"]["max_steps"] = steps
-        trainer = build_trainer(cfg, model=model, tokenizer=tokenizer)
-        trainer.train()
+        trainer = train_phase(cfg)
         previous = str(phase_dir / "final")
-        trainer.save_model(previous)
         offset = history[-1]["step"] if history and "step" in history[-1] else 0
         logs = [dict(h, step=h.get("step", 0) + offset, phase=name) for h in trainer.state.log_history]
         history += logs
@@ -118,7 +133,10 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
             trainer.close_rollout_engine()
         print(f"phase {i} ({name}): {report['phases'][-1]['compute']}", flush=True)
     report["total"] = add_summaries([p["compute"] for p in report["phases"]])
-    trainer.save_model(str(out / "final"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "phases.json").write_text(json.dumps(report, indent=1))
+    # the last phase's saved weights, not the trainer's model: a phase finished before a kill is not
+    # trained again, so its resumed trainer holds the phase's starting weights
+    if PartialState().is_main_process:
+        save_final_from_checkpoint(previous, str(out / "final"))
+        (out / "phases.json").write_text(json.dumps(report, indent=1))
+    PartialState().wait_for_everyone()
     return trainer, history, report

@@ -27,7 +27,7 @@ one training budget shared by every method, the methods (a train config plus ove
 
 A run that crashed or was interrupted has no `done.json`; next time it resumes from its newest
 checkpoint (written every `checkpoint_steps`, default 2, atomically; only the newest is kept).
-Phased methods are redone from scratch.
+A phased method (SFT -> MatchTIR) resumes in the phase it was in; a finished phase is not trained again.
 """
 
 from __future__ import annotations
@@ -321,13 +321,11 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
             from pact_cotrain.errors import UserError
 
             raise UserError(f"methods.{method}.curve: not for phased configs")
-        if phased:  # phased runs do not resume: from scratch
-            shutil.rmtree(directory / "train", ignore_errors=True)
         if not first_start.exists():
             first_start.parent.mkdir(parents=True, exist_ok=True)
             first_start.write_text(json.dumps(code))
         if phased:  # e.g. SFT -> MatchTIR: every phase's compute is counted below
-            trainer, history, _ = run_phased(spec["config"], overrides)  # saves train/final
+            trainer, history, _ = run_phased(spec["config"], overrides, train_phase=train_or_resume)  # saves train/final
         else:
             trainer = train_or_resume(cfg, callbacks=[Snapshots(directory / "curve", curve["every"])] if curve else ())
             history = trainer.state.log_history

@@ -239,3 +239,22 @@ def test_generation_batch_size_chunks_rollouts(tmp_path, tokenizer, monkeypatch)
         assert batch["completions"] == ref["completions"]
     with pytest.raises(ValueError, match="multiple of train.k"):
         _train(tokenizer, tmp_path, "grpo", ["train.k=2", "sampling.generation_batch_size=3"])
+
+
+@pytest.mark.parametrize("name, overrides", [("grpo", []), ("pact", ["method.anchor_q=0.0"]), ("sft", [])])
+def test_forward_tokens_count_every_context_once_and_every_scored_completion(name, overrides, tmp_path, tokenizer):
+    """`forward_tokens`: what a step's training forward processes. GRPO: each prompt-only context once and
+    its K rollouts; PACT at q = 0: each trace-conditioned context once, its rollouts, and the expert traces
+    with their contexts (the tokens that make PACT's step dearer than GRPO's)."""
+    trainer, _, _ = _train(tokenizer, tmp_path, name, overrides)
+    batch = trainer._buffered_inputs[0]
+    expected = 0
+    if "completions" in batch:
+        k = trainer.num_generations
+        contexts = batch["prompt_contexts"] if name == "grpo" else batch["trace_contexts"]
+        expected += sum(len(contexts[g * k]) for g in range(len(batch["completions"]) // k))
+        expected += sum(len(c) for c in batch["completions"])
+    if name != "grpo":
+        expected += sum(len(c) + len(t) for c, t in zip(batch["sft_contexts"], batch["sft_targets"]))
+    logged = [h["forward_tokens"] for h in trainer.state.log_history if "forward_tokens" in h]
+    assert logged == [expected] and expected > 0

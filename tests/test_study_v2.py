@@ -105,8 +105,8 @@ class _Trained:
 
     def __init__(self):
         self.state = type("S", (), {"log_history": [
-            {"step": 1, "loss": 1.0, "rollout_tokens": 100.0, "sft/n_supervised": 40.0},
-            {"step": 2, "loss": 0.5, "rollout_tokens": 60.0, "sft/n_supervised": 40.0}]})()
+            {"step": 1, "loss": 1.0, "rollout_tokens": 100.0, "sft/n_supervised": 40.0, "forward_tokens": 300.0},
+            {"step": 2, "loss": 0.5, "rollout_tokens": 60.0, "sft/n_supervised": 40.0, "forward_tokens": 250.0}]})()
 
     def close_rollout_engine(self):
         pass
@@ -129,7 +129,7 @@ def test_steps_multiplier_gives_an_arm_more_steps_and_done_json_records_tokens_a
     assert seen == [12, 3]  # round(8 x 1.5); an explicit train.max_steps override
     done = json.loads((study_recipe.run_dir(tmp_path, "grpo_matched", 0) / "done.json").read_text())
     assert done["compute"] == {"steps": 2, "rollout_steps": 2, "rollout_tokens": 160, "sft_tokens": 80,
-                               "trained_tokens": 240}
+                               "forward_tokens": 550, "trained_tokens": 240}
     assert (done["max_steps"], done["steps_multiplier"]) == (12, 1.5)
     assert done["git"]["commit"] == done["git_at_start"]["commit"] == _head()
     assert isinstance(done["git"]["dirty"], bool)

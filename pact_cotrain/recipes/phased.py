@@ -46,7 +46,8 @@ def is_phased(config: str) -> bool:
 
 def compute_summary(log_history: list[dict]) -> dict:
     """Compute of a run from its per-step logs (`train.logging_steps=1`, the default): optimiser
-    steps, steps that generated rollouts, sampled rollout tokens and supervised SFT tokens. A step
+    steps, steps that generated rollouts, sampled rollout tokens, supervised SFT tokens and the tokens
+    the training forward passes processed (contexts included; 0 in logs older than that metric). A step
     without rollouts (SFT, or a CHORD step with RL weight 0) counts 0 rollout tokens."""
     steps = [h for h in log_history if "loss" in h]
     return {
@@ -54,6 +55,7 @@ def compute_summary(log_history: list[dict]) -> dict:
         "rollout_steps": sum(1 for h in steps if "rollout_tokens" in h),
         "rollout_tokens": int(sum(h.get("rollout_tokens", 0.0) for h in steps)),
         "sft_tokens": int(sum(h.get("sft/n_supervised", 0.0) for h in steps)),
+        "forward_tokens": int(sum(h.get("forward_tokens", 0.0) for h in steps)),
     }
 
 

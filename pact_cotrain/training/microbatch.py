@@ -57,7 +57,7 @@ PROCESS_SCALES = ("rl_loss_scale", "sft_loss_scale")
 # and row counts, the step's time); every other metric is averaged over the parts, as TRL does
 # over gradient-accumulation steps.
 SUMMED_METRICS = ("loss/rl", "loss/sft", "rollout_tokens", "rollout_tokens_per_second", "sft/n_supervised",
-                  "rl/grpo/n_tokens", "rl/tc/n_tokens", "step_time")
+                  "rl/grpo/n_tokens", "rl/tc/n_tokens", "step_time", "forward_tokens")
 
 
 @dataclass(frozen=True)

@@ -364,6 +364,9 @@ class PACTTrainer(GRPOTrainer):
                                                   for r in range(n_rows)])
         if sft:
             out["n_sft_tokens"] = sum(len(t) for t in inputs["sft_targets"])
+        # tokens through the model in this forward (each shared context once, unpadded): what a step
+        # processes, the trace-conditioned contexts and expert traces included
+        out["n_forward_tokens"] = sum(len(g.context) + sum(map(len, g.completions)) for g in groups)
         return out
 
     def _old_logps(self, batch: dict, kind: str) -> torch.Tensor:
@@ -470,6 +473,7 @@ class PACTTrainer(GRPOTrainer):
         metrics["sft/reasoning_fraction"].append(plan.reasoning_fraction)
         metrics["rl/coef"].append(plan.rl_coef if plan.rl else 0.0)
         metrics["forward_tokens_per_second"].append(n_tokens / max(time.perf_counter() - started, 1e-9))
+        metrics["forward_tokens"].append(float(passes["n_forward_tokens"]))
         if not torch.isfinite(total):
             raise NonFiniteLossError(f"non-finite loss {float(total.detach())} at step {inputs['step']} "
                                      f"on the batch of tasks {inputs['task_ids']}")

@@ -112,16 +112,22 @@ def costs(runs: dict) -> dict:
         table[f"{method}:{seed}"] = {
             "train_min": step_seconds / 60, "eval_min": (d["total_seconds"] - d["train_seconds"]) / 60,
             "threads": d.get("threads") or 1, "core_hours": run_core_hours(run),
-            "trained_tokens": d["compute"].get("trained_tokens"), "steps": d["compute"].get("steps"),
+            "trained_tokens": d["compute"].get("trained_tokens"), "forward_tokens": d["compute"].get("forward_tokens"),
+            "steps": d["compute"].get("steps"),
             "commit": (d.get("git") or {}).get("commit")}
     return table
 
 
-def token_ratios(table: dict, reference: str = "pact:0") -> dict[str, float]:
-    """Trained tokens of `reference` over each other run's: the steps_multiplier of a matched-tokens arm."""
-    ref = (table.get(reference) or {}).get("trained_tokens")
-    return {name: ref / row["trained_tokens"] for name, row in table.items()
-            if ref and row.get("trained_tokens") and name != reference}
+def token_ratios(table: dict, key: str = "trained_tokens") -> dict[str, float]:
+    """PACT's `key` over each other run's: the steps_multiplier of a matched-tokens arm. PACT's is its
+    first plain seed that logged `key` (`forward_tokens` is newer than the first runs; pact_numerics
+    repeats a group's context in every micro-batch that holds its rollouts)."""
+    reference = next((name for name in sorted(table) if name.startswith("pact:") and table[name].get(key)), None)
+    if reference is None:
+        return {}
+    ref = table[reference][key]
+    return {f"{reference} / {name}": ref / row[key] for name, row in table.items()
+            if row.get(key) and not name.startswith("pact")}
 
 
 def summarise(out: Path) -> dict:
@@ -133,7 +139,7 @@ def summarise(out: Path) -> dict:
     summary = {"runs": {f"{m}:{s}": {name: run_means(run["rows"], name)[:2] for name in sets}
                         for (m, s), run in sorted(runs.items())},
                "costs": costs(runs), "noise": {}, "curves": {}}
-    summary["token_ratios_to_pact"] = token_ratios(summary["costs"])
+    summary["token_ratios_to_pact"] = {key: token_ratios(summary["costs"], key) for key in ("trained_tokens", "forward_tokens")}
     for name in sets:
         if sum(1 for m, _ in runs if m == "pact") >= 2:
             summary["noise"][name] = noise(runs, name)
@@ -155,16 +161,17 @@ def render(summary: dict) -> str:
                   f"task: {s['successes_histogram']}; mean rate {s['mean_rate']:.3f}.", ""]
     sets = sorted({name for run in summary["runs"].values() for name in run})
     lines += ["## Runs (Solve-F1 x100, mean ± standard error over tasks)", "",
-              "| run | " + " | ".join(sets) + " | training steps, min | evaluation, min | core-hours | trained tokens |",
-              "|---|" + "---|" * (len(sets) + 4)]
+              "| run | " + " | ".join(sets) + " | training steps, min | evaluation, min | core-hours | trained tokens | forward tokens |",
+              "|---|" + "---|" * (len(sets) + 5)]
     for name, means in summary["runs"].items():
         c = summary["costs"][name]
         cells = [f"{m:.1f} ± {se:.1f}" for m, se in (means[s] for s in sets)]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {c['train_min']:.1f} | {c['eval_min']:.1f} | "
-                     f"{c['core_hours']:.2f} | {c['trained_tokens']:,} |")
-    if summary["token_ratios_to_pact"]:
-        lines += ["", "PACT seed 0's trained tokens over each run's: " + ", ".join(
-            f"{k} {v:.2f}x" for k, v in summary["token_ratios_to_pact"].items()), ""]
+                     f"{c['core_hours']:.2f} | {c['trained_tokens']:,} | {c.get('forward_tokens') or 'not logged'} |")
+    for key, ratios in summary["token_ratios_to_pact"].items():
+        if ratios:
+            lines += ["", f"PACT's {key.replace('_', ' ')} over each run's: " + ", ".join(
+                f"{k} {v:.2f}x" for k, v in ratios.items()), ""]
     for name, n in summary["noise"].items():
         lines += [f"## Noise on {name} ({n['tasks']} tasks)", "",
                   f"- PACT seeds {n['seeds']}: means {', '.join(f'{m:.1f}' for m in n['seed_means'])}; std of the "

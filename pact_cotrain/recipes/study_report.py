@@ -88,7 +88,7 @@ def table(found: dict[str, list[dict]], columns=COLUMNS) -> list[str]:
     # compute per run, every phase counted; steps without rollouts count 0 rollout tokens; trained
     # tokens = rollout tokens + supervised trace tokens (what a matched-tokens arm matches)
     header = ["method", "seeds", *[label for label, _ in columns], "train min/run", "steps/run", "rollout tokens/run",
-              "trained tokens/run"]
+              "trained tokens/run", "forward tokens/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in found.items():
         if not runs:
@@ -98,7 +98,8 @@ def table(found: dict[str, list[dict]], columns=COLUMNS) -> list[str]:
         cells.append(f"{mean(r['done']['train_seconds'] for r in runs) / 60:.1f}")
         compute = [compute_summary(r["history"]) for r in runs]
         cells += [f"{mean(c['steps'] for c in compute):.0f}", f"{mean(c['rollout_tokens'] for c in compute):.0f}",
-                  f"{mean(c['rollout_tokens'] + c['sft_tokens'] for c in compute):.0f}"]
+                  f"{mean(c['rollout_tokens'] + c['sft_tokens'] for c in compute):.0f}",
+                  f"{mean(c['forward_tokens'] for c in compute):.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 

@@ -164,9 +164,9 @@ def test_a_cut_turn_runs_its_complete_call_and_records_the_cut(tokenizer):
 
 def test_the_evaluation_report_counts_the_cut_turn(tmp_path, monkeypatch, tokenizer):
     from pact_cotrain.eval.benchmarks import BENCHMARKS
-    from pact_cotrain.eval.runner import run_eval
+    from pact_cotrain.eval.runner import run_eval, spread_subset
 
-    task = BENCHMARKS["toolworld"].load(None)[0]  # the first of a 1-task subset
+    task = spread_subset(BENCHMARKS["toolworld"].load(None), 1)[0]  # the task of a 1-task subset
     backend = CutThenAnswer(tokenizer, task.trace[0]["tool_calls"][0])
 
     class ScriptedEngine(RolloutEngine):  # run_eval's engine, with the scripted turns instead of the model's

@@ -23,7 +23,7 @@ from transformers import TrainerCallback
 from transformers.training_args import OptimizerNames
 
 from pact_cotrain.recipes.train import build_trainer, load_config
-from pact_cotrain.testing import tiny_llama, tiny_tokenizer
+from pact_cotrain.testing import exit_launched_process, tiny_llama, tiny_tokenizer
 
 out, prompts, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 generation_batch = sys.argv[4] if len(sys.argv) > 4 else "null"
@@ -106,3 +106,4 @@ torch.save({"rank": state.process_index, "world": state.num_processes, "backend"
             "steps": recorder.steps, "logs": logs}, f"{out}/rank{state.process_index}.pt")
 print(f"RANK {state.process_index}/{state.num_processes} backend={state.backend} step={trainer.state.global_step} "
       f"params={parameter_hash(trainer.accelerator.unwrap_model(trainer.model))}", flush=True)
+exit_launched_process()

@@ -18,7 +18,7 @@ from accelerate import PartialState
 from transformers import LlamaForCausalLM, TrainerCallback
 
 from pact_cotrain.recipes.train import build_trainer, load_config
-from pact_cotrain.testing import save_tiny_llama_for_vllm, tiny_tokenizer
+from pact_cotrain.testing import exit_launched_process, save_tiny_llama_for_vllm, tiny_tokenizer
 
 out, steps = sys.argv[1], int(sys.argv[2])
 
@@ -82,3 +82,4 @@ for s in recorder.steps:
           f"synced_at={s['engine_synced_step']} max|dlogp|={s['max_abs_logp_diff']:.2e} "
           f"mean|dlogp|={s['mean_abs_logp_diff']:.2e} params={s['params_after'][:16]}", flush=True)
 trainer.close_rollout_engine()
+exit_launched_process()

@@ -6,8 +6,6 @@ model's, and the padded part count the largest over processes.
     python -m torch.distributed.run --nproc_per_node 2 tests/sharded_parameters.py OUT
 """
 
-import os
-import sys
 from types import SimpleNamespace
 
 import torch
@@ -15,7 +13,7 @@ import torch.distributed as dist
 from accelerate.utils import DistributedType
 from torch.distributed.fsdp import fully_shard
 
-from pact_cotrain.testing import tiny_llama, tiny_tokenizer
+from pact_cotrain.testing import exit_launched_process, tiny_llama, tiny_tokenizer
 from pact_cotrain.training import distributed
 
 dist.init_process_group("gloo")
@@ -42,10 +40,4 @@ logits_match = torch.allclose(copy(input_ids=ids).logits.float(), reference.to(t
 padded = distributed.padded_count(accelerator, 3 if rank == 0 else 5)
 print(f"RANK {rank} class={type(copy).__name__} local={local_shape} full={tuple(copy.model.embed_tokens.weight.shape)} "
       f"same={same} logits={logits_match} padded={padded}", flush=True)
-# All checks are printed above. torch 2.13 on CPU sometimes aborts in its C++ teardown after FSDP2 on
-# gloo ("terminate called without an active exception", about 1 run in 20, after destroy_process_group
-# too), which would fail a run whose checks all passed; leave without running the static destructors.
-dist.barrier()
-dist.destroy_process_group()
-sys.stdout.flush()
-os._exit(0)
+exit_launched_process()  # all checks are printed above; see its docstring

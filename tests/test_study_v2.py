@@ -140,6 +140,27 @@ def test_steps_multiplier_gives_an_arm_more_steps_and_done_json_records_tokens_a
             study_recipe.method_overrides({**study, "methods": {"x": bad}}, "x")
 
 
+def test_an_arm_runs_at_its_own_seeds_seed_by_seed(tmp_path):
+    """A secondary arm given fewer seeds (`seeds:` in its spec) runs only at those; jobs go seed by seed
+    (a session's end leaves whole seeds done); vanilla runs once; the report counts missing runs by each
+    arm's own seeds."""
+    from pact_cotrain.recipes.study_report import collect
+
+    study = _tiny_study(seeds=[10, 11, 12], methods={"vanilla": None, "pact": {"config": "pact"},
+                                                      "sft_more": {"config": "sft", "seeds": [10, 12]}})
+    assert study_recipe.method_seeds(study, "pact") == [10, 11, 12]
+    assert study_recipe.method_seeds(study, "sft_more") == [10, 12]
+    assert study_recipe.method_seeds(study, "vanilla") == [10]
+    assert study_recipe.study_jobs(study, list(study["methods"])) == [
+        ("vanilla", 10), ("pact", 10), ("sft_more", 10), ("pact", 11), ("pact", 12), ("sft_more", 12)]
+    # --seeds: those seeds for every trained method, as before
+    assert study_recipe.study_jobs(study, ["vanilla", "sft_more"], seeds=[11]) == [("sft_more", 11)]
+    assert collect(tmp_path, study) == {"vanilla": [], "pact": [], "sft_more": []}
+    for bad in ([], [1.5], "10", [True]):
+        with pytest.raises(UserError, match="sft_more.seeds"):
+            study_recipe.method_seeds({**study, "methods": {"sft_more": {"config": "sft", "seeds": bad}}}, "sft_more")
+
+
 # ---------------------------------------------------------------------------------------------
 # Screening
 

@@ -128,21 +128,35 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
 # 1b. Caps against the expert format (checked before any run)
 
 
-METHOD_KEYS = {"config", "overrides", "steps_multiplier", "curve"}
+METHOD_KEYS = {"config", "overrides", "steps_multiplier", "curve", "seeds"}
+
+
+def method_seeds(study: dict, method: str) -> list[int]:
+    """The seeds a method runs: its own `seeds:` (an arm given fewer seeds than the study's, e.g. a
+    secondary arm), else the study's; vanilla (one greedy evaluation of one checkpoint) the first only."""
+    spec = study["methods"][method]
+    if spec is None:
+        return study["seeds"][:1]
+    seeds = spec.get("seeds", study["seeds"])
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+        from pact_cotrain.errors import UserError
+
+        raise UserError(f"methods.{method}.seeds: a non-empty list of integers, got {seeds!r}")
+    return seeds
 
 
 def method_overrides(study: dict, method: str) -> list[str]:
     """A trained method's overrides: the shared budget, then its own `overrides`, then, with
     `steps_multiplier: m`, train.max_steps = round(m x the steps it would get otherwise): a matched-tokens
     arm (e.g. GRPO given as many trained tokens as PACT) without restating the budget. (`curve:` is
-    `study_curve`'s.)"""
+    `study_curve`'s, `seeds:` `method_seeds`'.)"""
     from pact_cotrain.errors import UserError
     from pact_cotrain.recipes.train import load_config
 
     spec = study["methods"][method]
     unknown = set(spec) - METHOD_KEYS
     if unknown or "config" not in spec:
-        raise UserError(f"methods.{method}: takes config (required), overrides, steps_multiplier and curve; "
+        raise UserError(f"methods.{method}: takes config (required), overrides, steps_multiplier, curve and seeds; "
                         f"got {', '.join(sorted(spec))}")
     overrides = _overrides(study["budget"]) + _overrides(spec.get("overrides"))
     multiplier = spec.get("steps_multiplier")
@@ -152,6 +166,16 @@ def method_overrides(study: dict, method: str) -> list[str]:
         steps = load_config(spec["config"], overrides)["train"]["max_steps"]
         overrides.append(f"train.max_steps={max(1, round(steps * multiplier))}")
     return overrides
+
+
+def study_jobs(study: dict, methods: list[str], seeds: list[int] | None = None) -> list[tuple[str, int]]:
+    """[(method, seed)] in the order they run: seed by seed, so that a session's end leaves whole seeds
+    done, each method at its own seeds (`method_seeds`). With `seeds` (`--seeds`): those seeds for every
+    method, vanilla (the same at every seed) only at the study's first."""
+    if seeds is not None:
+        return [(m, s) for s in seeds for m in methods if not (study["methods"][m] is None and s != study["seeds"][0])]
+    order = list(dict.fromkeys(study["seeds"] + sorted(s for m in methods for s in method_seeds(study, m))))
+    return [(m, s) for s in order for m in methods if s in method_seeds(study, m)]
 
 
 def training_caps(study: dict) -> dict:
@@ -494,10 +518,8 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
                             "--out", str(target), "--pool", path, "--eval-set", name],
                            out_path / f"screen_{name}.log", cores, cores=f"0-{cores - 1}")
         methods = [m for m in study["methods"] if not only or m in only]
-        # vanilla is one greedy evaluation of one checkpoint: the same for every seed, so run once.
         if jobs is None:
-            jobs = [(m, s) for s in (seeds if seeds is not None else study["seeds"]) for m in methods
-                    if not (study["methods"][m] is None and s != study["seeds"][0])]
+            jobs = study_jobs(study, methods, seeds)
         unknown = [m for m, _ in jobs if m not in study["methods"]]
         if unknown:
             from pact_cotrain.errors import UserError

@@ -17,6 +17,8 @@ import json
 from pathlib import Path
 from statistics import mean, stdev
 
+from pact_cotrain.recipes.study import method_seeds
+
 # (column label, where to read it in results.json)
 COLUMNS = [
     ("Solve-R", ("paper", "Solve-R")),
@@ -57,7 +59,7 @@ def collect(out: Path, study: dict) -> dict[str, list[dict]]:
     columns = columns_for(study)
     found: dict[str, list[dict]] = {m: [] for m in study["methods"]}
     for method in study["methods"]:
-        for seed in study["seeds"]:
+        for seed in method_seeds(study, method):
             directory = out / "runs" / method / f"seed{seed}"
             if not (directory / "done.json").exists():
                 continue
@@ -438,7 +440,7 @@ def write_report(study: dict, out: Path) -> None:
     found = collect(out, study)
     differences: dict = {}
     columns = columns_for(study)
-    missing = [f"{m} seed {s}" for m in study["methods"] for s in study["seeds"]
+    missing = [f"{m} seed {s}" for m in study["methods"] for s in method_seeds(study, m)
                if study["methods"][m] is not None and s not in {r["seed"] for r in found[m]}]
     ev = study["eval"]
     label = columns[0][0] if ev.get("sets") else "TW Solve-F1"

@@ -89,10 +89,11 @@ def test_a_study_extends_another_replacing_the_keys_it_sets():
 
     pilot, v2 = load_study("v2_pilot"), load_study("v2")
     assert "extends" not in pilot and pilot["seeds"] == [0] and "pact_numerics" in pilot["methods"]
-    assert {k: v for k, v in pilot.items() if k not in ("seeds", "methods", "screen", "eval")} == \
-        {k: v for k, v in v2.items() if k not in ("seeds", "methods", "screen", "eval")}
+    assert {k: v for k, v in pilot.items() if k not in ("seeds", "methods", "screen", "eval", "primary")} == \
+        {k: v for k, v in v2.items() if k not in ("seeds", "methods", "screen", "eval", "primary")}
+    assert pilot["primary"] is None and v2["primary"]["reference"] == "pact"  # the tests are the main phase's
     assert pilot["screen"] == {**v2["screen"], "eval_samples": None}  # merged key by key
-    # eval merged too: its sets replaced (the pilot skips the floored toolworld_ood), the rest v2's
-    assert pilot["eval"] == {**v2["eval"], "sets": {k: v2["eval"]["sets"][k] for k in ("toolworld_test",
-                                                                                    "toolworld_ood_tools")}}
+    # eval merged too: its sets replaced by the same two the main phase has (neither evaluates the floored
+    # toolworld_ood), the rest v2's
+    assert pilot["eval"] == v2["eval"] and list(pilot["eval"]["sets"]) == ["toolworld_test", "toolworld_ood_tools"]
     assert pilot["methods"]["sft_curve"]["curve"] == {"every": 8, "limit": 64}

@@ -54,12 +54,14 @@ def test_v2_study_evaluates_fixed_sets_of_256_tasks_greedy_in_fp32():
     study = study_recipe.load_study("v2")
     sets = study["eval"]["sets"]
     assert {n: (s["benchmark"], s["toolworld"]["split"], s["toolworld"]["n"]) for n, s in sets.items()} == {
-        "toolworld_test": ("toolworld", "test", 256), "toolworld_ood": ("toolworld", "ood", 256),
-        "toolworld_ood_tools": ("toolworld", "ood", 256)}
+        "toolworld_test": ("toolworld", "test", 256), "toolworld_ood_tools": ("toolworld", "ood", 256)}
     assert study["eval"]["dtype"] == "float32" and study["eval"]["vllm"]["dtype"] == "float32"
     assert study["screen"]["samples"] == 8 and study["screen"]["keep"] == [0.2, 0.6]
     assert not study_recipe.needs_ftrl(study)
-    assert {"vanilla", "pact", "grpo", "sft"} <= set(study["methods"])
+    assert {"vanilla", "pact", "pact_q1", "sft"} <= set(study["methods"])
+    # the pre-registered comparisons are arms of the study, on one of its sets (PLAN.md section 4)
+    assert set(study["primary"]["comparisons"]) <= set(study["methods"]) and study["primary"]["set"] in sets
+    assert study_recipe.method_overrides(study, "sft_matched_tokens")[-1] == "train.max_steps=82"  # 24 x 3.41
     from pact_cotrain.eval.caps import Caps
 
     # one set of rollout caps for every trained arm (measured in the config's comments to cut no expert trace)
@@ -355,6 +357,31 @@ def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(t
     # by rate bin: t0 (0) ours 1 vs 1 -> 0; t1 (0.25] ours 2/3 vs 0; t2 (0.5, 1) 2/3 vs 0; t3 (1) 0 vs 0
     assert "| arm | 0 (1) | (0, 0.5] (1) | (0.5, 1) (1) | 1 (1) |" in md
     assert "| grpo | +0.0 | +66.7 | +66.7 | +0.0 |" in md
+
+
+def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path):
+    """The plan's primary comparisons: Welch on the per-seed run means, Holm over the comparisons, a verdict."""
+    from pact_cotrain.recipes.study_report import write_report
+
+    study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"},
+                                                  "grpo": {"config": "grpo"}, "pact_q1": {"config": "pact"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["sft", "grpo", "pact_q1"]})
+    pact = {0: [1.0, 1.0, 1.0, 0.0], 1: [1.0, 1.0, 0.0, 1.0], 2: [1.0, 1.0, 1.0, 1.0]}  # run means 75, 75, 100
+    sft = {0: [1.0, 0.0, 0.0, 0.0], 1: [0.0, 1.0, 0.0, 0.0], 2: [1.0, 1.0, 0.0, 0.0]}  # 25, 25, 50
+    for seed in (0, 1, 2):
+        _fake_set_run(tmp_path, "pact", seed, {"toolworld_ood": pact[seed]})
+        _fake_set_run(tmp_path, "sft", seed, {"toolworld_ood": sft[seed]})
+        _fake_set_run(tmp_path, "grpo", seed, {"toolworld_ood": [1.0, 1.0, 1.0, 1.0]})  # 100 at every seed
+    write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    # PACT - SFT: d = 50, se = sqrt(2 x 208.33 / 3) = 11.79, t = 4.24, df = 4, p = 0.0132; Holm over the two
+    # finished comparisons: 2 x 0.01324 = 0.0265 < 0.05. PACT - GRPO: d = -16.7, se = 8.33 (GRPO has no
+    # variance), t = -2.00, df = 2, p = 0.184 (Holm: max(0.0265, 0.184)): not decided.
+    sft_line = next(line for line in md.splitlines() if line.startswith("| pact > sft |"))
+    assert "| 3, 3 | +50.0 | 4.24 (4.0) | 0.0132 | 0.0265 |" in sft_line and sft_line.endswith("| supported |")
+    grpo_line = next(line for line in md.splitlines() if line.startswith("| pact > grpo |"))
+    assert "| -16.7 | -2.00 (2.0) | 0.184 | 0.184 |" in grpo_line and grpo_line.endswith("| not decided |")
+    assert "| pact > pact_q1 | no finished run yet |" in md and "final only when every comparison" in md
 
 
 def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_path, monkeypatch, tokenizer):

@@ -260,6 +260,49 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
     return lines + [""]
 
 
+def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]]) -> list[str]:
+    """The plan's confirmatory tests (the study's `primary:` block): on the primary set, `reference` minus
+    each arm in `comparisons`, Welch's t-test of the per-seed run means, the p-values Holm-corrected
+    together; a hypothesis is supported (corrected p < alpha, reference higher), contradicted (corrected
+    p < alpha, reference lower) or not decided. The paired per-task bootstrap's 95 % interval is beside it."""
+    from pact_cotrain.recipes.study_stats import holm, paired_bootstrap, per_task_matrix, welch_t_test
+
+    plan = study.get("primary")
+    if not plan:
+        return []
+    name, metric, reference = plan["set"], plan.get("metric", "solve_f1"), plan.get("reference", "pact")
+    alpha = plan.get("alpha", 0.05)
+    rows = per_task_rows_by_arm(out, found)
+    lines = [f"Pre-registered tests (PLAN.md): {name} {metric}, {reference} minus each arm, points. Welch's t-test "
+             f"of the per-seed run means, p Holm-corrected over these {len(plan['comparisons'])} comparisons; "
+             f"supported / contradicted at corrected p < {alpha}; the paired per-task bootstrap's 95 % interval "
+             "beside it.", "",
+             "| hypothesis | seeds (ours, theirs) | Δ | Welch t (df) | p | p Holm | bootstrap 95% CI | verdict |",
+             "|---|---|---|---|---|---|---|---|"]
+    if not any(row["eval_set"] == name for row in rows.get(reference, [])):
+        return lines + [f"| – | no finished {reference} run on {name} yet | | | | | | |", ""]
+    ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
+    done, waiting = [], []
+    for arm in plan["comparisons"]:
+        if not any(row["eval_set"] == name for row in rows.get(arm, [])):
+            waiting.append(arm)
+            continue
+        theirs, their_seeds, _ = per_task_matrix(rows[arm], metric, name, tasks)
+        welch = welch_t_test(100 * ours.mean(axis=1), 100 * theirs.mean(axis=1))
+        done.append((arm, their_seeds, welch, paired_bootstrap(ours, theirs, rng=0)))
+    for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
+        verdict = ("supported" if welch.difference > 0 else "contradicted") if p_holm < alpha else "not decided"
+        lines.append(f"| {reference} > {arm} | {len(our_seeds)}, {len(their_seeds)} | {welch.difference:+.1f} | "
+                     f"{welch.t:.2f} ({welch.df:.1f}) | {welch.p:.3g} | {p_holm:.3g} | "
+                     f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {verdict} |")
+    lines += [f"| {reference} > {arm} | no finished run yet | | | | | | |" for arm in waiting]
+    if waiting:
+        lines.append("")
+        lines.append("Holm's correction above is over the comparisons with results so far; it is final only "
+                     "when every comparison has its runs.")
+    return lines + [""]
+
+
 def arm_intervals(out: Path, found: dict[str, list[dict]], metric: str = "solve_f1") -> list[str]:
     """Per evaluation set and arm: the mean over seeds of the run means, and its 95 % t-interval over seeds
     (one seed: no interval), in points."""
@@ -456,6 +499,7 @@ def write_report(study: dict, out: Path) -> None:
         "",
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
           if (paired := paired_differences(found, label=label)) else []),
+        *(preregistered_tests(out, study, found) if ev.get("sets") else []),
         *(arm_intervals(out, found) if ev.get("sets") else []),
         *(per_task_tests(out, study, found, differences=differences) if ev.get("sets") else []),
         *(dose_response_lines(out, found) if ev.get("sets") else []),

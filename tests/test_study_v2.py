@@ -364,14 +364,16 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path):
     from pact_cotrain.recipes.study_report import write_report
 
     study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"},
-                                                  "grpo": {"config": "grpo"}, "pact_q1": {"config": "pact"}},
-                        primary={"set": "toolworld_ood", "comparisons": ["sft", "grpo", "pact_q1"]})
+                                                  "grpo": {"config": "grpo"}, "pact_q1": {"config": "pact"},
+                                                  "short": {"config": "sft"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["sft", "grpo", "pact_q1", "short"]})
     pact = {0: [1.0, 1.0, 1.0, 0.0], 1: [1.0, 1.0, 0.0, 1.0], 2: [1.0, 1.0, 1.0, 1.0]}  # run means 75, 75, 100
     sft = {0: [1.0, 0.0, 0.0, 0.0], 1: [0.0, 1.0, 0.0, 0.0], 2: [1.0, 1.0, 0.0, 0.0]}  # 25, 25, 50
     for seed in (0, 1, 2):
         _fake_set_run(tmp_path, "pact", seed, {"toolworld_ood": pact[seed]})
         _fake_set_run(tmp_path, "sft", seed, {"toolworld_ood": sft[seed]})
         _fake_set_run(tmp_path, "grpo", seed, {"toolworld_ood": [1.0, 1.0, 1.0, 1.0]})  # 100 at every seed
+    _fake_set_run(tmp_path, "short", 0, {"toolworld_ood": [1.0, 1.0, 1.0]})  # a task short: no test, not in Holm
     write_report(study, tmp_path)
     md = (tmp_path / "results.md").read_text()
     # PACT - SFT: d = 50, se = sqrt(2 x 208.33 / 3) = 11.79, t = 4.24, df = 4, p = 0.0132; Holm over the two
@@ -382,6 +384,8 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path):
     grpo_line = next(line for line in md.splitlines() if line.startswith("| pact > grpo |"))
     assert "| -16.7 | -2.00 (2.0) | 0.184 | 0.184 |" in grpo_line and grpo_line.endswith("| not decided |")
     assert "| pact > pact_q1 | no finished run yet |" in md and "final only when every comparison" in md
+    short = next(line for line in md.splitlines() if line.startswith("| pact > short |"))
+    assert "has no score for 1 task(s)" in short and short.endswith("| not tested |")
 
 
 def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_path, monkeypatch, tokenizer):

@@ -123,9 +123,17 @@ def _study(args) -> int:
             from pact_cotrain.errors import UserError
 
             raise UserError(f"--jobs {args.jobs!r}: a comma list of METHOD:SEED, e.g. pact:1,grpo:0") from None
-    return run_study(args.config, args.out, only=args.only.split(",") if args.only else None,
+    code = run_study(args.config, args.out, only=args.only.split(",") if args.only else None,
                      seeds=[int(s) for s in args.seeds.split(",")] if args.seeds else None,
                      workers=args.workers, report_only=args.report, force_caps=args.force_caps, jobs=jobs)
+    if args.export:
+        from pathlib import Path
+
+        from pact_cotrain.recipes.study_report import export_study
+
+        runs = export_study(Path(args.out), Path(args.export))
+        print(f"exported the report and {runs} finished runs' outputs to {args.export}")
+    return code
 
 
 def _demo(args) -> int:
@@ -326,6 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", default=None, help="comma list of METHOD:SEED runs, in this order (instead of --only/--seeds)")
     p.add_argument("--workers", type=int, default=None, help="runs in parallel (default: the study's)")
     p.add_argument("--report", action="store_true", help="only rebuild results.md and curves.png")
+    p.add_argument("--export", default=None, metavar="DIR",
+                   help="then copy the report and every finished run's small outputs (per-task results, done.json, "
+                        "log) to DIR, e.g. results/study-v2 (no weights)")
     p.add_argument("--force-caps", action="store_true",
                    help="start although the caps cut more than 5%% of the expert turns or traces (the report says so)")
     p.add_argument("--run-one", default=None, help=argparse.SUPPRESS)

@@ -388,6 +388,28 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path):
     assert "has no score for 1 task(s)" in short and short.endswith("| not tested |")
 
 
+def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path):
+    """`pact study --report --export DIR`: results.md, the per-seed CSV and every finished run's per-task
+    results, done.json and log land in DIR (what results/study-v2/ commits); no weights, no unfinished run."""
+    from pact_cotrain.cli import main
+
+    out, target = tmp_path / "out", tmp_path / "results"
+    study = _tiny_study(seeds=[0, 1], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}})
+    config = _write_study(tmp_path, study)
+    for seed in (0, 1):
+        _fake_set_run(out, "pact", seed, {"toolworld_test": [1.0, 0.0]})
+    (out / "runs" / "pact" / "seed0" / "final").mkdir()
+    (out / "runs" / "pact" / "seed0" / "final" / "model.safetensors").write_bytes(b"weights")
+    (out / "runs" / "sft" / "seed0" / "train").mkdir(parents=True)  # started, not finished: no done.json
+    assert main(["study", "--config", config, "--out", str(out), "--report", "--export", str(target)]) == 0
+    assert (target / "results.md").read_text() == (out / "results.md").read_text()
+    assert (target / "results_per_seed.csv").exists()
+    copied = sorted(str(p.relative_to(target)) for p in (target / "runs").rglob("*") if p.is_file())
+    assert copied == [f"runs/pact/seed{s}/{name}" for s in (0, 1) for name in
+                      ("done.json", "eval/results.json", "log_history.json", "per_task.jsonl.gz")]
+    assert read_per_task(target / "runs" / "pact" / "seed1" / "per_task.jsonl.gz")[0]["solve_f1"] == 1.0
+
+
 def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_path, monkeypatch, tokenizer):
     from pact_cotrain.cli import main
     from pact_cotrain.recipes import common

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import shutil
 from pathlib import Path
 from statistics import NormalDist
 
@@ -34,6 +33,7 @@ import yaml
 
 from pact_cotrain.recipes import study_stats
 from pact_cotrain.recipes.study_eval import read_per_task
+from pact_cotrain.recipes.study_report import copy_run_files
 
 SEED_COUNTS = (3, 5, 8, 12, 16, 24)
 TARGET_POINTS = 3.0
@@ -204,12 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     study_out, out = Path(args.study_out), Path(args.out)
     summary = summarise(study_out)
     out.mkdir(parents=True, exist_ok=True)
-    for run in finished_runs(study_out).values():
-        for name in ("per_task.jsonl.gz", "curve.jsonl.gz", "done.json", "log_history.json"):
-            if (run["dir"] / name).exists():
-                target = out / "runs" / run["dir"].relative_to(study_out / "runs") / name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run["dir"] / name, target)
+    copy_run_files(study_out, out)
     (out / "pilot.json").write_text(json.dumps(summary, indent=1, default=str))
     (out / "pilot.md").write_text(render(summary) + "\n")
     print(f"wrote {out / 'pilot.md'}")

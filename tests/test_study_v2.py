@@ -359,9 +359,16 @@ def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(t
     assert "| grpo | +0.0 | +66.7 | +66.7 | +0.0 |" in md
 
 
-def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path):
-    """The plan's primary comparisons: Welch on the per-seed run means, Holm over the comparisons, a verdict."""
+def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path, monkeypatch):
+    """The plan's primary comparisons: Welch on the per-seed run means, Holm over the comparisons, a verdict;
+    each pair's paired bootstrap is computed once and shown alike in both tables."""
+    from pact_cotrain.recipes import study_stats
     from pact_cotrain.recipes.study_report import write_report
+
+    bootstrapped = []
+    real_bootstrap = study_stats.paired_bootstrap
+    monkeypatch.setattr(study_stats, "paired_bootstrap",
+                        lambda ours, theirs, **kw: bootstrapped.append(1) or real_bootstrap(ours, theirs, **kw))
 
     study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"},
                                                   "grpo": {"config": "grpo"}, "pact_q1": {"config": "pact"},
@@ -386,6 +393,10 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path):
     assert "| pact > pact_q1 | no finished run yet |" in md and "final only when every comparison" in md
     short = next(line for line in md.splitlines() if line.startswith("| pact > short |"))
     assert "has no score for 1 task(s)" in short and short.endswith("| not tested |")
+    # two pairs with runs on the one set (sft, grpo; `short` scored other tasks): two bootstraps, not four
+    assert len(bootstrapped) == 2
+    interval = sft_line.split("|")[7].strip()
+    assert f"| toolworld_ood | sft | 3, 3 | +50.0 | {interval} |" in md
 
 
 def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path):

@@ -223,13 +223,28 @@ def per_task_rows_by_arm(out: Path, found: dict[str, list[dict]]) -> dict[str, l
                 for row in read_per_task(path)] for m, runs in found.items()}
 
 
+def cached_bootstrap(cache: dict | None, key: tuple, ours, theirs, n_boot: int = 10_000):
+    """The paired per-task bootstrap of `ours` minus `theirs` (rng 0), computed once per `key` when a `cache`
+    is given: the pre-registered table and the all-arms table test the same pairs on the primary set."""
+    from pact_cotrain.recipes.study_stats import paired_bootstrap
+
+    key = (*key, n_boot)
+    if cache is None:
+        return paired_bootstrap(ours, theirs, n_boot=n_boot, rng=0)
+    if key not in cache:
+        cache[key] = paired_bootstrap(ours, theirs, n_boot=n_boot, rng=0)
+    return cache[key]
+
+
 def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], reference: str = "pact",
-                   metric: str = "solve_f1", n_boot: int = 10_000, differences: dict | None = None) -> list[str]:
+                   metric: str = "solve_f1", n_boot: int = 10_000, differences: dict | None = None,
+                   bootstraps: dict | None = None) -> list[str]:
     """Per evaluation set, `reference` minus every other arm with per-task results: the paired per-task
     bootstrap (tasks resampled jointly, seeds within each arm; 95 % CI and p), its p Holm-corrected over
     the arms compared in that set, and Welch's t-test of the per-seed means. In points of `metric`.
-    `differences`, when given, receives {set: {arm: (mean, low, high)}} in points (for the figure)."""
-    from pact_cotrain.recipes.study_stats import holm, paired_bootstrap, per_task_matrix, welch_t_test
+    `differences`, when given, receives {set: {arm: (mean, low, high)}} in points (for the figure);
+    `bootstraps` is a cache shared with `preregistered_tests`."""
+    from pact_cotrain.recipes.study_stats import holm, per_task_matrix, welch_t_test
 
     rows = per_task_rows_by_arm(out, found)
     if not rows.get(reference):
@@ -250,7 +265,7 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
             except ValueError as exc:  # a run scored other tasks: no paired test, and the report says why
                 lines.append(f"| {name} | {method} | – | – | – | – | – | – ({exc}) |")
                 continue
-            boot = paired_bootstrap(ours, theirs, n_boot=n_boot, rng=0)
+            boot = cached_bootstrap(bootstraps, (name, reference, method, metric), ours, theirs, n_boot)
             results.append((method, their_seeds, boot, welch_t_test(ours.mean(axis=1), theirs.mean(axis=1))))
         if differences is not None:
             differences[name] = {m: (100 * b.mean, 100 * b.low, 100 * b.high) for m, _, b, _ in results}
@@ -261,12 +276,14 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
     return lines + [""]
 
 
-def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]]) -> list[str]:
+def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
+                        bootstraps: dict | None = None) -> list[str]:
     """The plan's confirmatory tests (the study's `primary:` block): on the primary set, `reference` minus
     each arm in `comparisons`, Welch's t-test of the per-seed run means, the p-values Holm-corrected
     together; a hypothesis is supported (corrected p < alpha, reference higher), contradicted (corrected
-    p < alpha, reference lower) or not decided. The paired per-task bootstrap's 95 % interval is beside it."""
-    from pact_cotrain.recipes.study_stats import holm, paired_bootstrap, per_task_matrix, welch_t_test
+    p < alpha, reference lower) or not decided. The paired per-task bootstrap's 95 % interval is beside it
+    (`bootstraps`: a cache shared with `per_task_tests`)."""
+    from pact_cotrain.recipes.study_stats import holm, per_task_matrix, welch_t_test
 
     plan = study.get("primary")
     if not plan:
@@ -294,7 +311,8 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]]) ->
             lines.append(f"| {reference} > {arm} | – ({exc}) | | | | | | not tested |")
             continue
         welch = welch_t_test(100 * ours.mean(axis=1), 100 * theirs.mean(axis=1))
-        done.append((arm, their_seeds, welch, paired_bootstrap(ours, theirs, rng=0)))
+        boot = cached_bootstrap(bootstraps, (name, reference, arm, metric), ours, theirs)
+        done.append((arm, their_seeds, welch, boot))
     for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
         verdict = ("supported" if welch.difference > 0 else "contradicted") if p_holm < alpha else "not decided"
         lines.append(f"| {reference} > {arm} | {len(our_seeds)}, {len(their_seeds)} | {welch.difference:+.1f} | "
@@ -487,6 +505,7 @@ def evaluation_line(ev: dict) -> str:
 def write_report(study: dict, out: Path) -> None:
     found = collect(out, study)
     differences: dict = {}
+    bootstraps: dict = {}  # the paired bootstraps, shared by the pre-registered and the all-arms tables
     columns = columns_for(study)
     missing = [f"{m} seed {s}" for m in study["methods"] for s in method_seeds(study, m)
                if study["methods"][m] is not None and s not in {r["seed"] for r in found[m]}]
@@ -504,9 +523,10 @@ def write_report(study: dict, out: Path) -> None:
         "",
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
           if (paired := paired_differences(found, label=label)) else []),
-        *(preregistered_tests(out, study, found) if ev.get("sets") else []),
+        *(preregistered_tests(out, study, found, bootstraps) if ev.get("sets") else []),
         *(arm_intervals(out, found) if ev.get("sets") else []),
-        *(per_task_tests(out, study, found, differences=differences) if ev.get("sets") else []),
+        *(per_task_tests(out, study, found, differences=differences, bootstraps=bootstraps)
+          if ev.get("sets") else []),
         *(dose_response_lines(out, found) if ev.get("sets") else []),
         *cost_lines(found),
         evaluation_line(ev),

@@ -59,6 +59,13 @@ def test_welch_against_a_single_value_is_a_one_sample_test():
     assert welch_t_test([0.6, 0.6], [0.5]).p == 0.0
 
 
+def test_welch_with_one_value_a_side_is_no_test():
+    # no variance can be estimated: NaN, not p = 0 (a first finished seed of each arm must not read as proof)
+    r = welch_t_test([0.7], [0.5])
+    assert r.difference == pytest.approx(0.2)
+    assert all(math.isnan(x) for x in (r.se, r.t, r.df, r.p))
+
+
 def test_bootstrap_of_a_constant_per_task_shift_has_no_spread_because_tasks_are_paired():
     rng = np.random.default_rng(3)
     b = rng.integers(0, 2, size=(1, 64)).astype(float)  # one seed: only the tasks are resampled

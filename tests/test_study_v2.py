@@ -399,6 +399,24 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path, monk
     assert f"| toolworld_ood | sft | 3, 3 | +50.0 | {interval} |" in md
 
 
+def test_report_with_one_seed_a_side_tests_nothing_at_the_seed_level(tmp_path):
+    """The main phase's first finished seeds: the per-task bootstrap is shown, the Welch test is not (and is
+    not a verdict)."""
+    from pact_cotrain.recipes.study_report import write_report
+
+    study = _tiny_study(seeds=[0], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["sft"]})
+    _fake_set_run(tmp_path, "pact", 0, {"toolworld_ood": [1.0, 1.0, 0.0, 1.0]})
+    _fake_set_run(tmp_path, "sft", 0, {"toolworld_ood": [0.0, 1.0, 0.0, 0.0]})
+    write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    line = next(line for line in md.splitlines() if line.startswith("| pact > sft |"))
+    assert "| 1, 1 | +50.0 | – | – | – |" in line and line.endswith("| not tested (one seed each so far) |")
+    assert "| supported |" not in md and "| contradicted |" not in md
+    per_task = next(line for line in md.splitlines() if line.startswith("| toolworld_ood | sft |"))
+    assert per_task.endswith("| – (one seed each) |")
+
+
 def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path):
     """`pact study --report --export DIR`: results.md, the per-seed CSV and every finished run's per-task
     results, done.json and log land in DIR (what results/study-v2/ commits); no weights, no unfinished run."""

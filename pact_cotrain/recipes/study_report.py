@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 from pathlib import Path
 from statistics import mean, stdev
@@ -272,7 +273,7 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
         for (method, their_seeds, boot, welch), p_holm in zip(results, holm([b.p for _, _, b, _ in results])):
             lines.append(f"| {name} | {method} | {len(our_seeds)}, {len(their_seeds)} | {100 * boot.mean:+.1f} | "
                          f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {boot.p:.3g} | {p_holm:.3g} | "
-                         f"{welch.p:.3g} |")
+                         f"{'– (one seed each)' if math.isnan(welch.p) else f'{welch.p:.3g}'} |")
     return lines + [""]
 
 
@@ -312,6 +313,10 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
             continue
         welch = welch_t_test(100 * ours.mean(axis=1), 100 * theirs.mean(axis=1))
         boot = cached_bootstrap(bootstraps, (name, reference, arm, metric), ours, theirs)
+        if math.isnan(welch.p):  # one seed a side: no seed-level variance, no test yet (and not in Holm)
+            lines.append(f"| {reference} > {arm} | 1, 1 | {welch.difference:+.1f} | – | – | – | "
+                         f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | not tested (one seed each so far) |")
+            continue
         done.append((arm, their_seeds, welch, boot))
     for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
         verdict = ("supported" if welch.difference > 0 else "contradicted") if p_holm < alpha else "not decided"

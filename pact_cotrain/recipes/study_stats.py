@@ -95,14 +95,17 @@ def welch_t_test(a, b) -> TestResult:
 
     An arm with one value (the deterministic `vanilla` evaluation) contributes no variance and no
     degrees of freedom: the test becomes a one-sample t-test of the other arm against that value.
-    Both arms with one value, or zero variance with a non-zero difference, give se = 0: p is 0 when
-    d != 0 and 1 when d == 0 (reported, not hidden).
+    Both arms with one value leave no variance to estimate: se, t, df and p are NaN (no test). Zero
+    sample variance with a non-zero difference gives se = 0: p is 0 when d != 0 and 1 when d == 0
+    (reported, not hidden).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     if a.size == 0 or b.size == 0:
         raise ValueError("each arm needs at least one per-seed mean")
     d = float(a.mean() - b.mean())
     parts = [(float(x.var(ddof=1)) / x.size, x.size - 1) for x in (a, b) if x.size > 1]
+    if not parts:
+        return TestResult(d, math.nan, math.nan, math.nan, math.nan)
     var = sum(v for v, _ in parts)
     se = math.sqrt(var)
     if se == 0.0:

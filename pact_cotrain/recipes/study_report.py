@@ -301,7 +301,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     if not any(row["eval_set"] == name for row in rows.get(reference, [])):
         return lines + [f"| – | no finished {reference} run on {name} yet | | | | | | |", ""]
     ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
-    done, waiting = [], []
+    done, waiting, untested = [], [], 0
     for arm in plan["comparisons"]:
         if not any(row["eval_set"] == name for row in rows.get(arm, [])):
             waiting.append(arm)
@@ -316,6 +316,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
         if math.isnan(welch.p):  # one seed a side: no seed-level variance, no test yet (and not in Holm)
             lines.append(f"| {reference} > {arm} | 1, 1 | {welch.difference:+.1f} | – | – | – | "
                          f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | not tested (one seed each so far) |")
+            untested += 1
             continue
         done.append((arm, their_seeds, welch, boot))
     for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
@@ -324,7 +325,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
                      f"{welch.t:.2f} ({welch.df:.1f}) | {welch.p:.3g} | {p_holm:.3g} | "
                      f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {verdict} |")
     lines += [f"| {reference} > {arm} | no finished run yet | | | | | | |" for arm in waiting]
-    if waiting:
+    if waiting or untested:
         lines.append("")
         lines.append("Holm's correction above is over the comparisons with results so far; it is final only "
                      "when every comparison has its runs.")

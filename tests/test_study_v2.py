@@ -417,6 +417,24 @@ def test_report_with_one_seed_a_side_tests_nothing_at_the_seed_level(tmp_path):
     assert per_task.endswith("| – (one seed each) |")
 
 
+def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
+    """Two of three planned seeds a side separate clearly, but the plan fixes the seeds and has no interim
+    analysis: the row is interim, not supported, and Holm is not final."""
+    from pact_cotrain.recipes.study_report import write_report
+
+    study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["sft"]})
+    for seed, (ours, theirs) in enumerate([([1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]),
+                                           ([1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0])]):
+        _fake_set_run(tmp_path, "pact", seed, {"toolworld_ood": ours})
+        _fake_set_run(tmp_path, "sft", seed, {"toolworld_ood": theirs})
+    write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    line = next(line for line in md.splitlines() if line.startswith("| pact > sft |"))
+    assert "| 2, 2 | +75.0 |" in line and line.endswith("| interim, no verdict (2 of 3, 2 of 3 seeds) |")
+    assert "| supported |" not in md and "final only when every comparison has all its planned seeds" in md
+
+
 def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path):
     """`pact study --report --export DIR`: results.md, the per-seed CSV and every finished run's per-task
     results, done.json and log land in DIR (what results/study-v2/ commits); no weights, no unfinished run."""

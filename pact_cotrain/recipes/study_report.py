@@ -319,16 +319,23 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
             untested += 1
             continue
         done.append((arm, their_seeds, welch, boot))
+    planned = {arm: len(method_seeds(study, arm)) for arm in (reference, *plan["comparisons"])}
+    interim = untested
     for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
         verdict = ("supported" if welch.difference > 0 else "contradicted") if p_holm < alpha else "not decided"
+        if len(our_seeds) < planned[reference] or len(their_seeds) < planned[arm]:
+            # The plan fixes the seeds and has no interim analysis: a verdict on part of them is no verdict.
+            verdict = (f"interim, no verdict ({len(our_seeds)} of {planned[reference]}, "
+                       f"{len(their_seeds)} of {planned[arm]} seeds)")
+            interim += 1
         lines.append(f"| {reference} > {arm} | {len(our_seeds)}, {len(their_seeds)} | {welch.difference:+.1f} | "
                      f"{welch.t:.2f} ({welch.df:.1f}) | {welch.p:.3g} | {p_holm:.3g} | "
                      f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {verdict} |")
     lines += [f"| {reference} > {arm} | no finished run yet | | | | | | |" for arm in waiting]
-    if waiting or untested:
+    if waiting or interim:
         lines.append("")
         lines.append("Holm's correction above is over the comparisons with results so far; it is final only "
-                     "when every comparison has its runs.")
+                     "when every comparison has all its planned seeds.")
     return lines + [""]
 
 

@@ -326,6 +326,10 @@ def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
     assert "| toolworld_test | sft | – |" in md and "seed 0 has no score for 1 task(s), e.g. t3" in md
     assert "| toolworld_ood | sft | 2, 1 | +50.0 |" in md
     assert "sets toolworld_test (toolworld, 3 test tasks), toolworld_ood (toolworld, 2 ood tasks)" in md
+    # paired by seed, on every set's Solve-F1: PACT - GRPO +25 on test, 0 on OOD at both seeds
+    assert "| Δ toolworld_test Solve-F1 (points) | Δ toolworld_ood Solve-F1 (points) |" in md
+    assert "| grpo | 0,1 | 25.0 ± 0.0 | 0.0 ± 0.0 |" in md
+    assert "BFCL" not in md.split("\n\n")[1]  # the legend names only columns the table has
 
 
 def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(tmp_path):

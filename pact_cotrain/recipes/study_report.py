@@ -108,21 +108,25 @@ def table(found: dict[str, list[dict]], columns=COLUMNS) -> list[str]:
     return lines
 
 
-def paired_differences(found: dict[str, list[dict]], reference: str = "pact", label: str = "TW Solve-F1") -> list[str]:
-    """`reference` minus every other method on `label`, paired by seed (same seed: same data order and
-    the same first rollouts), in points: mean ± sample std over the seeds both have finished."""
-    ours = {r["seed"]: r["values"][label] for r in found.get(reference, []) if r["values"][label] is not None}
-    lines = [f"| {reference} minus | seeds | Δ {label} (points) |", "|---|---|---|"]
+def paired_differences(found: dict[str, list[dict]], reference: str = "pact",
+                       labels: tuple[str, ...] = ("TW Solve-F1",)) -> list[str]:
+    """`reference` minus every other method on each column of `labels`, paired by seed (same seed: same data
+    order and the same first rollouts), in points: mean ± sample std over the seeds both have finished."""
+    ours = {r["seed"]: r["values"] for r in found.get(reference, [])}
+    lines = [f"| {reference} minus | seeds | " + " | ".join(f"Δ {label} (points)" for label in labels) + " |",
+             "|" + "---|" * (2 + len(labels))]
     for method, runs in found.items():
         if method == reference:
             continue
         # vanilla is one evaluation, the same starting point for every seed
-        theirs = {s: r["values"][label] for r in runs for s in (ours if method == "vanilla" else [r["seed"]])
-                  if r["values"][label] is not None}
+        theirs = {s: r["values"] for r in runs for s in (ours if method == "vanilla" else [r["seed"]])}
         seeds = sorted(set(ours) & set(theirs))
+        cells = []
+        for label in labels:
+            both = [s for s in seeds if ours[s][label] is not None and theirs[s][label] is not None]
+            cells.append(mean_std([ours[s][label] - theirs[s][label] for s in both]).replace(" (n=1)", " (one seed)"))
         if seeds:
-            lines.append(f"| {method} | {','.join(map(str, seeds))} | "
-                         f"{mean_std([ours[s] - theirs[s] for s in seeds]).replace(' (n=1)', ' (one seed)')} |")
+            lines.append(f"| {method} | {','.join(map(str, seeds))} | " + " | ".join(cells) + " |")
     return lines if len(lines) > 2 else []
 
 
@@ -523,19 +527,22 @@ def write_report(study: dict, out: Path) -> None:
     missing = [f"{m} seed {s}" for m in study["methods"] for s in method_seeds(study, m)
                if study["methods"][m] is not None and s not in {r["seed"] for r in found[m]}]
     ev = study["eval"]
-    label = columns[0][0] if ev.get("sets") else "TW Solve-F1"
+    # the paired-by-seed table: each set's first metric (Solve-F1), else toolworld's
+    labels = tuple(f"{name} {SET_COLUMNS[0][0]}" for name in ev["sets"]) if ev.get("sets") else ("TW Solve-F1",)
     lines = [
         "# Study results",
         "",
-        "Percent, mean ± sample std over seeds (n = number of finished seeds). FTRL = the FTRL dev rows; "
-        "BFCL Avg = the multi-turn categories evaluated; Avg = mean of Solve-R, Solve-P, Solve-F1, BFCL Avg "
-        "and ToolHop AC; TW = held-out toolworld test tasks. `vanilla` is the warm-up checkpoint every method "
-        "starts from (one greedy evaluation, the same for every seed).",
+        "Percent, mean ± sample std over seeds (n = number of finished seeds). "
+        + ("Columns per evaluation set (see Evaluation below). " if ev.get("sets") else
+           "FTRL = the FTRL dev rows; BFCL Avg = the multi-turn categories evaluated; Avg = mean of Solve-R, "
+           "Solve-P, Solve-F1, BFCL Avg and ToolHop AC; TW = held-out toolworld test tasks. ")
+        + "`vanilla` is the warm-up checkpoint every method starts from (one greedy evaluation, the same for "
+        "every seed).",
         "",
         *table(found, columns),
         "",
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
-          if (paired := paired_differences(found, label=label)) else []),
+          if (paired := paired_differences(found, labels=labels)) else []),
         *(preregistered_tests(out, study, found, bootstraps) if ev.get("sets") else []),
         *(arm_intervals(out, found) if ev.get("sets") else []),
         *(per_task_tests(out, study, found, differences=differences, bootstraps=bootstraps)

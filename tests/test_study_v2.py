@@ -358,6 +358,9 @@ def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(t
     assert study_report.run_core_hours(study_report.collect(tmp_path, study)["pact"][0]) == pytest.approx(
         (60.0 + 3600.0) * 2 / 3600)
     assert "| pact | 3 | " in md and "core-hours/run" in md
+    # the summary table's step minutes count the resumed run's every segment: (60 + 0 + 0) s / 3 runs = 0.3 min
+    pact_row = next(line for line in md.splitlines() if line.startswith("| pact | 0,1,2 |")).split(" | ")
+    assert pact_row[-5] == "0.3"
     # by rate bin: t0 (0) ours 1 vs 1 -> 0; t1 (0.25] ours 2/3 vs 0; t2 (0.5, 1) 2/3 vs 0; t3 (1) 0 vs 0
     assert "| arm | 0 (1) | (0, 0.5] (1) | (0.5, 1) (1) | 1 (1) |" in md
     assert "| grpo | +0.0 | +66.7 | +66.7 | +0.0 |" in md

@@ -91,7 +91,7 @@ def table(found: dict[str, list[dict]], columns=COLUMNS) -> list[str]:
 
     # compute per run, every phase counted; steps without rollouts count 0 rollout tokens; trained
     # tokens = rollout tokens + supervised trace tokens (what a matched-tokens arm matches)
-    header = ["method", "seeds", *[label for label, _ in columns], "train min/run", "steps/run", "rollout tokens/run",
+    header = ["method", "seeds", *[label for label, _ in columns], "step min/run", "steps/run", "rollout tokens/run",
               "trained tokens/run", "forward tokens/run"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for method, runs in found.items():
@@ -99,7 +99,7 @@ def table(found: dict[str, list[dict]], columns=COLUMNS) -> list[str]:
             continue
         cells = [method, ",".join(str(r["seed"]) for r in runs)]
         cells += [mean_std([r["values"][label] for r in runs]) for label, _ in columns]
-        cells.append(f"{mean(r['done']['train_seconds'] for r in runs) / 60:.1f}")
+        cells.append(f"{mean(training_step_seconds(r) for r in runs) / 60:.1f}")  # every segment of a resumed run
         compute = [compute_summary(r["history"]) for r in runs]
         cells += [f"{mean(c['steps'] for c in compute):.0f}", f"{mean(c['rollout_tokens'] for c in compute):.0f}",
                   f"{mean(c['rollout_tokens'] + c['sft_tokens'] for c in compute):.0f}",
@@ -413,11 +413,16 @@ def plot_differences(differences: dict, path: Path, reference: str = "pact") -> 
     plt.close(fig)
 
 
+def training_step_seconds(run: dict) -> float:
+    """A run's training steps' own times (`step_time`), summed over its log: a run resumed across sessions
+    counts every segment, where done.json's `train_seconds` holds only the last one."""
+    return sum(h.get("step_time", 0.0) for h in run["history"] if "loss" in h)
+
+
 def run_core_hours(run: dict) -> float:
-    """A run's core-hours: its training steps' own times (`step_time`, summed over the log, so a run resumed
-    across sessions counts every segment) plus its evaluation (total minus training wall time of the
-    last segment, which holds the whole evaluation), times the torch threads it ran with."""
-    steps = sum(h.get("step_time", 0.0) for h in run["history"] if "loss" in h)
+    """A run's core-hours: its training steps' times plus its evaluation (total minus training wall time of
+    the last segment, which holds the whole evaluation), times the torch threads it ran with."""
+    steps = training_step_seconds(run)
     evaluation = run["done"]["total_seconds"] - run["done"]["train_seconds"]
     return (steps + evaluation) * (run["done"].get("threads") or 1) / 3600
 

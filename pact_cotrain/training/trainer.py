@@ -7,7 +7,10 @@ logging and checkpoint/resume. We override these of its extension points:
   draw, old log-probs when a batch is reused, expert-trace SFT targets) from the sampled prompts;
 * `compute_loss`: L = rl_coef * L_RL(q) + sft_coef * L_SFT(s), from `pact_cotrain.losses`;
 * `training_step`: with `micro_batch_tokens`, TRL's step once per micro-batch (exact accumulation);
-* `_save_checkpoint`: TRL's checkpoint, written to a staging directory and renamed into place.
+* `_save_checkpoint`, `_get_train_sampler`, `train`: TRL's checkpoint, written to a staging directory and
+  renamed into place, with the sampler's state for an exact resume (exact_resume.py).
+
+The weights rollouts sample from (a dtype copy, an unsharded copy, a vLLM engine) are in rollout_policy.py.
 
 One generation batch is one optimiser step (steps_per_generation = gradient accumulation = 1);
 `num_iterations` > 1 reuses it with an old-policy pass. `micro_batch_tokens` splits the step's
@@ -20,10 +23,7 @@ processes each rolls out its own prompts and the update is the single process's 
 
 from __future__ import annotations
 
-import copy
 import math
-import os
-import shutil
 import time
 
 import torch
@@ -35,7 +35,9 @@ from pact_cotrain.render import prompt_ids, render_trace_target
 from pact_cotrain.rewards.episode import EpisodeReward
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
 from pact_cotrain.training import distributed, microbatch
+from pact_cotrain.training.exact_resume import ExactResumeMixin
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
+from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
 from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
 
@@ -47,7 +49,7 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
 
 
-class PACTTrainer(GRPOTrainer):
+class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
     def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
                  method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward,
                  rollout_dtype: str | None = None, rollout_backend: str = "hf", vllm_kwargs: dict | None = None,
@@ -151,66 +153,6 @@ class PACTTrainer(GRPOTrainer):
             self.accelerator, batch, plan.rl, self.method.aggregation, self.sampling.max_completion_tokens,
             (plan.toolcall_weight, plan.answer_weight) if plan.sft_coef > 0 else None))
         return batch
-
-    @torch.no_grad()
-    def _rollout_policy(self, model):
-        """The model itself, or its `rollout_dtype` copy with the current weights. Only parameters are
-        cast: buffers such as rotary frequencies keep their precision. Under ZeRO-3 or FSDP, an unsharded
-        copy loaded with the gathered weights (distributed.py, item 5), dropped after the rollouts."""
-        if distributed.sharding(self.accelerator) in ("zero3", "fsdp"):
-            dtype = self.rollout_dtype or next(model.parameters()).dtype
-            policy = distributed.unsharded_copy(self.accelerator, self.model, dtype)
-            with distributed.full_parameters(self.accelerator, self.model) as named:
-                distributed.load_full_parameters(policy, named)
-            return policy
-        if self.rollout_dtype is None or next(model.parameters()).dtype == self.rollout_dtype:
-            return model
-        if self._rollout_copy is None:
-            self._rollout_copy = copy.deepcopy(model)
-            # accelerate's mixed-precision wrapper is an instance `forward` whose closure holds the
-            # ORIGINAL model's forward: deepcopy keeps that closure, so the copy would silently run the
-            # trained model (in train mode, where gradient checkpointing drops the KV cache). Drop it.
-            self._rollout_copy.__dict__.pop("forward", None)
-            self._rollout_copy.__dict__.pop("_original_forward", None)
-            for param in self._rollout_copy.parameters():
-                param.requires_grad_(False)
-                param.data = param.data.to(self.rollout_dtype)
-        for dst, src in zip(self._rollout_copy.parameters(), model.parameters()):
-            dst.copy_(src)
-        return self._rollout_copy
-
-    def vllm_backend(self):
-        """The vLLM engine (built on first use from the policy's checkpoint directory), holding the
-        policy's current weights: they are pushed in whenever an optimiser step has happened since the
-        last push (and once at the start, which also covers a resumed run)."""
-        model = self.accelerator.unwrap_model(self.model)
-        if self._vllm is None:
-            from pact_cotrain.rollout.vllm_backend import VLLMBackend
-
-            if hasattr(model, "peft_config"):
-                raise NotImplementedError("train.rollout_backend=vllm with LoRA: merge the adapter first "
-                                          "(not wired in yet); use rollout_backend=hf")
-            kwargs = dict(self.vllm_kwargs)
-            # Several processes: one engine per process (tensor_parallel_size 1, its own seed), see distributed.py.
-            kwargs.update(distributed.vllm_process_kwargs(self.accelerator, self.args.seed, kwargs))
-            path = kwargs.pop("model_path", None) or model.config._name_or_path
-            dtype = self.rollout_dtype or next(model.parameters()).dtype
-            seed = kwargs.pop("seed", self.args.seed)
-            self._vllm = VLLMBackend(path, eos_token_id=self.processing_class.eos_token_id,
-                                     dtype=str(dtype).removeprefix("torch."), seed=seed, **kwargs)
-        if self._vllm_synced_step != self.state.global_step:
-            started = time.perf_counter()
-            with distributed.full_parameters(self.accelerator, self.model) as named:  # gathered if sharded
-                self._vllm.sync_weights(named)
-            self._vllm_synced_step = self.state.global_step
-            self._metrics["train"]["vllm_sync_seconds"].append(time.perf_counter() - started)
-        return self._vllm
-
-    def close_rollout_engine(self) -> None:
-        """Shut the vLLM engine down (frees its memory); a later rollout would build it again."""
-        if self._vllm is not None:
-            self._vllm.close()
-            self._vllm, self._vllm_synced_step = None, None
 
     def _rl_batch(self, tasks: list[Task], plan: StepPlan, seed: int) -> dict:
         k = self.num_generations
@@ -520,8 +462,6 @@ class PACTTrainer(GRPOTrainer):
                                                   self._metrics["train" if self.model.training else "eval"])
         super().log(logs, start_time)
 
-    # ------------------------------------------------------------------ checkpoints
-
     def current_task_ids(self) -> list[str]:
         """Task ids of the batch being trained (for error messages)."""
         buffered = getattr(self, "_buffered_inputs", None) or []
@@ -531,73 +471,6 @@ class PACTTrainer(GRPOTrainer):
                 ids += [i for i in part.get("task_ids", []) if i not in ids]
         return ids
 
-    def _get_train_sampler(self, dataset=None):
-        """TRL's RepeatSampler, with a state saved in checkpoints and restored on resume (any epoch)."""
-        from pact_cotrain.training.resumable_sampler import ResumableRepeatSampler
-
-        base = super()._get_train_sampler(dataset)
-        sampler = ResumableRepeatSampler(base.data_source, base.mini_repeat_count, base.batch_size,
-                                         base.repeat_count, base.shuffle, base.seed)
-        if self._sampler_resume is not None:
-            state, global_step = self._sampler_resume
-            sampler.load_state_dict(state)
-            # the trainer resumes in epoch global_step // steps-per-epoch, skipping the batches already done
-            sampler.resume_pass = global_step // max(sampler.steps_per_pass(), 1)
-        self._train_sampler = sampler
-        return sampler
-
-    def train(self, resume_from_checkpoint=None, *args, **kwargs):
-        self._sampler_resume = None
-        if isinstance(resume_from_checkpoint, str):
-            import json
-
-            path = os.path.join(resume_from_checkpoint, "sampler_state.pt")
-            if not os.path.isfile(path):
-                from pact_cotrain.training.checkpoints import RunError
-
-                raise RunError(f"checkpoint {resume_from_checkpoint} has no sampler_state.pt: it cannot be "
-                               f"resumed exactly")
-            with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as handle:
-                step = json.load(handle)["global_step"]
-            self._sampler_resume = (torch.load(path, weights_only=False), step)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
-
-    def _save_checkpoint(self, model, trial):
-        """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state) plus the sampler's state,
-        written to a staging directory, fsynced and renamed into place (checkpoints.atomic_write_dir),
-        so a checkpoint directory is either complete or absent; an older copy is removed only after."""
-        from pact_cotrain.training.checkpoints import atomic_write_dir, prune, save_failure
-
-        final_root, limit = self.args.output_dir, self.args.save_total_limit
-        name = f"checkpoint-{self.state.global_step}"
-        # TRL writes <root>/checkpoint-N (every process adds its RNG file): a scratch root all processes share.
-        scratch = os.path.join(final_root, f".staging-{name}.root")
-        main = self.accelerator.is_main_process
-        if main:
-            shutil.rmtree(scratch, ignore_errors=True)
-        self.accelerator.wait_for_everyone()
-        self.args.output_dir, self.args.save_total_limit = scratch, None
-        try:
-            super()._save_checkpoint(model, trial)
-            if self.args.should_save:
-                sampler = getattr(self, "_train_sampler", None)
-                torch.save(sampler.state_dict() if sampler is not None else {"passes": 0, "states": {}},
-                           os.path.join(scratch, name, "sampler_state.pt"))
-        except Exception as exc:
-            shutil.rmtree(scratch, ignore_errors=True)
-            error = save_failure(exc, name, final_root)  # e.g. a full disk, named, not "iostream error"
-            if error is not None:
-                raise error from exc
-            raise
-        finally:
-            self.args.output_dir, self.args.save_total_limit = final_root, limit
-        self.accelerator.wait_for_everyone()
-        if main:
-            atomic_write_dir(os.path.join(final_root, name),
-                             lambda staging: os.replace(os.path.join(scratch, name), staging))
-            shutil.rmtree(scratch, ignore_errors=True)
-            prune(final_root, limit)
-        self.accelerator.wait_for_everyone()
 
 def _pad(rows: list[list], value, dtype) -> torch.Tensor:
     width = max(max((len(r) for r in rows), default=0), 1)

@@ -13,7 +13,9 @@ from pact_cotrain.recipes.study_stats import (
     minimum_detectable_difference,
     paired_bootstrap,
     per_task_matrix,
+    seed_level_mdd,
     seeds_needed,
+    t_quantile,
     t_two_sided_p,
     variance_components,
     welch_t_test,
@@ -110,6 +112,22 @@ def test_minimum_detectable_difference():
                                                                                abs=1e-5)
     assert seeds_needed(minimum_detectable_difference(5, 256, 0.03, 0.4), 256, 0.03, 0.4) == 5
     assert seeds_needed(1e-6, 256, 0.03, 0.4, max_seeds=50) is None
+
+
+def test_t_quantile_matches_the_t_table():
+    assert t_quantile(0.975, 10) == pytest.approx(2.228139, abs=1e-6)
+    assert t_quantile(0.975, 14) == pytest.approx(2.144787, abs=1e-6)
+    assert t_quantile(0.8, 14) == pytest.approx(0.868, abs=1e-3)  # the table's 3 decimals
+    assert t_quantile(0.75, 1) == pytest.approx(1.0, abs=1e-9)  # Cauchy: tan(pi / 4)
+
+
+def test_seed_level_mdd_gives_the_plans_numbers():
+    # PLAN.md section 6: 8 seeds a side, S = 6.05, df 14:
+    # (2.145 + 0.868) * 6.05 * sqrt(2 / 8) = 3.013 * 3.025 = 9.11; at alpha 0.025, t_0.9875 = 2.510: 10.22
+    assert seed_level_mdd(6.05, 8, 8) == pytest.approx(9.11, abs=0.01)
+    assert seed_level_mdd(6.05, 8, 8, alpha=0.025) == pytest.approx(10.22, abs=0.01)
+    with pytest.raises(ValueError):
+        seed_level_mdd(6.05, 1, 1)
 
 
 def test_variance_components_of_a_pilot_arm():

@@ -404,6 +404,9 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path, monk
     assert len(bootstrapped) == 2
     interval = sft_line.split("|")[7].strip()
     assert f"| toolworld_ood | sft | 3, 3 | +50.0 | {interval} |" in md
+    # what the seeds could detect: pooled std sqrt(208.33) = 14.43, df 4, sqrt(1/3 + 1/3) = 0.8165;
+    # alpha 0.05: (2.776 + 0.941) x 14.43 x 0.8165 = 43.8; Holm's first step, alpha 0.05 / 4 = 0.0125 (t 4.31): 61.9
+    assert "pact > sft with its 3 and 3 seeds (pooled std of the run means 14.43): 61.9 at α 0.0125, 43.8 at α 0.05" in md
 
 
 def test_report_with_one_seed_a_side_tests_nothing_at_the_seed_level(tmp_path):
@@ -430,7 +433,7 @@ def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
     from pact_cotrain.recipes.study_report import write_report
 
     study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}},
-                        primary={"set": "toolworld_ood", "comparisons": ["sft"]})
+                        primary={"set": "toolworld_ood", "comparisons": ["sft"], "planned_mdd_points": {0.05: 9.1}})
     for seed, (ours, theirs) in enumerate([([1.0, 1.0, 1.0, 0.0], [0.0, 0.0, 0.0, 0.0]),
                                            ([1.0, 1.0, 1.0, 1.0], [1.0, 0.0, 0.0, 0.0])]):
         _fake_set_run(tmp_path, "pact", seed, {"toolworld_ood": ours})
@@ -440,6 +443,7 @@ def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
     line = next(line for line in md.splitlines() if line.startswith("| pact > sft |"))
     assert "| 2, 2 | +75.0 |" in line and line.endswith("| interim, no verdict (2 of 3, 2 of 3 seeds) |")
     assert "| supported |" not in md and "final only when every comparison has all its planned seeds" in md
+    assert "Minimum detectable difference (power 0.8, two-sided t-test over seeds): planned 9.1 points at α 0.05" in md
 
 
 def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path):

@@ -288,7 +288,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     together; a hypothesis is supported (corrected p < alpha, reference higher), contradicted (corrected
     p < alpha, reference lower) or not decided. The paired per-task bootstrap's 95 % interval is beside it
     (`bootstraps`: a cache shared with `per_task_tests`)."""
-    from pact_cotrain.recipes.study_stats import holm, per_task_matrix, welch_t_test
+    from pact_cotrain.recipes.study_stats import holm, per_task_matrix, seed_level_mdd, welch_t_test
 
     plan = study.get("primary")
     if not plan:
@@ -305,7 +305,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     if not any(row["eval_set"] == name for row in rows.get(reference, [])):
         return lines + [f"| – | no finished {reference} run on {name} yet | | | | | | |", ""]
     ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
-    done, waiting, untested = [], [], 0
+    done, waiting, untested, rows_means = [], [], 0, {}
     for arm in plan["comparisons"]:
         if not any(row["eval_set"] == name for row in rows.get(arm, [])):
             waiting.append(arm)
@@ -323,6 +323,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
             untested += 1
             continue
         done.append((arm, their_seeds, welch, boot))
+        rows_means[arm] = theirs.mean(axis=1)
     planned = {arm: len(method_seeds(study, arm)) for arm in (reference, *plan["comparisons"])}
     interim = untested
     for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
@@ -336,6 +337,23 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
                      f"{welch.t:.2f} ({welch.df:.1f}) | {welch.p:.3g} | {p_holm:.3g} | "
                      f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | {verdict} |")
     lines += [f"| {reference} > {arm} | no finished run yet | | | | | | |" for arm in waiting]
+    # "Not decided" means little without what could have been decided: the plan's MDD, and the MDD that
+    # the seeds finished so far give with their own spread (power 0.8, two-sided; PLAN.md section 6).
+    lines.append("")
+    planned_mdd = plan.get("planned_mdd_points") or {}
+    mdd = ["Minimum detectable difference (power 0.8, two-sided t-test over seeds)"
+           + (": planned " + ", ".join(f"{v} points at α {a}" for a, v in planned_mdd.items()) if planned_mdd else "")]
+    steps = [alpha / len(plan["comparisons"]), alpha]  # Holm's first and last step
+    for arm, their_seeds, _, _ in done:
+        n_ours, n_theirs = len(our_seeds), len(their_seeds)
+        if min(n_ours, n_theirs) < 2:  # no spread to pool on one side
+            continue
+        squares = sum(((100 * m - (100 * m).mean()) ** 2).sum() for m in (ours.mean(axis=1), rows_means[arm]))
+        spread = math.sqrt(squares / (n_ours + n_theirs - 2))  # pooled std of the run means
+        mdd.append(f"{reference} > {arm} with its {n_ours} and {n_theirs} seeds (pooled std of the run means "
+                   f"{spread:.2f}): " + ", ".join(
+                       f"{seed_level_mdd(spread, n_ours, n_theirs, a):.1f} at α {a:g}" for a in steps))
+    lines.append("; ".join(mdd) + ".")
     if waiting or interim:
         lines.append("")
         lines.append("Holm's correction above is over the comparisons with results so far; it is final only "
@@ -348,7 +366,7 @@ def arm_intervals(out: Path, found: dict[str, list[dict]], metric: str = "solve_
     (one seed: no interval), in points."""
     import numpy as np
 
-    from pact_cotrain.recipes.study_stats import t_two_sided_p
+    from pact_cotrain.recipes.study_stats import t_quantile
 
     rows = per_task_rows_by_arm(out, found)
     sets = list(dict.fromkeys(row["eval_set"] for arm in rows.values() for row in arm))
@@ -371,21 +389,11 @@ def arm_intervals(out: Path, found: dict[str, list[dict]], metric: str = "solve_
             elif len(means) == 1:
                 cells.append(f"{means[0]:.1f}")
             else:
-                half = _t_quantile(0.975, len(means) - 1, t_two_sided_p) * means.std(ddof=1) / np.sqrt(len(means))
+                half = t_quantile(0.975, len(means) - 1) * means.std(ddof=1) / np.sqrt(len(means))
                 cells.append(f"{means.mean():.1f} [{means.mean() - half:.1f}, {means.mean() + half:.1f}]")
         seeds = sorted({int(row["seed"]) for row in arm_rows})
         lines.append(f"| {arm} | {len(seeds)} | " + " | ".join(cells) + " |")
     return lines + [""]
-
-
-def _t_quantile(q: float, df: int, two_sided_p) -> float:
-    """Student's t quantile by bisection on the two-sided p (study_stats has no inverse)."""
-    lo, hi = 0.0, 1000.0
-    target = 2 * (1 - q)
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if two_sided_p(mid, df) > target else (lo, mid)
-    return (lo + hi) / 2
 
 
 def plot_differences(differences: dict, path: Path, reference: str = "pact") -> None:

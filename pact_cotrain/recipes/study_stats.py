@@ -71,6 +71,16 @@ def t_two_sided_p(t: float, df: float) -> float:
     return regularized_beta(df / (df + t * t), df / 2.0, 0.5)
 
 
+def t_quantile(q: float, df: float) -> float:
+    """Student's t quantile for q >= 0.5, by bisection on `t_two_sided_p` (P(T <= t) = 1 - p / 2)."""
+    lo, hi = 0.0, 1000.0
+    target = 2.0 * (1.0 - q)
+    for _ in range(200):
+        mid = (lo + hi) / 2.0
+        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > target else (lo, mid)
+    return (lo + hi) / 2.0
+
+
 # ---------------------------------------------------------------------------------------------
 # Seed-level test
 
@@ -212,6 +222,19 @@ def minimum_detectable_difference(seeds: int, tasks: int, seed_std: float, task_
     z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
     var_arm = seed_std ** 2 / seeds + task_std ** 2 / (seeds * tasks)
     return z * math.sqrt(2.0 * var_arm)
+
+
+def seed_level_mdd(seed_std: float, n_a: int, n_b: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The minimum detectable difference of the seed-level t-test (PLAN.md section 6), two-sided, with the
+    t-distribution, for arms of `n_a` and `n_b` seeds whose run means have std `seed_std`:
+
+        MDD = (t_{1 - alpha/2, df} + t_{power, df}) * seed_std * sqrt(1/n_a + 1/n_b),   df = n_a + n_b - 2
+
+    At n_a = n_b = 8, seed_std 6.05, alpha 0.05: (2.145 + 0.868) * 6.05 * 0.5 = 9.1."""
+    df = n_a + n_b - 2
+    if df < 1:
+        raise ValueError("the seed-level MDD needs at least 3 runs in all")
+    return (t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)) * seed_std * math.sqrt(1.0 / n_a + 1.0 / n_b)
 
 
 def seeds_needed(difference: float, tasks: int, seed_std: float, task_std: float, alpha: float = 0.05,

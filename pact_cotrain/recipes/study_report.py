@@ -343,7 +343,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     planned_mdd = plan.get("planned_mdd_points") or {}
     mdd = ["Minimum detectable difference (power 0.8, two-sided t-test over seeds)"
            + (": planned " + ", ".join(f"{v} points at α {a}" for a, v in planned_mdd.items()) if planned_mdd else "")]
-    steps = [alpha / len(plan["comparisons"]), alpha]  # Holm's first and last step
+    steps = sorted({alpha / len(plan["comparisons"]), alpha})  # Holm's first and last step
     for arm, their_seeds, _, _ in done:
         n_ours, n_theirs = len(our_seeds), len(their_seeds)
         if min(n_ours, n_theirs) < 2:  # no spread to pool on one side

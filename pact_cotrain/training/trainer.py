@@ -100,7 +100,6 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         from pact_cotrain.training.guards import NonFiniteGuard
 
         self.add_callback(NonFiniteGuard(self))
-        self._sampler_resume: tuple[dict, int] | None = None
 
     # ------------------------------------------------------------------ batch construction
 

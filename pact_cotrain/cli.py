@@ -129,7 +129,7 @@ def _study(args) -> int:
     if args.export:
         from pathlib import Path
 
-        from pact_cotrain.recipes.study_report import export_study
+        from pact_cotrain.recipes.study_export import export_study
 
         runs = export_study(Path(args.out), Path(args.export))
         print(f"exported the report and {runs} finished runs' outputs to {args.export}")

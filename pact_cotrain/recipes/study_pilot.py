@@ -33,7 +33,7 @@ import yaml
 
 from pact_cotrain.recipes import study_stats
 from pact_cotrain.recipes.study_eval import read_per_task
-from pact_cotrain.recipes.study_report import copy_run_files
+from pact_cotrain.recipes.study_export import copy_run_files
 
 SEED_COUNTS = (3, 5, 8, 12, 16, 24)
 TARGET_POINTS = 3.0

@@ -15,7 +15,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 from pathlib import Path
 from statistics import mean, stdev
 
@@ -305,7 +304,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     if not any(row["eval_set"] == name for row in rows.get(reference, [])):
         return lines + [f"| – | no finished {reference} run on {name} yet | | | | | | |", ""]
     ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
-    done, waiting, untested, rows_means = [], [], 0, {}
+    done, waiting, untested = [], [], 0
     for arm in plan["comparisons"]:
         if not any(row["eval_set"] == name for row in rows.get(arm, [])):
             waiting.append(arm)
@@ -322,11 +321,10 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
                          f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | not tested (one seed each so far) |")
             untested += 1
             continue
-        done.append((arm, their_seeds, welch, boot))
-        rows_means[arm] = theirs.mean(axis=1)
+        done.append((arm, their_seeds, welch, boot, theirs.mean(axis=1)))
     planned = {arm: len(method_seeds(study, arm)) for arm in (reference, *plan["comparisons"])}
     interim = untested
-    for (arm, their_seeds, welch, boot), p_holm in zip(done, holm([w.p for _, _, w, _ in done])):
+    for (arm, their_seeds, welch, boot, _), p_holm in zip(done, holm([w.p for _, _, w, _, _ in done])):
         verdict = ("supported" if welch.difference > 0 else "contradicted") if p_holm < alpha else "not decided"
         if len(our_seeds) < planned[reference] or len(their_seeds) < planned[arm]:
             # The plan fixes the seeds and has no interim analysis: a verdict on part of them is no verdict.
@@ -344,11 +342,11 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     mdd = ["Minimum detectable difference (power 0.8, two-sided t-test over seeds)"
            + (": planned " + ", ".join(f"{v} points at α {a}" for a, v in planned_mdd.items()) if planned_mdd else "")]
     steps = sorted({alpha / len(plan["comparisons"]), alpha})  # Holm's first and last step
-    for arm, their_seeds, _, _ in done:
+    for arm, their_seeds, _, _, their_means in done:
         n_ours, n_theirs = len(our_seeds), len(their_seeds)
         if min(n_ours, n_theirs) < 2:  # no spread to pool on one side
             continue
-        squares = sum(((100 * m - (100 * m).mean()) ** 2).sum() for m in (ours.mean(axis=1), rows_means[arm]))
+        squares = sum(((100 * m - (100 * m).mean()) ** 2).sum() for m in (ours.mean(axis=1), their_means))
         spread = math.sqrt(squares / (n_ours + n_theirs - 2))  # pooled std of the run means
         mdd.append(f"{reference} > {arm} with its {n_ours} and {n_theirs} seeds (pooled std of the run means "
                    f"{spread:.2f}): " + ", ".join(
@@ -579,37 +577,3 @@ def write_report(study: dict, out: Path) -> None:
         plot_curves(found, out / "curves.png")
     if any(differences.values()):
         plot_differences({k: v for k, v in differences.items() if v}, out / "differences.png")
-
-
-RUN_FILES = ("per_task.jsonl.gz", "curve.jsonl.gz", "done.json", "log_history.json", "eval/results.json")
-REPORT_FILES = ("results.md", "results_per_seed.csv", "curves.png", "differences.png", "study.yaml", "caps.json")
-
-
-def copy_run_files(study_out: Path, target: Path) -> int:
-    """Each finished run's small outputs (per-task results, done.json, its log, its evaluation summary) from
-    `study_out/runs/METHOD/seedN/` to `target/runs/METHOD/seedN/`: what a report needs, without weights or
-    checkpoints. Returns the number of runs copied."""
-    copied = 0
-    for done in sorted(study_out.glob("runs/*/seed*/done.json")):
-        run = done.parent
-        for name in RUN_FILES:
-            if (run / name).exists():
-                to = target / "runs" / run.relative_to(study_out / "runs") / name
-                to.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(run / name, to)
-        copied += 1
-    return copied
-
-
-def export_study(study_out: Path, target: Path) -> int:
-    """The report (results.md, results_per_seed.csv, figures, the study file and caps) and every finished
-    run's small outputs, copied to `target` (a folder under results/, committed as runs finish)."""
-    target.mkdir(parents=True, exist_ok=True)
-    for name in REPORT_FILES:
-        if (study_out / name).exists():
-            shutil.copy2(study_out / name, target / name)
-    for summary in sorted((study_out / "data").glob("screened*.summary.json")):
-        (target / "screen").mkdir(exist_ok=True)
-        shutil.copy2(summary, target / "screen" / summary.name)
-    return copy_run_files(study_out, target)
-

@@ -1,0 +1,40 @@
+"""A study's committable outputs: the report and each finished run's small files (no weights), copied from
+the study's working folder to a folder under results/ (`pact study --report --export DIR`)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+RUN_FILES = ("per_task.jsonl.gz", "curve.jsonl.gz", "done.json", "log_history.json", "eval/results.json")
+REPORT_FILES = ("results.md", "results_per_seed.csv", "curves.png", "differences.png", "study.yaml", "caps.json")
+
+
+def copy_run_files(study_out: Path, target: Path) -> int:
+    """Each finished run's small outputs (per-task results, done.json, its log, its evaluation summary) from
+    `study_out/runs/METHOD/seedN/` to `target/runs/METHOD/seedN/`: what a report needs, without weights or
+    checkpoints. Returns the number of runs copied."""
+    copied = 0
+    for done in sorted(study_out.glob("runs/*/seed*/done.json")):
+        run = done.parent
+        for name in RUN_FILES:
+            if (run / name).exists():
+                to = target / "runs" / run.relative_to(study_out / "runs") / name
+                to.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(run / name, to)
+        copied += 1
+    return copied
+
+
+def export_study(study_out: Path, target: Path) -> int:
+    """The report (results.md, results_per_seed.csv, figures, the study file and caps) and every finished
+    run's small outputs, copied to `target` (a folder under results/, committed as runs finish)."""
+    target.mkdir(parents=True, exist_ok=True)
+    for name in REPORT_FILES:
+        if (study_out / name).exists():
+            shutil.copy2(study_out / name, target / name)
+    for summary in sorted((study_out / "data").glob("screened*.summary.json")):
+        (target / "screen").mkdir(exist_ok=True)
+        shutil.copy2(summary, target / "screen" / summary.name)
+    return copy_run_files(study_out, target)
+

@@ -446,6 +446,31 @@ def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
     assert "Minimum detectable difference (power 0.8, two-sided t-test over seeds): planned 9.1 points at α 0.05" in md
 
 
+def test_cost_counts_an_evaluation_resumed_across_sessions_at_its_pace(tmp_path):
+    """A run whose evaluation a session's end cut: done.json holds only the last segment, whose log says how
+    many episodes were already written. Those are costed at the pace of the last segment's own episodes."""
+    from pact_cotrain.recipes import study_report
+
+    study = _tiny_study(seeds=[0, 1], methods={"pact": {"config": "pact"}})
+    for seed in (0, 1):
+        _fake_set_run(tmp_path, "pact", seed, {"toolworld_test": [1.0, 0.0], "toolworld_ood": [1.0, 0.0]})
+    results = tmp_path / "runs" / "pact" / "seed1" / "eval" / "results.json"
+    data = json.loads(results.read_text())
+    # 4 episodes per set; the last segment evaluated 1 of toolworld_test's and 3 of toolworld_ood's in 40 s
+    data["benchmarks"]["toolworld_test"].update(n_episodes=4, wall_seconds=10.0)
+    data["benchmarks"]["toolworld_ood"].update(n_episodes=4, wall_seconds=30.0)
+    results.write_text(json.dumps(data))
+    (tmp_path / "runs" / "pact" / "seed1.log").write_text(
+        "resuming from runs/pact/seed1/train/checkpoint-2 (step 2)\n"
+        "eval toolworld_test: resuming after 3 episodes already written\n"
+        "eval toolworld_ood: resuming after 1 episodes already written\n")
+    found = study_report.collect(tmp_path, study)["pact"]
+    # seed 0: no log, its 3 s of evaluation; seed 1: 3 s plus 4 earlier episodes at 40 s / 4 episodes
+    assert [study_report.run_core_hours(r) * 3600 for r in found] == pytest.approx([3.0, 3.0 + 4 * 10.0])
+    lines = study_report.cost_lines({"pact": found})
+    assert any("pact seed 1 (4)" in line for line in lines)
+
+
 def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path):
     """`pact study --report --export DIR`: results.md, the per-seed CSV and every finished run's per-task
     results, done.json and log land in DIR (what results/study-v2/ commits); no weights, no unfinished run."""
@@ -459,12 +484,16 @@ def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path)
     (out / "runs" / "pact" / "seed0" / "final").mkdir()
     (out / "runs" / "pact" / "seed0" / "final" / "model.safetensors").write_bytes(b"weights")
     (out / "runs" / "sft" / "seed0" / "train").mkdir(parents=True)  # started, not finished: no done.json
+    (out / "runs" / "pact" / "seed1.log").write_text("eval toolworld_test: resuming after 1 episodes already written\n")
+    (out / "runs" / "sft" / "seed0.log").write_text("a run still going\n")
     assert main(["study", "--config", config, "--out", str(out), "--report", "--export", str(target)]) == 0
     assert (target / "results.md").read_text() == (out / "results.md").read_text()
     assert (target / "results_per_seed.csv").exists()
     copied = sorted(str(p.relative_to(target)) for p in (target / "runs").rglob("*") if p.is_file())
-    assert copied == [f"runs/pact/seed{s}/{name}" for s in (0, 1) for name in
-                      ("done.json", "eval/results.json", "log_history.json", "per_task.jsonl.gz")]
+    assert copied == ["runs/pact/seed0/" + name for name in
+                      ("done.json", "eval/results.json", "log_history.json", "per_task.jsonl.gz")] + [
+        "runs/pact/seed1.log"] + ["runs/pact/seed1/" + name for name in
+                                  ("done.json", "eval/results.json", "log_history.json", "per_task.jsonl.gz")]
     assert read_per_task(target / "runs" / "pact" / "seed1" / "per_task.jsonl.gz")[0]["solve_f1"] == 1.0
 
 

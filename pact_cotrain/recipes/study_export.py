@@ -11,9 +11,9 @@ REPORT_FILES = ("results.md", "results_per_seed.csv", "curves.png", "differences
 
 
 def copy_run_files(study_out: Path, target: Path) -> int:
-    """Each finished run's small outputs (per-task results, done.json, its log, its evaluation summary) from
-    `study_out/runs/METHOD/seedN/` to `target/runs/METHOD/seedN/`: what a report needs, without weights or
-    checkpoints. Returns the number of runs copied."""
+    """Each finished run's small outputs (per-task results, done.json, its log history, its evaluation summary)
+    from `study_out/runs/METHOD/seedN/` to `target/runs/METHOD/seedN/`, and its console log `seedN.log`
+    beside that folder: what a report needs, without weights or checkpoints. Returns the number of runs copied."""
     copied = 0
     for done in sorted(study_out.glob("runs/*/seed*/done.json")):
         run = done.parent
@@ -22,6 +22,9 @@ def copy_run_files(study_out: Path, target: Path) -> int:
                 to = target / "runs" / run.relative_to(study_out / "runs") / name
                 to.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(run / name, to)
+        log = run.parent / f"{run.name}.log"  # its last segment's log: the report reads resumed evaluations there
+        if log.exists():
+            shutil.copy2(log, target / "runs" / run.relative_to(study_out / "runs").parent / log.name)
         copied += 1
     return copied
 

@@ -103,12 +103,12 @@ def noise(runs: dict, eval_set: str, arm: str = "pact", numerics: str = "pact_nu
 def costs(runs: dict) -> dict:
     """Per run: core-hours (`study_report.run_core_hours`: logged step times plus evaluation, times threads,
     right across resumed segments), the training steps' minutes, evaluation minutes, trained tokens, steps."""
-    from pact_cotrain.recipes.study_report import run_core_hours
+    from pact_cotrain.recipes.study_report import run_core_hours, training_step_seconds
 
     table = {}
     for (method, seed), run in runs.items():
         d = run["done"]
-        step_seconds = sum(h.get("step_time", 0.0) for h in run["history"] if "loss" in h)
+        step_seconds = training_step_seconds(run)
         table[f"{method}:{seed}"] = {
             "train_min": step_seconds / 60, "eval_min": (d["total_seconds"] - d["train_seconds"]) / 60,
             "threads": d.get("threads") or 1, "core_hours": run_core_hours(run),

@@ -333,7 +333,7 @@ def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
 
 
 def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(tmp_path):
-    from pact_cotrain.recipes import study_report
+    from pact_cotrain.recipes import study_cost, study_report
 
     study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "grpo": {"config": "grpo"}})
     pact = {0: [1.0, 1.0, 0.0, 0.0], 1: [1.0, 0.0, 1.0, 0.0], 2: [1.0, 1.0, 1.0, 0.0]}  # run means 50, 50, 75
@@ -355,7 +355,7 @@ def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(t
     assert "| pact | 3 | 58.3 [22.5, 94.2] |" in md
     assert "| grpo | 3 | 25.0 [25.0, 25.0] |" in md
     assert (tmp_path / "differences.png").stat().st_size > 0
-    assert study_report.run_core_hours(study_report.collect(tmp_path, study)["pact"][0]) == pytest.approx(
+    assert study_cost.run_core_hours(study_report.collect(tmp_path, study)["pact"][0]) == pytest.approx(
         (60.0 + 3600.0) * 2 / 3600)
     assert "| pact | 3 | " in md and "core-hours/run" in md
     # the summary table's step minutes count the resumed run's every segment: (60 + 0 + 0) s / 3 runs = 0.3 min
@@ -449,7 +449,7 @@ def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
 def test_cost_counts_an_evaluation_resumed_across_sessions_at_its_pace(tmp_path):
     """A run whose evaluation a session's end cut: done.json holds only the last segment, whose log says how
     many episodes were already written. Those are costed at the pace of the last segment's own episodes."""
-    from pact_cotrain.recipes import study_report
+    from pact_cotrain.recipes import study_cost, study_report
 
     study = _tiny_study(seeds=[0, 1], methods={"pact": {"config": "pact"}})
     for seed in (0, 1):
@@ -466,8 +466,8 @@ def test_cost_counts_an_evaluation_resumed_across_sessions_at_its_pace(tmp_path)
         "eval toolworld_ood: resuming after 1 episodes already written\n")
     found = study_report.collect(tmp_path, study)["pact"]
     # seed 0: no log, its 3 s of evaluation; seed 1: 3 s plus 4 earlier episodes at 40 s / 4 episodes
-    assert [study_report.run_core_hours(r) * 3600 for r in found] == pytest.approx([3.0, 3.0 + 4 * 10.0])
-    lines = study_report.cost_lines({"pact": found})
+    assert [study_cost.run_core_hours(r) * 3600 for r in found] == pytest.approx([3.0, 3.0 + 4 * 10.0])
+    lines = study_cost.cost_lines({"pact": found})
     assert any("pact seed 1 (4)" in line for line in lines)
 
 

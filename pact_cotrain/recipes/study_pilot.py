@@ -101,9 +101,9 @@ def noise(runs: dict, eval_set: str, arm: str = "pact", numerics: str = "pact_nu
 
 
 def costs(runs: dict) -> dict:
-    """Per run: core-hours (`study_report.run_core_hours`: logged step times plus evaluation, times threads,
+    """Per run: core-hours (`study_cost.run_core_hours`: logged step times plus evaluation, times threads,
     right across resumed segments), the training steps' minutes, evaluation minutes, trained tokens, steps."""
-    from pact_cotrain.recipes.study_report import run_core_hours, training_step_seconds
+    from pact_cotrain.recipes.study_cost import run_core_hours, training_step_seconds
 
     table = {}
     for (method, seed), run in runs.items():

@@ -497,6 +497,33 @@ def test_export_copies_the_report_and_each_finished_runs_small_outputs(tmp_path)
     assert read_per_task(target / "runs" / "pact" / "seed1" / "per_task.jsonl.gz")[0]["solve_f1"] == 1.0
 
 
+def test_an_exported_study_regenerates_the_same_report(tmp_path):
+    """The committed folder alone (no weights, no task files) rewrites results.md to the same text, the
+    training pool's screening and the dose-response by screened success rate included."""
+    from pact_cotrain.cli import main
+
+    out, target = tmp_path / "out", tmp_path / "results"
+    study = _tiny_study(seeds=[0, 1], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}})
+    config = _write_study(tmp_path, study)
+    for seed in (0, 1):
+        _fake_set_run(out, "pact", seed, {"toolworld_ood": [1.0, 0.0, 1.0, 0.0]})
+        _fake_set_run(out, "sft", seed, {"toolworld_ood": [1.0, 0.0, 0.0, 0.0]})
+    (out / "data").mkdir()
+    rates = [{"task_id": f"t{i}", "rate": r} for i, r in enumerate([0.0, 0.25, 0.75, 1.0])]
+    (out / "data" / "screened_toolworld_ood.jsonl.rates.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rates))
+    (out / "data" / "screened.jsonl.summary.json").write_text(json.dumps(
+        {"kept": 3, "pool": 8, "keep": [0.2, 0.6], "samples": 8, "temperature": 1.0, "success": "solve_f1 >= 1.0",
+         "successes_histogram": {"0/8": 5, "2/8": 3}}))
+    (out / "data" / "screened.jsonl").write_text("{}\n")  # the kept tasks: large, and not what the report reads
+    assert main(["study", "--config", config, "--out", str(out), "--report", "--export", str(target)]) == 0
+    report = (out / "results.md").read_text()
+    assert "by the task's screened success rate" in report and "Training pool screened" in report
+    assert not (target / "data" / "screened.jsonl").exists()
+    (target / "results.md").unlink()
+    assert main(["study", "--config", config, "--out", str(target), "--report"]) == 0
+    assert (target / "results.md").read_text() == report
+
+
 def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_path, monkeypatch, tokenizer):
     from pact_cotrain.cli import main
     from pact_cotrain.recipes import common

@@ -37,11 +37,11 @@ def export_study(study_out: Path, target: Path) -> int:
         if (study_out / name).exists():
             shutil.copy2(study_out / name, target / name)
     # the screenings' summaries and per-task rates, at the paths the report reads them from, so that
-    # `pact study --report --out DIR` on the exported folder rewrites the same results.md (the screened
-    # tasks themselves are not needed: they are regenerated from the config)
-    for screened in sorted((study_out / "data").glob("screened*.jsonl.*")):
-        if screened.name.endswith((".summary.json", ".rates.jsonl")):
-            (target / "data").mkdir(exist_ok=True)
-            shutil.copy2(screened, target / "data" / screened.name)
+    # `pact study --report --out DIR` on the exported folder rewrites the same results.md (the report does
+    # not read the screened tasks themselves, which are large)
+    data = study_out / "data"
+    for screened in sorted([*data.glob("screened*.summary.json"), *data.glob("screened*.rates.jsonl")]):
+        (target / "data").mkdir(exist_ok=True)
+        shutil.copy2(screened, target / "data" / screened.name)
     return copy_run_files(study_out, target)
 

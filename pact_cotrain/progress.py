@@ -39,19 +39,22 @@ def format_duration(seconds: float) -> str:
 
 def progress_line(label: str, unit: str, done: int, total: int | None, elapsed: float,
                   done_here: int | None = None, running_for: float | None = None) -> str:
-    """`label: unit done/total, time/unit, ETA t`. The rate is over the `done_here` units finished
-    in `elapsed` (all of `done` unless a resumed job started part way); it and the ETA appear once
-    a unit has finished, `running_for` says how long the unit in progress has been running."""
+    """`label: unit done/total, time/unit, ETA t`. `elapsed` is the time since the start and
+    `running_for` how long the unit in progress has been running. The rate is over the `done_here`
+    units finished (all of `done` unless a resumed job started part way), in the time they took, so
+    that a unit half done does not inflate it; the ETA counts the running unit's time as spent, up to
+    one unit's worth. Both appear once a unit has finished."""
     done_here = done if done_here is None else done_here
     count = f"{done}/{total}" if total is not None else str(done)
     parts = [f"{label}: {unit} {count}"]
     finished = total is not None and done >= total
+    in_progress = 0.0 if finished or running_for is None else min(running_for, elapsed)
     if done_here > 0:
-        per_unit = elapsed / done_here
+        per_unit = (elapsed - in_progress) / done_here
         parts.append(f"{format_duration(per_unit)}/{unit}")
         if total is not None:
-            parts.append(f"done in {format_duration(elapsed)}" if finished
-                         else f"ETA {format_duration(per_unit * (total - done))}")
+            left = per_unit * (total - done) - min(in_progress, per_unit)
+            parts.append(f"done in {format_duration(elapsed)}" if finished else f"ETA {format_duration(left)}")
     else:
         parts.append(f"{format_duration(elapsed)} elapsed")
     if running_for is not None and done_here > 0 and not finished and running_for >= 1.0:

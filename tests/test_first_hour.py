@@ -169,6 +169,16 @@ def test_progress_line_has_rate_and_eta():
     assert format_duration(5400) == "1.5 h"
 
 
+def test_a_step_still_running_does_not_inflate_the_rate():
+    # 1 step done in 60 s, the second running for 31 s: 60 s/step, and 7 steps left less the 31 s spent
+    # (the demo once printed "1.5 min/step, ETA 11 min" here, then "60 s/step, ETA 6.0 min" a step later).
+    line = progress_line("train", "step", 1, 8, 91, running_for=31)
+    assert line == "train: step 1/8, 60 s/step, ETA 6.5 min, this step running for 31 s"
+    # a unit running longer than the rate counts for one unit at most, never a negative ETA
+    assert progress_line("train", "step", 7, 8, 200, running_for=140) == (
+        "train: step 7/8, 8.6 s/step, ETA 0.0 s, this step running for 2.3 min")
+
+
 def test_plain_progress_writes_while_a_unit_runs():
     stream = io.StringIO()
     bar = Progress("eval toolworld", total=2, unit="episode", stream=stream, mode="plain", every_s=0.05)

@@ -115,7 +115,7 @@ def build_model(args, tokenizer, device, dtype):
 
 
 def config_for(method, args, device, dtype, tag):
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.config import load_config
 
     # Room for environment observations between turns (they count towards the completion budget).
     max_completion = args.max_turns * args.max_new_tokens + (args.max_turns - 1) * 512

@@ -141,7 +141,7 @@ def episode_shape(batch: dict) -> tuple[float, float, float, int]:
 
 
 def method_config(method: str, model: str, steps: int, out_dir: str, overrides: list[str]) -> dict:
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.config import load_config
 
     return load_config(method, [f"model={model}", *DEMO_BUDGET, f"train.max_steps={steps}",
                                 f"output_dir={out_dir}/{method}", *overrides])

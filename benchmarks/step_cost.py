@@ -19,7 +19,8 @@ import time
 
 import torch
 
-from pact_cotrain.recipes.train import build_trainer, load_config
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.training.scoring import completion_logps
 
 

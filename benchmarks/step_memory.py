@@ -88,7 +88,8 @@ def run_variant(args) -> dict:
     """One variant in this process: `args.steps` steps, the last measured."""
     from transformers import TrainerCallback
 
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
     from pact_cotrain.training import microbatch
 
     model, tokenizer = _model(args.model)

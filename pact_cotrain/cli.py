@@ -102,11 +102,11 @@ def _train(args) -> int:
 
 
 def _study(args) -> int:
-    from pact_cotrain.recipes.study import run_one, run_study
+    from pact_cotrain.study.runner import run_one, run_study
 
     if args.action == "screen":
         from pact_cotrain.errors import UserError
-        from pact_cotrain.recipes.study_screen import run_screen
+        from pact_cotrain.study.screen import run_screen
 
         if not args.model or not args.out:
             raise UserError("pact study screen needs --model CKPT (the warm-up checkpoint) and --out FILE")
@@ -129,7 +129,7 @@ def _study(args) -> int:
     if args.export:
         from pathlib import Path
 
-        from pact_cotrain.recipes.study_export import export_study
+        from pact_cotrain.study.export import export_study
 
         runs = export_study(Path(args.out), Path(args.export))
         print(f"exported the report and {runs} finished runs' outputs to {args.export}")
@@ -198,7 +198,7 @@ def _plan(args) -> int:
 
 
 def _train_epilog() -> str:
-    from pact_cotrain.recipes.train import builtin_configs
+    from pact_cotrain.config import builtin_configs
 
     return ("built-in configs: " + ", ".join(builtin_configs()) + "\n\n"
             "examples:\n"

@@ -22,7 +22,8 @@ from accelerate import PartialState
 from transformers import TrainerCallback
 from transformers.training_args import OptimizerNames
 
-from pact_cotrain.recipes.train import build_trainer, load_config
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import exit_launched_process, tiny_llama, tiny_tokenizer
 
 out, prompts, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])

@@ -17,7 +17,8 @@ import torch
 from accelerate import PartialState
 from transformers import LlamaForCausalLM, TrainerCallback
 
-from pact_cotrain.recipes.train import build_trainer, load_config
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import exit_launched_process, save_tiny_llama_for_vllm, tiny_tokenizer
 
 out, steps = sys.argv[1], int(sys.argv[2])

@@ -130,7 +130,8 @@ TRAIN_SMALL = ["train.k=2", "train.prompts_per_step=1", "data.n_train=2", "sampl
 
 def test_config_refuses_an_implementation_before_the_model_loads(tmp_path, monkeypatch):
     import pact_cotrain.recipes.common as common
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
 
     def no_load(*args, **kwargs):
         raise AssertionError("the model was loaded before the attention implementation was checked")
@@ -142,7 +143,8 @@ def test_config_refuses_an_implementation_before_the_model_loads(tmp_path, monke
 
 
 def test_trainer_refuses_a_model_whose_attention_cannot_take_the_mask(tmp_path, tokenizer):
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
 
     model = tiny_llama(tokenizer)
     model.config._attn_implementation = "flash_attention_2"  # as from_pretrained(attn_implementation=...) leaves it
@@ -151,7 +153,8 @@ def test_trainer_refuses_a_model_whose_attention_cannot_take_the_mask(tmp_path, 
 
 
 def test_configured_eager_attention_trains(tmp_path, tokenizer):
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
 
     cfg = load_config("pact", TRAIN_SMALL + [f"output_dir={tmp_path}", "train.attn_implementation=eager"])
     trainer = build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)

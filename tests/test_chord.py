@@ -9,7 +9,8 @@ import torch
 
 from pact_cotrain import losses
 from pact_cotrain.recipes.phased import compute_summary, run_phased
-from pact_cotrain.recipes.train import build_trainer, load_config
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import tiny_llama
 from pact_cotrain.training.methods import MethodConfig, plan_step
 

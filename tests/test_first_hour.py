@@ -14,7 +14,7 @@ import pytest
 from pact_cotrain.cli import main
 from pact_cotrain.errors import UserError
 from pact_cotrain.progress import Progress, format_duration, plain_training_callback, progress_line
-from pact_cotrain.recipes.train import builtin_configs, load_config
+from pact_cotrain.config import builtin_configs, load_config
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 
 

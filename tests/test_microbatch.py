@@ -13,7 +13,8 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from pact_cotrain.recipes.train import build_trainer, load_config
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import tiny_llama
 from pact_cotrain.training import microbatch
 from pact_cotrain.training.microbatch import MicroBatch, Piece

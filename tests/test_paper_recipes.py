@@ -6,7 +6,7 @@ import re
 import pytest
 
 from pact_cotrain.recipes.phased import read_raw
-from pact_cotrain.recipes.train import builtin_configs, load_config
+from pact_cotrain.config import builtin_configs, load_config
 from pact_cotrain.training import microbatch
 
 SIZES = {"4b": "Qwen/Qwen3-4B", "1.7b": "Qwen/Qwen3-1.7B"}

@@ -130,7 +130,8 @@ def test_method_config_accepts_the_switch_and_rejects_unknown_ones():
 
 
 def test_trainer_scores_the_prompt_pass_on_every_row_for_trace_weighted(tmp_path, tokenizer, monkeypatch):
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
     from pact_cotrain.testing import tiny_llama
 
     calls = []

@@ -17,7 +17,8 @@ from transformers import TrainerCallback
 
 from pact_cotrain import cli
 from pact_cotrain.recipes import train as train_recipe
-from pact_cotrain.recipes.train import build_trainer, latest_checkpoint, load_config, run_train
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer, latest_checkpoint, run_train
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training.checkpoints import KILL_ENV, RunError, SimulatedKill, atomic_write_dir, missing_files
 

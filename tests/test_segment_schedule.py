@@ -59,7 +59,8 @@ def test_plan_step_counts_each_block_from_its_own_segments():
 
 
 def test_trainer_sft_masks_follow_the_per_block_counts(tmp_path, tokenizer):
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
     from pact_cotrain.testing import tiny_llama
 
     small = ["train.k=2", "train.prompts_per_step=2", "data.n_train=8", "sampling.max_new_tokens_per_turn=12",

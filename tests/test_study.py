@@ -6,8 +6,8 @@ import json
 from statistics import mean, stdev
 
 from pact_cotrain.data.trace_format import Task
-from pact_cotrain.recipes.study import is_dev, load_study
-from pact_cotrain.recipes.study_report import write_report
+from pact_cotrain.study.runner import is_dev, load_study
+from pact_cotrain.study.report import write_report
 from pact_cotrain.recipes.train import env_factory_for
 
 STUDY = {

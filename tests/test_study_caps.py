@@ -41,7 +41,8 @@ def _study_yaml(tmp_path, max_new_tokens_per_turn: int) -> str:
 @pytest.fixture()
 def study_env(tmp_path, monkeypatch, tokenizer):
     """`pact study` with its data and tokenizer made here and its runs recorded, not started."""
-    from pact_cotrain.recipes import common, study
+    from pact_cotrain.recipes import common
+    from pact_cotrain.study import runner as study
 
     train = generate_tasks(8, seed=0, split="train")
 
@@ -112,7 +113,7 @@ def test_clean_caps_start_without_force(tmp_path, study_env):
 
 
 def test_the_cpu_study_measures_the_caps_of_every_trained_method():
-    from pact_cotrain.recipes.study import load_study, training_caps
+    from pact_cotrain.study.runner import load_study, training_caps
 
     groups = training_caps(load_study("cpu"))
     assert list(groups) == [Caps(4, 208, 864)]  # the budget's caps: every method rolls out under them
@@ -201,7 +202,8 @@ class HalfCut:
 
 
 def test_trainer_logs_the_share_of_rollout_turns_cut(tmp_path, monkeypatch, tokenizer):
-    from pact_cotrain.recipes.train import build_trainer, load_config
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import build_trainer
     from pact_cotrain.training import trainer as trainer_module
 
     episodes = []

@@ -1,4 +1,4 @@
-"""A study run's held-out curve (recipes/study_curve.py): weights kept every few steps, each evaluated once
+"""A study run's held-out curve (study/curve.py): weights kept every few steps, each evaluated once
 on a subset, and the curve read on that subset from step 0 (vanilla) to the run's own last evaluation."""
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from pact_cotrain.errors import UserError
-from pact_cotrain.recipes import study_curve
-from pact_cotrain.recipes.study import run_dir, train_or_resume
-from pact_cotrain.recipes.study_eval import EvalSet, write_per_task
-from pact_cotrain.recipes.train import load_config
+from pact_cotrain.study import curve as study_curve
+from pact_cotrain.study.runner import run_dir, train_or_resume
+from pact_cotrain.study.evaluate import EvalSet, write_per_task
+from pact_cotrain.config import load_config
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from tests.test_robustness import SMALL
 
@@ -51,7 +51,7 @@ def test_each_kept_step_is_evaluated_once_on_the_subset(tmp_path, monkeypatch):
         calls.append((model_dir, [(s.name, s.limit) for s in sets]))
         _episodes(out_dir, "test", {"a": 1.0, "b": 0.0})
 
-    monkeypatch.setattr("pact_cotrain.recipes.study_eval.evaluate_sets", fake_evaluate)
+    monkeypatch.setattr("pact_cotrain.study.evaluate.evaluate_sets", fake_evaluate)
     sets = [EvalSet("test", "toolworld", "tasks.jsonl", None, 5)]
     assert study_curve.evaluate_snapshots({}, sets, directory, "sft", 0, limit=2) == 2
     assert [limit for _, specs in calls for _, limit in specs] == [2, 2]
@@ -85,7 +85,7 @@ def test_a_curve_spec_is_checked():
 
 
 def test_a_study_extends_another_replacing_the_keys_it_sets():
-    from pact_cotrain.recipes.study import load_study
+    from pact_cotrain.study.runner import load_study
 
     pilot, v2 = load_study("v2_pilot"), load_study("v2")
     assert "extends" not in pilot and pilot["seeds"] == [0] and "pact_numerics" in pilot["methods"]

@@ -1,4 +1,4 @@
-"""The pilot's numbers (recipes/study_pilot.py) from finished runs' files."""
+"""The pilot's numbers (study/pilot.py) from finished runs' files."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from pact_cotrain.recipes import study_pilot, study_stats
-from pact_cotrain.recipes.study import run_dir
-from pact_cotrain.recipes.study_eval import write_per_task
+from pact_cotrain.study import pilot as study_pilot, stats as study_stats
+from pact_cotrain.study.runner import run_dir
+from pact_cotrain.study.evaluate import write_per_task
 
 
 def test_chi2_quantile_and_the_std_bound():

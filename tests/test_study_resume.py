@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from pact_cotrain.recipes import study as study_recipe
+from pact_cotrain.study import runner as study_recipe
 from pact_cotrain.recipes import train as train_recipe
-from pact_cotrain.recipes.study import train_or_resume
-from pact_cotrain.recipes.train import load_config
+from pact_cotrain.study.runner import train_or_resume
+from pact_cotrain.config import load_config
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training.checkpoints import SimulatedKill
 from tests.test_robustness import SMALL, StopAt, assert_same_weights

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from pact_cotrain.recipes.study_stats import (
+from pact_cotrain.study.stats import (
     holm,
     minimum_detectable_difference,
     paired_bootstrap,

@@ -13,8 +13,8 @@ import yaml
 from pact_cotrain.data.trace_format import load_tasks, write_tasks
 from pact_cotrain.envs.toolworld import generate_tasks
 from pact_cotrain.errors import UserError
-from pact_cotrain.recipes import study as study_recipe
-from pact_cotrain.recipes.study_eval import read_per_task
+from pact_cotrain.study import runner as study_recipe
+from pact_cotrain.study.evaluate import read_per_task
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -146,7 +146,7 @@ def test_an_arm_runs_at_its_own_seeds_seed_by_seed(tmp_path):
     """A secondary arm given fewer seeds (`seeds:` in its spec) runs only at those; jobs go seed by seed
     (a session's end leaves whole seeds done); vanilla runs once; the report counts missing runs by each
     arm's own seeds."""
-    from pact_cotrain.recipes.study_report import collect
+    from pact_cotrain.study.report import collect
 
     study = _tiny_study(seeds=[10, 11, 12], methods={"vanilla": None, "pact": {"config": "pact"},
                                                       "sft_more": {"config": "sft", "seeds": [10, 12]}})
@@ -174,7 +174,7 @@ def _write_study(tmp_path: Path, study: dict) -> str:
 
 
 def test_screening_keeps_the_tasks_whose_rate_is_in_the_band(tmp_path):
-    from pact_cotrain.recipes.study_screen import run_screen
+    from pact_cotrain.study.screen import run_screen
 
     config = _write_study(tmp_path, _tiny_study(screen={"samples": 5, "keep": [0.2, 0.6]}))
     pool = generate_tasks(6, seed=0, split="train")
@@ -274,7 +274,7 @@ def test_study_runs_the_jobs_given_in_their_order(tmp_path, monkeypatch, tokeniz
     monkeypatch.setattr(common, "load_tokenizer", lambda name: tokenizer)
     monkeypatch.setattr(study_recipe, "_warmup", lambda *args: None)
     monkeypatch.setattr(study_recipe, "_spawn", lambda args, *rest, **kw: spawned.append(args[-1]) or 0)
-    monkeypatch.setattr("pact_cotrain.recipes.study_report.write_report", lambda *a: None)
+    monkeypatch.setattr("pact_cotrain.study.report.write_report", lambda *a: None)
     out = str(tmp_path / "out")
     assert main(["study", "--config", config, "--out", out, "--force-caps", "--workers", "1",
                  "--jobs", "sft:2,sft:0"]) == 0
@@ -288,7 +288,7 @@ def test_study_runs_the_jobs_given_in_their_order(tmp_path, monkeypatch, tokeniz
 
 
 def _fake_set_run(out: Path, method: str, seed: int, scores: dict[str, list[float]]):
-    from pact_cotrain.recipes.study_eval import write_per_task
+    from pact_cotrain.study.evaluate import write_per_task
 
     d = out / "runs" / method / f"seed{seed}"
     (d / "eval").mkdir(parents=True)
@@ -302,7 +302,7 @@ def _fake_set_run(out: Path, method: str, seed: int, scores: dict[str, list[floa
 
 
 def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
-    from pact_cotrain.recipes.study_report import write_report
+    from pact_cotrain.study.report import write_report
 
     study = _tiny_study(seeds=[0, 1], methods={"vanilla": None, "pact": {"config": "pact"}, "grpo": {"config": "grpo"},
                                                "sft": {"config": "sft"}})
@@ -333,7 +333,7 @@ def test_report_has_per_set_columns_and_paired_per_task_tests(tmp_path):
 
 
 def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(tmp_path):
-    from pact_cotrain.recipes import study_cost, study_report
+    from pact_cotrain.study import cost as study_cost, report as study_report
 
     study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "grpo": {"config": "grpo"}})
     pact = {0: [1.0, 1.0, 0.0, 0.0], 1: [1.0, 0.0, 1.0, 0.0], 2: [1.0, 1.0, 1.0, 0.0]}  # run means 50, 50, 75
@@ -369,8 +369,8 @@ def test_report_gives_intervals_a_differences_figure_costs_and_a_dose_response(t
 def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path, monkeypatch):
     """The plan's primary comparisons: Welch on the per-seed run means, Holm over the comparisons, a verdict;
     each pair's paired bootstrap is computed once and shown alike in both tables."""
-    from pact_cotrain.recipes import study_stats
-    from pact_cotrain.recipes.study_report import write_report
+    from pact_cotrain.study import stats as study_stats
+    from pact_cotrain.study.report import write_report
 
     bootstrapped = []
     real_bootstrap = study_stats.paired_bootstrap
@@ -412,7 +412,7 @@ def test_report_states_the_preregistered_tests_and_their_verdicts(tmp_path, monk
 def test_report_with_one_seed_a_side_tests_nothing_at_the_seed_level(tmp_path):
     """The main phase's first finished seeds: the per-task bootstrap is shown, the Welch test is not (and is
     not a verdict)."""
-    from pact_cotrain.recipes.study_report import write_report
+    from pact_cotrain.study.report import write_report
 
     study = _tiny_study(seeds=[0], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}},
                         primary={"set": "toolworld_ood", "comparisons": ["sft"]})
@@ -430,7 +430,7 @@ def test_report_with_one_seed_a_side_tests_nothing_at_the_seed_level(tmp_path):
 def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
     """Two of three planned seeds a side separate clearly, but the plan fixes the seeds and has no interim
     analysis: the row is interim, not supported, and Holm is not final."""
-    from pact_cotrain.recipes.study_report import write_report
+    from pact_cotrain.study.report import write_report
 
     study = _tiny_study(seeds=[0, 1, 2], methods={"pact": {"config": "pact"}, "sft": {"config": "sft"}},
                         primary={"set": "toolworld_ood", "comparisons": ["sft"], "planned_mdd_points": {0.05: 9.1}})
@@ -449,7 +449,7 @@ def test_report_gives_no_verdict_before_the_planned_seeds_are_in(tmp_path):
 def test_cost_counts_an_evaluation_resumed_across_sessions_at_its_pace(tmp_path):
     """A run whose evaluation a session's end cut: done.json holds only the last segment, whose log says how
     many episodes were already written. Those are costed at the pace of the last segment's own episodes."""
-    from pact_cotrain.recipes import study_cost, study_report
+    from pact_cotrain.study import cost as study_cost, report as study_report
 
     study = _tiny_study(seeds=[0, 1], methods={"pact": {"config": "pact"}})
     for seed in (0, 1):
@@ -555,7 +555,7 @@ def test_evaluation_sets_are_screened_for_rates_only_under_their_own_caps(tmp_pa
 
 
 def test_report_says_when_runs_used_different_code():
-    from pact_cotrain.recipes.study_report import code_version_lines
+    from pact_cotrain.study.report import code_version_lines
 
     def run(seed, start, end, dirty=False):
         return {"seed": seed, "done": {"git_at_start": {"commit": start, "dirty": False},

@@ -100,8 +100,8 @@ def test_ood_knobs_can_still_be_set():
 def test_a_study_set_can_take_the_ood_tools_at_the_training_structure(tmp_path):
     """Study v2's toolworld_ood_tools: the OOD split's tools, every scenario, 2-3 hops, 2-4 distractors."""
     from pact_cotrain.data.trace_format import load_tasks
-    from pact_cotrain.recipes.study import load_study
-    from pact_cotrain.recipes.study_eval import write_generated_sets
+    from pact_cotrain.study.runner import load_study
+    from pact_cotrain.study.evaluate import write_generated_sets
 
     study = load_study("v2")
     study["eval"]["sets"] = {"toolworld_ood_tools": study["eval"]["sets"]["toolworld_ood_tools"]}

@@ -18,7 +18,8 @@ import pytest
 import torch
 
 from pact_cotrain.envs.toolhop import DIRECT_INSTRUCTION, FREE_INSTRUCTION, ToolHopEnv
-from pact_cotrain.recipes.train import build_trainer, load_config, load_train_tasks
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer, load_train_tasks
 from pact_cotrain.render import render_trace_block
 from pact_cotrain.testing import tiny_llama
 

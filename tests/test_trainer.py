@@ -4,7 +4,8 @@ where the method says."""
 import pytest
 import torch
 
-from pact_cotrain.recipes.train import build_trainer, load_config, run_train
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer, run_train
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 
 SMALL = ["train.k=2", "train.prompts_per_step=2", "data.n_train=8", "sampling.max_new_tokens_per_turn=12",

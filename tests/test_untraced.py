@@ -13,7 +13,8 @@ import torch
 from pact_cotrain.data.trace_format import write_tasks
 from pact_cotrain.envs.toolworld import generate_tasks
 from pact_cotrain.errors import UserError
-from pact_cotrain.recipes.train import build_trainer, load_config
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training import scoring
 from pact_cotrain.training import trainer as trainer_module

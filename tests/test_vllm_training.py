@@ -12,7 +12,8 @@ pytest.importorskip("vllm")
 
 import torch  # noqa: E402
 
-from pact_cotrain.recipes.train import build_trainer, load_config  # noqa: E402
+from pact_cotrain.config import load_config
+from pact_cotrain.recipes.train import build_trainer  # noqa: E402
 from pact_cotrain.rollout.backends import HFBackend  # noqa: E402
 
 pytestmark = pytest.mark.slow

@@ -84,7 +84,7 @@ class Plan:
 def phase_configs(config: str, overrides: list[str]) -> list[tuple[str, str, dict, dict | None]]:
     """[(phase name, config name, merged config, stop rule)]: one entry for a plain config."""
     from pact_cotrain.recipes.phased import read_raw
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.config import load_config
 
     cfg = load_config(config, overrides)
     raw = read_raw(config)

@@ -44,7 +44,7 @@ def _per_task(path: str, key: str) -> list[float]:
 def run_demo(out_dir: str = "runs/demo", config: str = "demo", warmup_config: str | None = "demo_warmup",
              overrides=(), warmup_overrides=(), n_eval: int = 32, model=None, tokenizer=None) -> int:
     """`model`/`tokenizer` (tests) replace SmolLM2; `warmup_config=None` skips the warm-up."""
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.config import load_config
 
     os.makedirs(out_dir, exist_ok=True)
     started = time.time()

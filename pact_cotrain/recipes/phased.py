@@ -34,9 +34,9 @@ STOP_RULES = ("epochs", "steps")
 
 def read_raw(config: str) -> dict:
     """The config file as written (no base defaults merged)."""
-    from pact_cotrain.recipes.train import _config_text
+    from pact_cotrain.config import config_text
 
-    text = _config_text(config)  # a path or a built-in; an unknown name is a one-line UserError
+    text = config_text(config)  # a path or a built-in; an unknown name is a one-line UserError
     return yaml.safe_load(text) or {}
 
 
@@ -96,7 +96,8 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
     `train_phase(cfg)`: trains a phase and saves its final/ (default: from scratch)."""
     from accelerate import PartialState
 
-    from pact_cotrain.recipes.train import load_config, save_final_from_checkpoint
+    from pact_cotrain.config import load_config
+    from pact_cotrain.recipes.train import save_final_from_checkpoint
 
     if train_phase is None:
         train_phase = partial(train_phase_from_scratch, model=model, tokenizer=tokenizer)

@@ -57,7 +57,7 @@ class Snapshots(TrainerCallback):
 def evaluate_snapshots(study: dict, sets: list, directory: Path, method: str, seed: int, limit: int) -> int:
     """Evaluate every curve/step-N not yet evaluated on `limit` tasks of each set; rewrite curve.jsonl.gz
     with every evaluated step's rows. Returns the number of steps evaluated so far."""
-    from pact_cotrain.recipes.study_eval import evaluate_sets, per_task_rows, write_per_task
+    from pact_cotrain.study.evaluate import evaluate_sets, per_task_rows, write_per_task
 
     subsets = [dataclasses.replace(s, limit=min(limit, s.limit or limit)) for s in sets]
     rows, steps = [], 0
@@ -80,8 +80,8 @@ def evaluate_snapshots(study: dict, sets: list, directory: Path, method: str, se
 def curve_table(study_out: Path, method: str, seed: int, metric: str = "solve_f1") -> dict[str, dict[int, float]]:
     """{set: {step: mean metric (x100)}} over the curve's subset: step 0 from vanilla's per-task results,
     the kept steps from curve.jsonl.gz, the last step from the run's own (full) evaluation."""
-    from pact_cotrain.recipes.study import run_dir
-    from pact_cotrain.recipes.study_eval import read_per_task
+    from pact_cotrain.study.runner import run_dir
+    from pact_cotrain.study.evaluate import read_per_task
 
     directory = run_dir(study_out, method, seed)
     curve_rows = read_per_task(directory / "curve.jsonl.gz") if (directory / "curve.jsonl.gz").exists() else []

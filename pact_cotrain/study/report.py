@@ -18,8 +18,8 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
-from pact_cotrain.recipes.study import method_seeds
-from pact_cotrain.recipes.study_cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
+from pact_cotrain.study.runner import method_seeds
+from pact_cotrain.study.cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
 
 # (column label, where to read it in results.json)
 COLUMNS = [
@@ -225,7 +225,7 @@ def caps_lines(out: Path) -> list[str]:
 
 
 def per_task_rows_by_arm(out: Path, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
-    from pact_cotrain.recipes.study_eval import read_per_task
+    from pact_cotrain.study.evaluate import read_per_task
 
     return {m: [row for r in runs if (path := out / "runs" / m / f"seed{r['seed']}" / "per_task.jsonl.gz").exists()
                 for row in read_per_task(path)] for m, runs in found.items()}
@@ -234,7 +234,7 @@ def per_task_rows_by_arm(out: Path, found: dict[str, list[dict]]) -> dict[str, l
 def cached_bootstrap(cache: dict | None, key: tuple, ours, theirs, n_boot: int = 10_000):
     """The paired per-task bootstrap of `ours` minus `theirs` (rng 0), computed once per `key` when a `cache`
     is given: the pre-registered table and the all-arms table test the same pairs on the primary set."""
-    from pact_cotrain.recipes.study_stats import paired_bootstrap
+    from pact_cotrain.study.stats import paired_bootstrap
 
     key = (*key, n_boot)
     if cache is None:
@@ -252,7 +252,7 @@ def per_task_tests(out: Path, study: dict, found: dict[str, list[dict]], referen
     the arms compared in that set, and Welch's t-test of the per-seed means. In points of `metric`.
     `differences`, when given, receives {set: {arm: (mean, low, high)}} in points (for the figure);
     `bootstraps` is a cache shared with `preregistered_tests`."""
-    from pact_cotrain.recipes.study_stats import holm, per_task_matrix, welch_t_test
+    from pact_cotrain.study.stats import holm, per_task_matrix, welch_t_test
 
     rows = per_task_rows_by_arm(out, found)
     if not rows.get(reference):
@@ -291,7 +291,7 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     together; a hypothesis is supported (corrected p < alpha, reference higher), contradicted (corrected
     p < alpha, reference lower) or not decided. The paired per-task bootstrap's 95 % interval is beside it
     (`bootstraps`: a cache shared with `per_task_tests`)."""
-    from pact_cotrain.recipes.study_stats import holm, per_task_matrix, seed_level_mdd, welch_t_test
+    from pact_cotrain.study.stats import holm, per_task_matrix, seed_level_mdd, welch_t_test
 
     plan = study.get("primary")
     if not plan:
@@ -368,7 +368,7 @@ def arm_intervals(out: Path, found: dict[str, list[dict]], metric: str = "solve_
     (one seed: no interval), in points."""
     import numpy as np
 
-    from pact_cotrain.recipes.study_stats import t_quantile
+    from pact_cotrain.study.stats import t_quantile
 
     rows = per_task_rows_by_arm(out, found)
     sets = list(dict.fromkeys(row["eval_set"] for arm in rows.values() for row in arm))
@@ -486,7 +486,7 @@ def code_version_lines(found: dict[str, list[dict]]) -> list[str]:
 
 
 def screening_lines(out: Path) -> list[str]:
-    """What the screening (`study_screen`) kept, from OUT/data/screened.jsonl.summary.json."""
+    """What the screening (`study.screen`) kept, from OUT/data/screened.jsonl.summary.json."""
     path = out / "data" / "screened.jsonl.summary.json"
     if not path.exists():
         return []

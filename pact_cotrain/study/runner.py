@@ -5,12 +5,12 @@
     pact study --config cpu --out runs/cpu-study --jobs pact:1,grpo:0,pact:2   # these runs, in this order
     pact study --config cpu --out runs/cpu-study --report    # only rebuild results.md and the curves
     pact study --config cpu --out runs/cpu-study --force-caps  # start although the caps cut the expert format
-    pact study screen --config v2 --model CKPT --out FILE    # only screen the training pool (study_screen)
+    pact study screen --config v2 --model CKPT --out FILE    # only screen the training pool (study/screen.py)
 
 A study (a YAML file in `configs/studies/`, or a path) names a base model, seeds, a warm-up SFT run,
 one training budget shared by every method, the methods (a train config plus overrides and an optional
 `steps_multiplier` each), optionally a `screen:` step, and an evaluation (benchmarks, or named sets:
-`study_eval`). The driver:
+`study.evaluate`). The driver:
 
 1. builds the data once: toolworld train tasks plus (if `data.ftrl_train`) the FTRL rows with a
    verified expert trace, split by a hash of the row id into train and dev (dev is never trained on),
@@ -19,7 +19,7 @@ one training budget shared by every method, the methods (a train config plus ove
    and stops there when a share is above 5 % unless `--force-caps` (out/caps.json keeps the shares;
    the report states them);
 2. trains the warm-up checkpoint once; every method starts from it, and `vanilla` evaluates it; with
-   `screen:`, screens the training pool with it once (`study_screen`): every arm trains on the kept tasks;
+   `screen:`, screens the training pool with it once (`study.screen`): every arm trains on the kept tasks;
 3. runs each (method, seed) not yet done as its own process (`workers` at a time): train, save,
    evaluate with `pact eval`'s runner, write the per-task results (`per_task.jsonl.gz`), delete the
    weights, write `done.json` (times, compute and trained tokens, the git commit);
@@ -91,7 +91,7 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
     `screen:` step, where the screened training pool goes (`screened`, made after the warm-up)."""
     from pact_cotrain.data.trace_format import load_tasks, write_tasks
     from pact_cotrain.envs.toolworld import generate_tasks
-    from pact_cotrain.recipes.study_eval import generated_set_files, write_generated_sets
+    from pact_cotrain.study.evaluate import generated_set_files, write_generated_sets
     from pact_cotrain.recipes.traces import run_traces
 
     data_dir = out / "data"
@@ -149,9 +149,9 @@ def method_overrides(study: dict, method: str) -> list[str]:
     """A trained method's overrides: the shared budget, then its own `overrides`, then, with
     `steps_multiplier: m`, train.max_steps = round(m x the steps it would get otherwise): a matched-tokens
     arm (e.g. GRPO given as many trained tokens as PACT) without restating the budget. (`curve:` is
-    `study_curve`'s, `seeds:` `method_seeds`'.)"""
+    `study.curve`'s, `seeds:` `method_seeds`'.)"""
     from pact_cotrain.errors import UserError
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.config import load_config
 
     spec = study["methods"][method]
     unknown = set(spec) - METHOD_KEYS
@@ -182,7 +182,7 @@ def training_caps(study: dict) -> dict:
     """{Caps: [methods]}: the rollout caps (sampling.max_turns / max_new_tokens_per_turn /
     max_completion_tokens) each trained method gets from its config, the budget and its overrides."""
     from pact_cotrain.eval.caps import Caps
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.config import load_config
 
     groups: dict = {}
     for method, spec in study["methods"].items():
@@ -247,7 +247,7 @@ def measure_caps(study: dict, paths: dict, tokenizer, cache_dir: Path) -> dict:
     from pact_cotrain.eval.benchmarks import BENCHMARKS, eval_settings
     from pact_cotrain.eval.caps import Caps, caps_report
     from pact_cotrain.eval.runner import _load_tasks, spread_subset
-    from pact_cotrain.recipes.study_eval import eval_sets
+    from pact_cotrain.study.evaluate import eval_sets
 
     reports = {}
     train = load_tasks(paths["train"])
@@ -301,8 +301,8 @@ def run_dir(out: Path, method: str, seed: int) -> Path:
 def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     """One (method, seed): train from the warm-up checkpoint, evaluate, keep logs, drop weights."""
     from pact_cotrain.recipes.phased import compute_summary, is_phased, run_phased
-    from pact_cotrain.recipes.study_curve import Snapshots, curve_spec, evaluate_snapshots
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.study.curve import Snapshots, curve_spec, evaluate_snapshots
+    from pact_cotrain.config import load_config
 
     paths = prepare_data(study, out)
     train_path = paths["train"]
@@ -330,7 +330,7 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     else:
         # Checkpoints every few steps (atomic, only the newest kept; this wins over the budget's
         # save_steps): an interrupted run resumes mid-run.
-        # A curve run checkpoints at its curve's steps, where it keeps the weights (study_curve).
+        # A curve run checkpoints at its curve's steps, where it keeps the weights (study/curve.py).
         save_steps = curve["every"] if curve else study.get("checkpoint_steps", 2)
         checkpointing = [f"train.save_steps={save_steps}", "train.save_total_limit=1"]
         overrides = method_overrides(study, method) + checkpointing + [
@@ -360,7 +360,7 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
     n_per_task = write_run_per_task(study, paths, directory, method, seed)
     curve_steps = None
     if curve:  # the kept steps, on a subset of every set (the last step is the evaluation above)
-        from pact_cotrain.recipes.study_eval import eval_sets
+        from pact_cotrain.study.evaluate import eval_sets
 
         curve_steps = evaluate_snapshots(study, eval_sets(study, paths), directory, method, seed, curve["limit"])
     code_at_start = json.loads(first_start.read_text()) if first_start.exists() else code
@@ -382,8 +382,8 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
 
 def write_run_per_task(study: dict, paths: dict, directory: Path, method: str, seed: int) -> int:
     """directory/per_task.jsonl.gz from the run's evaluation episodes (one row per task and set; see
-    `study_eval.per_task_rows`). Returns the number of rows (0 and no file when nothing was evaluated)."""
-    from pact_cotrain.recipes.study_eval import eval_sets, per_task_rows, write_per_task
+    `study.evaluate.per_task_rows`). Returns the number of rows (0 and no file when nothing was evaluated)."""
+    from pact_cotrain.study.evaluate import eval_sets, per_task_rows, write_per_task
 
     if not (directory / "eval").is_dir():
         return 0
@@ -440,9 +440,9 @@ def train_or_resume(cfg: dict, callbacks=(), **build_kwargs):
 
 
 def evaluate(study: dict, paths: dict, model_dir: str, out_dir: Path, seed: int) -> dict:
-    """Every evaluation set (`study_eval.eval_sets`), greedy, under the caps `measure_caps` checked (a
+    """Every evaluation set (`study.evaluate.eval_sets`), greedy, under the caps `measure_caps` checked (a
     cap the study does not set is the benchmark's protocol's)."""
-    from pact_cotrain.recipes.study_eval import eval_sets, evaluate_sets
+    from pact_cotrain.study.evaluate import eval_sets, evaluate_sets
 
     return evaluate_sets(study, eval_sets(study, paths), model_dir, out_dir, seed)
 
@@ -549,7 +549,7 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
 
         with ThreadPoolExecutor(max_workers=workers) as pool:
             list(pool.map(one, todo))
-    from pact_cotrain.recipes.study_report import write_report
+    from pact_cotrain.study.report import write_report
 
     write_report(study, out_path)
     print(f"wrote {out_path / 'results.md'}")

@@ -95,8 +95,8 @@ def histogram(records: list[dict]) -> dict[str, int]:
 
 def training_sampling(study: dict) -> dict:
     """The rollout caps every trained method gets from the study's budget (`sampling.*`)."""
-    from pact_cotrain.recipes.study import _overrides
-    from pact_cotrain.recipes.train import load_config
+    from pact_cotrain.study.runner import _overrides
+    from pact_cotrain.config import load_config
 
     return load_config("pact", _overrides(study["budget"]))["sampling"]
 
@@ -104,7 +104,7 @@ def training_sampling(study: dict) -> dict:
 def eval_set_caps(study: dict, name: str) -> dict:
     """The caps evaluation set `name` runs under (its turn cap, the study's token caps, else its protocol's)."""
     from pact_cotrain.eval.benchmarks import BENCHMARKS, eval_settings
-    from pact_cotrain.recipes.study_eval import eval_sets
+    from pact_cotrain.study.evaluate import eval_sets
 
     sets = {s.name: s for s in eval_sets(study, {f"eval:{n}": "" for n in study["eval"].get("sets") or {}})}
     if name not in sets:
@@ -186,7 +186,7 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
     `eval_set`, the pool is that evaluation set's tasks, screened under its caps with `screen.eval_samples`
     samples, and only the rates and summary are written."""
     from pact_cotrain.data.trace_format import Task, write_tasks
-    from pact_cotrain.recipes.study import code_version, load_study
+    from pact_cotrain.study.runner import code_version, load_study
 
     study = load_study(config)
     settings = screen_settings(study)

@@ -62,6 +62,10 @@ def _data_toolworld(args) -> int:
 
 
 def _data_traces(args) -> int:
+    if args.bench == "collect":
+        from pact_cotrain.recipes.collect_traces import run_collect
+
+        return run_collect(args)
     from pact_cotrain.recipes.traces import run_traces
 
     run_traces(args.bench, args.out, path=args.data)
@@ -242,11 +246,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=_data_toolworld)
 
-    p = data.add_parser("traces", help="build expert traces for a benchmark (FTRL, ToolHop, BFCL multi-turn)")
-    p.add_argument("bench", choices=["ftrl", "toolhop", "bfcl"])
+    p = data.add_parser("traces", help="build expert traces for a benchmark (FTRL, ToolHop, BFCL multi-turn), "
+                        "or `collect` them from a teacher run through your environment")
+    p.add_argument("bench", choices=["ftrl", "toolhop", "bfcl", "collect"])
     p.add_argument("--data", default=None, help="benchmark file (default: the file shipped with the package)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=_data_traces)
+    c = p.add_argument_group("collect: traces from a teacher (pact data traces collect --tasks F --teacher-url URL "
+                             "--teacher-model NAME --out F)")
+    c.add_argument("--tasks", help="task JSONL to trace")
+    c.add_argument("--env", help="MODULE:ATTR of a TRL-style environment factory")
+    c.add_argument("--tools", help="MODULE:ATTR of a list of tool functions")
+    c.add_argument("--config", help="a config whose env / tools / mcp_servers keys give the tools")
+    c.add_argument("--teacher", help="a local teacher model (registry name, directory or Hub id)")
+    c.add_argument("--teacher-url", help="an OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1")
+    c.add_argument("--teacher-model", help="the model name the endpoint serves")
+    c.add_argument("--samples", type=int, default=4, help="trajectories per task (the best is kept)")
+    c.add_argument("--min-reward", type=float, default=1.0, help="keep a trajectory only at or above this reward")
+    c.add_argument("--max-turns", type=int, default=10)
+    c.add_argument("--max-new-tokens", type=int, default=1024, help="tokens per teacher turn")
+    c.add_argument("--temperature", type=float, default=1.0)
+    c.add_argument("--max-retries", type=int, default=3, help="retries of a failed request (the client's backoff)")
+    c.add_argument("--concurrency", type=int, default=1, help="tasks in flight at once (endpoint teachers)")
+    c.add_argument("--seed", type=int, default=0)
 
     tools = sub.add_parser("tools", help="dataset tools").add_subparsers(dest="action", required=True)
     p = tools.add_parser("call", help="run one dataset tool in the sandbox, exactly as the environment would")

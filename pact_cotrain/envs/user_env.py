@@ -242,6 +242,13 @@ class UserEnvFactory:
                     raise UserToolError(f"task {task.id!r}: trace[{i}].tool_calls[{j}] calls {call.get('name')!r}, which no "
                                         f"tool, environment method or MCP server offers (runnable: {offered})")
 
+    def close(self) -> None:
+        """Stop this factory's sandbox workers and MCP servers now (otherwise at exit)."""
+        if self._sandbox is not None:
+            self._sandbox.close()
+        if self.mcp is not None:
+            self.mcp.close()
+
     def __call__(self, task: Task) -> "UserEnv":
         return UserEnv(self, self.env_spec(task))
 
@@ -389,10 +396,9 @@ class UserEnv:
                 method = getattr(self.instance, name)
                 outcome = run_call(name, lambda: method(**arguments), spec.method_async[name], self._home, timeout_s, cap)
             elif factory.mcp is not None and factory.mcp.offers(name):
-                text, is_error = factory.mcp.call(name, arguments, timeout_s)
-                text, truncated = cap_output(text, cap)
-                outcome = ToolOutcome(text if not is_error else error_observation(name, text), not is_error,
-                                      truncated=truncated)
+                text, is_error, timed_out = factory.mcp.call(name, arguments, timeout_s)
+                text, truncated = cap_output(error_observation(name, text) if is_error else text, cap)
+                outcome = ToolOutcome(text, not is_error, timed_out, truncated)
             else:
                 outcome = ToolOutcome(error_observation(name, "no such tool"), False)
         except CallTimeout:

@@ -22,6 +22,12 @@ def add(a: int, b: int) -> int:
 
 
 @server.tool()
+async def add_async(a: int, b: int) -> int:
+    """Add two integers (an async tool: MCPServer runs it on its event loop, a sync one on a worker thread)."""
+    return a + b
+
+
+@server.tool()
 def whoami() -> str:
     """The server's process id."""
     return str(os.getpid())

@@ -37,6 +37,19 @@ def double(x: int) -> int:
     return 2 * x
 
 
+class _Doubler:
+    def reset(self, **row):
+        pass
+
+    def double(self, x: int) -> int:
+        """Double a number, as a method.
+
+        Args:
+            x: the number
+        """
+        return 2 * x
+
+
 @pytest.fixture(scope="module")
 def calc():
     return user_env_factory(tools=[double], mcp_servers=[STDIO], tool_timeout_s=30)
@@ -44,9 +57,12 @@ def calc():
 
 def test_stdio_server_tools_join_the_episode(calc):
     names = [s["function"]["name"] for s in calc.tool_schemas()]
-    assert names == ["double", "add", "whoami", "slow", "fail", "die"]
+    assert names == ["double", "add", "add_async", "whoami", "slow", "fail", "die"]
     add = calc.tool_schemas()[1]["function"]
     assert add["description"] == "Add two integers." and add["parameters"]["required"] == ["a", "b"]
+    assert calc.tool_sources()[:2] == [("double", "function test_mcp_tools.double"), ("add", "MCP server 'calc'")]
+    with pytest.raises(UserToolError, match="two tools are named 'double'"):
+        user_env_factory(tools=[double], mcp_servers=[STDIO], environment_factory=lambda: _Doubler())
     env = calc(task())
     env.reset(task())
     result = env.step(call("add", a=2, b=3) + call("double", x=4) + call("fail", reason="nope"))
@@ -143,7 +159,7 @@ def http_server():
 
 def test_streamable_http_server_on_loopback(http_server):
     factory = user_env_factory(mcp_servers=[{"name": "web", "url": http_server}])
-    assert [s["function"]["name"] for s in factory.tool_schemas()][:2] == ["add", "whoami"]
+    assert [s["function"]["name"] for s in factory.tool_schemas()][:2] == ["add", "add_async"]
     env = factory(task())
     env.reset(task())
     assert [m["content"] for m in env.step(call("add", a=20, b=22)).tool_messages] == ["42"]

@@ -253,6 +253,9 @@ def test_environment_class_state_reset_string_and_reward():
 
 def test_dict_of_factories_picks_by_environment_column():
     factory = user_env_factory(environment_factory={"counter": Counter, "shop": Shop}, tools=[multiply])
+    assert factory.has_env_reward
+    assert factory.tool_sources(task("s", environment="shop")) == [
+        ("multiply", "function test_user_tools.multiply"), ("price", "environment Shop")]
     shop_task, counter_task = task("s", environment="shop"), task("c", environment="counter", target=1)
     assert [t["function"]["name"] for t in factory.tool_schemas(shop_task)] == ["multiply", "price"]
     assert [t["function"]["name"] for t in factory.tool_schemas(counter_task)] == ["multiply", "add"]
@@ -271,6 +274,9 @@ def test_environment_state_bound_to_its_thread_works_across_steps():
     env.reset(task())
     assert [m["content"] for m in env.step(call("price", name="pen")).tool_messages] == ["2"]
     assert env.metrics()["reward"] == 0.5  # async get_reward
+    with pytest.raises(sqlite3.ProgrammingError):  # the connection belongs to the episode's thread ...
+        env.instance.price("book")
+    assert env.run_in_episode(env.instance.price, "book") == "12"  # ... where code outside the rollout can reach it
 
 
 def test_rows_naming_tools_nothing_runs_are_refused():

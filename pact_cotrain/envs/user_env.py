@@ -227,6 +227,22 @@ class UserEnvFactory:
             schemas += copy.deepcopy(self.mcp.schemas)
         return schemas
 
+    @property
+    def has_env_reward(self) -> bool:
+        """Some environment defines get_reward (its value is `env_reward` in the episode's metrics)."""
+        return any(spec.has_reward for spec in self.envs.values())
+
+    def tool_sources(self, task: Task | None = None) -> list[tuple[str, str]]:
+        """(tool name, where it comes from) in the order of `tool_schemas`, for listings."""
+        spec = self.env_spec(task)
+        out = [(t.name, f"function {describe(t.fn)}" + (" (sandboxed)" if self._sandbox is not None else ""))
+               for t in self.functions]
+        if spec is not None:
+            out += [(name, f"environment {spec.type_name}") for name in spec.methods]
+        if self.mcp is not None:
+            out += [(_name_of(s), f"MCP server {self.mcp.server_of(_name_of(s))!r}") for s in self.mcp.schemas]
+        return out
+
     def check_task(self, task: Task) -> None:
         """Refuse, in one line, a row whose `tools` column or trace names a tool nothing runs."""
         runnable = [_name_of(s) for s in self.tool_schemas(task)]
@@ -336,6 +352,12 @@ class UserEnv:
 
     def close(self) -> None:
         self._finalizer()
+
+    def run_in_episode(self, fn: Callable, *args, **kwargs) -> Any:
+        """fn(*args, **kwargs) on this episode's own thread, where its reset and sync tools ran: for code
+        outside the rollout (a reward function reading the instance) that touches thread-bound state such
+        as a sqlite connection opened in reset."""
+        return self._home.run(lambda: fn(*args, **kwargs))
 
     # -- the environment's reward
 

@@ -6,6 +6,9 @@
     source.schemas                          # OpenAI-style schemas of every server's tools (list_tools)
     source.call("add", {"a": 1}, 30.0)      # (text, is_error, timed_out)
 
+`env` holds extra variables over the SDK's default environment for a stdio server (HOME, PATH and a
+few more: the parent's other variables, PYTHONPATH included, are not passed); `cwd` is optional.
+
 A server starts once per process (the same spec twice is the same server) and is reused by every
 episode. All sessions live on one background asyncio loop thread; a call from an episode's thread is
 submitted to it, so calls of concurrent episodes are in flight together and do not wait on each other.

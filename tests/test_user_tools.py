@@ -288,6 +288,12 @@ def test_rows_naming_tools_nothing_runs_are_refused():
                                                     "tool_calls": [{"name": "divide", "arguments": {}}]}])
     with pytest.raises(UserToolError, match=r"task 'h': trace\[0\].tool_calls\[0\] calls 'divide'"):
         factory.check_task(traced)
+    bad_args = Task("k", task().messages, [], trace=[{"role": "assistant", "content": "",
+                                                      "tool_calls": [{"name": "multiply", "arguments": {"a": 2}}]}])
+    with pytest.raises(UserToolError, match=r"task 'k': trace\[0\].tool_calls\[0\].arguments: missing required key 'b'"):
+        factory.check_task(bad_args)
+    factory.check_task(Task("ok", task().messages, [], trace=[{"role": "assistant", "content": "", "tool_calls": [
+        {"name": "multiply", "arguments": {"a": 2, "b": 3}}]}]))
 
 
 def test_bad_environments_are_refused_in_one_line():

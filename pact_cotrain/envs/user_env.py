@@ -37,6 +37,7 @@ import weakref
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
+from pact_cotrain.data.arg_schema import schema_problems
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.base import StepResult, ToolCall
 from pact_cotrain.envs.tool_turn import run_tool_turn
@@ -244,7 +245,8 @@ class UserEnvFactory:
         return out
 
     def check_task(self, task: Task) -> None:
-        """Refuse, in one line, a row whose `tools` column or trace names a tool nothing runs."""
+        """Refuse, in one line, a row whose `tools` column or trace names a tool nothing runs, or whose trace
+        calls a tool with arguments its schema rejects."""
         runnable = [_name_of(s) for s in self.tool_schemas(task)]
         offered = ", ".join(runnable) or "none"
         for i, schema in enumerate(task.tools or []):
@@ -252,11 +254,16 @@ class UserEnvFactory:
             if name not in runnable:
                 raise UserToolError(f"task {task.id!r}: tools[{i}] {name!r} is offered by the row but no tool, environment "
                                     f"method or MCP server runs it (runnable: {offered})")
+        params = {_name_of(s): (s.get("function") or {}).get("parameters") for s in self.tool_schemas(task)}
         for i, message in enumerate(task.trace or []):
             for j, call in enumerate(message.get("tool_calls") or []):
+                where = f"task {task.id!r}: trace[{i}].tool_calls[{j}]"
                 if call.get("name") not in runnable:
-                    raise UserToolError(f"task {task.id!r}: trace[{i}].tool_calls[{j}] calls {call.get('name')!r}, which no "
-                                        f"tool, environment method or MCP server offers (runnable: {offered})")
+                    raise UserToolError(f"{where} calls {call.get('name')!r}, which no tool, environment method or "
+                                        f"MCP server offers (runnable: {offered})")
+                problems = schema_problems(call.get("arguments"), params[call["name"]] or {}, "arguments")
+                if problems:  # the replayed trace would only meet a schema error
+                    raise UserToolError(f"{where}.{problems[0]} (the schema of {call['name']!r})")
 
     def close(self) -> None:
         """Stop this factory's sandbox workers and MCP servers now (otherwise at exit)."""

@@ -342,9 +342,13 @@ class Timed:
     """Records when each of its tool calls starts and ends."""
 
     log: list = []
+    resets: list = []
 
     def reset(self, **row):
-        pass
+        start = time.monotonic()
+        time.sleep(0.2)  # e.g. loading a database
+        with _log_lock:
+            Timed.resets.append((start, time.monotonic()))
 
     def wait(self, seconds: float) -> str:
         """Wait a while.
@@ -360,7 +364,7 @@ class Timed:
 
 
 def test_episodes_step_concurrently_and_tokens_stay_exact(tokenizer):
-    Timed.log = []
+    Timed.log, Timed.resets = [], []
     factory = user_env_factory(environment_factory=Timed)
     texts = ["I will wait. " + call("wait", seconds=0.3), "Finished."]
     backend = ScriptedBackend(tokenizer, texts)
@@ -370,6 +374,7 @@ def test_episodes_step_concurrently_and_tokens_stay_exact(tokenizer):
     assert len(Timed.log) == 8
     # All 8 calls were in flight at once: each started before any ended.
     assert max(start for start, _ in Timed.log) < min(end for _, end in Timed.log)
+    assert len(Timed.resets) == 8 and max(s for s, _ in Timed.resets) < min(e for _, e in Timed.resets)  # resets too
     for ep in episodes:
         assert ep.stop_reason == "done" and ep.metrics["n_calls"] == 1
         assert ep.messages[-2] == {"role": "tool", "name": "wait", "content": "done waiting"}

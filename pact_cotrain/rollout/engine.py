@@ -84,17 +84,16 @@ class RolloutEngine:
         clear_cache()  # a KV cache from before this call may hold keys of older weights
         cfg = self.sampling
         states = []
-        for task in tasks:
-            for sample in range(k):
-                env = self.env_factory(task)
-                env_messages, tools = env.reset(task)
-                messages = env_messages
-                if context_trace_view is not None:
-                    messages = trace_conditioned_messages(replace(task, messages=env_messages), context_trace_view)
-                ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
-                episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages],
-                                  env_messages=[dict(m) for m in env_messages], env_tools=list(tools or []))
-                states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))
+        pairs = [(task, sample, self.env_factory(task)) for task in tasks for sample in range(k)]
+        resets = self._side_by_side([(env, lambda env=env, task=task: env.reset(task)) for task, _, env in pairs])
+        for (task, sample, env), (env_messages, tools) in zip(pairs, resets):
+            messages = env_messages
+            if context_trace_view is not None:
+                messages = trace_conditioned_messages(replace(task, messages=env_messages), context_trace_view)
+            ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
+            episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages],
+                              env_messages=[dict(m) for m in env_messages], env_tools=list(tools or []))
+            states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))
 
         while active := [s for s in states if not s.episode.stop_reason]:
             budgets = [cfg.max_completion_tokens - len(s.episode.completion_ids) for s in active]
@@ -111,7 +110,8 @@ class RolloutEngine:
             turns = self.backend.generate([s.episode.prompt_ids + s.episode.completion_ids for s in active],
                                           max_new, cfg.temperature, cfg.top_p, cfg.greedy)
             pending = [self._record_turn(state, turn) for state, turn in zip(active, turns)]
-            results = self._step_envs([(state.env, text) for state, (text, _) in zip(active, pending)])
+            results = self._side_by_side([(state.env, lambda env=state.env, text=text: env.step(text))
+                                          for state, (text, _) in zip(active, pending)])
             for state, (_, cut), result in zip(active, pending, results):
                 self._apply_step(state, cut, result)
                 if on_episode_done is not None and state.episode.stop_reason:
@@ -145,20 +145,20 @@ class RolloutEngine:
         # response holds; the episode then goes on unless the completion budget is spent.
         return (text if finished else complete_calls_text(text)), cut
 
-    def _step_envs(self, work: list[tuple[Environment, str]]) -> list:
-        """env.step(text) for each pair, results in order. Environments that declare `concurrent_steps`
-        (their tools wait on I/O or on user code of their own) are stepped side by side on threads;
-        the others one after another here, as before. Nothing token-related happens on the threads."""
+    def _side_by_side(self, work: list[tuple[Environment, Callable]]) -> list:
+        """Run each (env, call) pair's call (its reset or step), results in order. Environments that declare
+        `concurrent_steps` (their tools wait on I/O or on user code of their own) run side by side on
+        threads; the others one after another here, as before. Nothing token-related happens on the threads."""
         results: list = [None] * len(work)
         side_by_side = [i for i, (env, _) in enumerate(work) if getattr(env, "concurrent_steps", False)]
         futures = {}
         if len(side_by_side) > 1:
             if self._step_pool is None:
                 self._step_pool = ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="pact-env-step")
-            futures = {i: self._step_pool.submit(work[i][0].step, work[i][1]) for i in side_by_side}
-        for i, (env, text) in enumerate(work):
+            futures = {i: self._step_pool.submit(work[i][1]) for i in side_by_side}
+        for i, (_, call) in enumerate(work):
             if i not in futures:
-                results[i] = env.step(text)
+                results[i] = call()
         for i, future in futures.items():
             results[i] = future.result()
         return results

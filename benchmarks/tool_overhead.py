@@ -10,7 +10,8 @@ stdio. For reference it also times one episode calling alone, the SDK's own roun
 (`ClientSession.call_tool` awaited on the MCP loop, without our thread hop), and a sync server tool:
 MCPServer runs a sync tool on a worker thread (anyio.to_thread), an `async def` tool on its loop.
 
-Prints median and p95 in ms per setting, and the CPU time per call of both processes; the last line
+Prints median and p95 latency in ms per setting (with the calls per second of the whole run where
+episodes call from threads), and the CPU time per call of both processes; the last line
 is `mcp_call_ms_median: X`, the median with `--episodes` episodes calling the async tool at once.
 """
 
@@ -55,8 +56,9 @@ def summary(values_s: list[float]) -> tuple[float, float]:
     return statistics.median(ms), percentile(ms, 0.95)
 
 
-def time_calls(factory, episodes: int, calls: int, tool: str = "add", warmup: int = 5) -> list[float]:
-    """Per-call latencies (s) of `episodes` episodes calling `tool` at once, each from its own thread."""
+def time_calls(factory, episodes: int, calls: int, tool: str = "add", warmup: int = 5) -> tuple[list[float], float]:
+    """(per-call latencies, wall time of the run) in s, of `episodes` episodes calling `tool` at once, each
+    from its own thread."""
     task = Task("bench", [{"role": "user", "content": "Add."}], [])
     envs = [factory(task) for _ in range(episodes)]
     for env in envs:
@@ -76,16 +78,18 @@ def time_calls(factory, episodes: int, calls: int, tool: str = "add", warmup: in
             assert result.ok and result.output == str(j + 1), result
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(len(envs))]
+    start = time.perf_counter()
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    wall = time.perf_counter() - start
     for env in envs:
         env.close()
-    return [v for per in times for v in per]
+    return [v for per in times for v in per], wall
 
 
-def time_sdk_direct(factory, calls: int, tool: str, concurrent: int = 1) -> list[float]:
+def time_sdk_direct(factory, calls: int, tool: str, concurrent: int = 1) -> tuple[list[float], None]:
     """The SDK's own round trip: `concurrent` tasks on the MCP loop each awaiting call_tool back to back
     (no thread hop, none of our code on the path)."""
     server = factory.mcp.servers[0]
@@ -101,7 +105,7 @@ def time_sdk_direct(factory, calls: int, tool: str, concurrent: int = 1) -> list
         await asyncio.gather(*(one(out) for out in outs))
         return [v for out in outs for v in out]
 
-    return server.loop.submit(run()).result()
+    return server.loop.submit(run()).result(), None
 
 
 def main() -> None:
@@ -130,12 +134,13 @@ def main() -> None:
     width = max(len(label) for label, _ in rows)
     print(f"one tool call, {args.calls} calls per episode, ms (taken on {os.cpu_count()} cores that may be shared "
           f"with other work; load average {os.getloadavg()[0]:.1f})")
-    for label, values in rows:
+    for label, (values, wall) in rows:
         median, p95 = summary(values)
-        print(f"  {label:<{width}}  median {median:8.3f}  p95 {p95:8.3f}  (n={len(values)})")
+        rate = f"  {len(values) / wall:7.0f} calls/s" if wall else ""
+        print(f"  {label:<{width}}  median {median:8.3f}  p95 {p95:8.3f}  (n={len(values)}){rate}")
     print(f"CPU per call in the last setting: this process {client_cpu_ms:.3f} ms, the MCP server {server_cpu_ms:.3f} ms "
           "(the server is one process: with every episode waiting on it, a call waits for the others' CPU)")
-    in_med, mcp_med = summary(rows[1][1])[0], summary(rows[-1][1])[0]
+    in_med, mcp_med = summary(rows[1][1][0])[0], summary(rows[-1][1][0])[0]
     print(f"MCP / in process (medians, {n} episodes at once): {mcp_med / in_med:.1f}x")
     mcp.close()
     print(f"mcp_call_ms_median: {mcp_med:.3f}")

@@ -148,7 +148,7 @@ def http_server():
             except OSError:
                 assert proc.poll() is None, "the HTTP MCP server exited"
                 time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}/mcp"
+        yield f"http://127.0.0.1:{port}/mcp", proc
     finally:
         proc.terminate()
         try:
@@ -158,9 +158,14 @@ def http_server():
 
 
 def test_streamable_http_server_on_loopback(http_server):
-    factory = user_env_factory(mcp_servers=[{"name": "web", "url": http_server}])
+    url, proc = http_server
+    factory = user_env_factory(mcp_servers=[{"name": "web", "url": url}])
     assert [s["function"]["name"] for s in factory.tool_schemas()][:2] == ["add", "add_async"]
     env = factory(task())
     env.reset(task())
     assert [m["content"] for m in env.step(call("add", a=20, b=22)).tool_messages] == ["42"]
-    factory.close()  # before the fixture stops the server
+    proc.kill()  # a killed HTTP server: one line naming it, never a call answered as if it worked
+    proc.wait()
+    with pytest.raises(MCPServerError, match=r"^MCP server 'web' \(streamable HTTP: http://127.0.0.1:\d+/mcp\) died: "):
+        env.step(call("add", a=1, b=2))
+    factory.close()

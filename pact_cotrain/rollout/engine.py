@@ -9,6 +9,7 @@ sees `task.messages` and `task.tools` through the environment, never `task.trace
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -20,6 +21,8 @@ from pact_cotrain.envs.parsing import CLOSE_TAG, OPEN_TAG
 from pact_cotrain.render import (apply_template, encode, label_generated_text, observation_text,
                                  trace_conditioned_messages)
 from pact_cotrain.rollout.backends import GenerationBackend, HFBackend
+
+STEP_THREADS = 32  # environment steps run side by side at most (only for envs with `concurrent_steps`)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RolloutEngine:
         self.sampling = sampling or SamplingConfig()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.backend = backend or HFBackend(model, tokenizer.eos_token_id, pad, reuse_cache=reuse_kv_cache)
+        self._step_pool: ThreadPoolExecutor | None = None  # started on the first concurrent step
 
     def rollout(self, tasks: list[Task], k: int = 1, seed: int | None = None,
                 context_trace_view: str | None = None,
@@ -80,17 +84,16 @@ class RolloutEngine:
         clear_cache()  # a KV cache from before this call may hold keys of older weights
         cfg = self.sampling
         states = []
-        for task in tasks:
-            for sample in range(k):
-                env = self.env_factory(task)
-                env_messages, tools = env.reset(task)
-                messages = env_messages
-                if context_trace_view is not None:
-                    messages = trace_conditioned_messages(replace(task, messages=env_messages), context_trace_view)
-                ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
-                episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages],
-                                  env_messages=[dict(m) for m in env_messages], env_tools=list(tools or []))
-                states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))
+        pairs = [(task, sample, self.env_factory(task)) for task in tasks for sample in range(k)]
+        resets = self._side_by_side([(env, lambda env=env, task=task: env.reset(task)) for task, _, env in pairs])
+        for (task, sample, env), (env_messages, tools) in zip(pairs, resets):
+            messages = env_messages
+            if context_trace_view is not None:
+                messages = trace_conditioned_messages(replace(task, messages=env_messages), context_trace_view)
+            ids = encode(self.tokenizer, apply_template(self.tokenizer, messages, tools, add_generation_prompt=True))
+            episode = Episode(task.id, sample, ids, [], [], [], [], [dict(m) for m in messages],
+                              env_messages=[dict(m) for m in env_messages], env_tools=list(tools or []))
+            states.append(_State(episode, env, tools, min(cfg.max_turns, getattr(env, "max_steps", cfg.max_turns))))
 
         while active := [s for s in states if not s.episode.stop_reason]:
             budgets = [cfg.max_completion_tokens - len(s.episode.completion_ids) for s in active]
@@ -106,14 +109,23 @@ class RolloutEngine:
                                                             for s in active))
             turns = self.backend.generate([s.episode.prompt_ids + s.episode.completion_ids for s in active],
                                           max_new, cfg.temperature, cfg.top_p, cfg.greedy)
-            for state, turn in zip(active, turns):
-                self._advance(state, turn)
+            pending = [self._record_turn(state, turn) for state, turn in zip(active, turns)]
+            results = self._side_by_side([(state.env, lambda env=state.env, text=text: env.step(text))
+                                          for state, (text, _) in zip(active, pending)])
+            for state, (_, cut), result in zip(active, pending, results):
+                self._apply_step(state, cut, result)
                 if on_episode_done is not None and state.episode.stop_reason:
                     on_episode_done(state.finish())
         clear_cache()
         return [s.finish() for s in states]
 
     def _advance(self, state: "_State", turn) -> None:
+        """One episode's turn: record the sampled ids, step its environment, append the observation."""
+        text, cut = self._record_turn(state, turn)
+        self._apply_step(state, cut, state.env.step(text))
+
+    def _record_turn(self, state: "_State", turn) -> tuple[str, str]:
+        """Append a sampled turn to its episode; (the text its environment executes, why it was cut or "")."""
         ep, cfg = state.episode, self.sampling
         budget = cfg.max_completion_tokens - len(ep.completion_ids)
         ids, logps = turn.token_ids[:budget], turn.logprobs[:budget]
@@ -131,7 +143,29 @@ class RolloutEngine:
                                    else "max_completion_tokens")
         # A cut turn still runs its complete calls, as the official harnesses run whatever a cut
         # response holds; the episode then goes on unless the completion budget is spent.
-        result = state.env.step(text if finished else complete_calls_text(text))
+        return (text if finished else complete_calls_text(text)), cut
+
+    def _side_by_side(self, work: list[tuple[Environment, Callable]]) -> list:
+        """Run each (env, call) pair's call (its reset or step), results in order. Environments that declare
+        `concurrent_steps` (their tools wait on I/O or on user code of their own) run side by side on
+        threads; the others one after another here, as before. Nothing token-related happens on the threads."""
+        results: list = [None] * len(work)
+        side_by_side = [i for i, (env, _) in enumerate(work) if getattr(env, "concurrent_steps", False)]
+        futures = {}
+        if len(side_by_side) > 1:
+            if self._step_pool is None:
+                self._step_pool = ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="pact-env-step")
+            futures = {i: self._step_pool.submit(work[i][1]) for i in side_by_side}
+        for i, (_, call) in enumerate(work):
+            if i not in futures:
+                results[i] = call()
+        for i, future in futures.items():
+            results[i] = future.result()
+        return results
+
+    def _apply_step(self, state: "_State", cut: str, result) -> None:
+        """Record an environment step and append its observation's tokens (or end the episode)."""
+        ep, cfg = state.episode, self.sampling
         ep.step_rewards.append(result.reward)
         ep.messages += result.tool_messages
         if result.done or cut == "max_completion_tokens":

@@ -216,6 +216,17 @@ def test_sandboxed_function_runs_in_the_worker():
     assert factory.call_tool(None, "add", {"a": 2, "b": 40}) == "42"
     assert json.loads(factory.call_tool(None, "whoami", {}))["pid"] != os.getpid()
     assert factory.call_tool(None, "explode", {"reason": "nope"}) == "an error occurred when calling explode: nope"
+    limited = user_env_factory(tools=[user_tool_funcs.nap, user_tool_funcs.long_text], sandbox=True,
+                               tool_timeout_s=1, max_tool_output_chars=50)
+    env = limited(task())
+    env.reset(task())
+    contents = [m["content"] for m in env.step(call("nap", seconds=30) + call("long_text", n=500)).tool_messages]
+    assert contents == ["an error occurred when calling nap: timeout: the call did not finish within 1 s",
+                        "y" * 50 + "... [output truncated: 500 characters, limit 50]"]
+    metrics = env.metrics()
+    assert metrics["tool_timeouts"] == 1 and metrics["tool_errors"] == 1 and metrics["outputs_truncated"] == 1
+    limited.close()
+
     def nested(x: int) -> int:
         """A function defined inside another.
 

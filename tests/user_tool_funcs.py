@@ -25,3 +25,24 @@ def explode(reason: str) -> str:
         reason: the error message
     """
     raise ValueError(reason)
+
+
+def nap(seconds: float) -> str:
+    """Sleep, then answer.
+
+    Args:
+        seconds: how long to sleep
+    """
+    import time
+
+    time.sleep(seconds)
+    return "rested"
+
+
+def long_text(n: int) -> str:
+    """A long output.
+
+    Args:
+        n: its length
+    """
+    return "y" * n

@@ -34,7 +34,7 @@ import inspect
 import math
 import os
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from pact_cotrain.data.arg_schema import schema_problems
@@ -50,6 +50,9 @@ __all__ = ["UserEnv", "UserEnvFactory", "UserToolError", "user_env_factory", "re
 
 # Columns of our row that never reach `reset(**row)` (see the module docstring).
 HIDDEN_COLUMNS = ("messages", "tools", "trace")
+# The environment's constructor, reset and get_reward (an LLM judge, say) may take longer than a tool
+# call: they get at least this long before the rollout stops with one line.
+MIN_SETUP_TIMEOUT_S = 120.0
 
 
 def reset_row(task: Task, multi_environment: bool) -> dict:
@@ -165,7 +168,8 @@ class UserEnvFactory:
         try:
             instance = factory()
         except Exception as exc:  # noqa: BLE001 - reported in one line
-            raise UserToolError(f"{where}: {describe(factory)}() raised {type(exc).__name__}: {exc}") from None
+            raise UserToolError(f"{where}: {describe(factory)}() raised {type(exc).__name__}: "
+                                f"{' '.join(str(exc).split())}") from None
         env_type = type(instance)
         methods, has_reset, has_reward = environment_methods(env_type)
         if not has_reset:
@@ -390,14 +394,14 @@ class UserEnv:
         """Constructor, reset or get_reward of the user's environment, on the episode's thread. These are
         not tool calls: if one raises or hangs, the rollout stops with one line rather than train on it."""
         task_id = self.task.id if self.task is not None else "?"
+        limit = max(self.factory.tool_timeout_s, MIN_SETUP_TIMEOUT_S)
         try:
-            value = self._home.run(fn, self.factory.tool_timeout_s)
+            value = self._home.run(fn, limit)
             if inspect.isawaitable(value):
-                value = await_on_loop(value, self.factory.tool_timeout_s)
+                value = await_on_loop(value, limit)
             return value
         except CallTimeout:
-            raise UserToolError(f"task {task_id!r}: {what} did not return within tool_timeout_s="
-                                f"{self.factory.tool_timeout_s:g} s") from None
+            raise UserToolError(f"task {task_id!r}: {what} did not return within {limit:g} s") from None
         except UserToolError:
             raise
         except Exception as exc:  # noqa: BLE001 - one line naming the task and the method

@@ -5,6 +5,10 @@ Each episode is a list of token ids that grows turn by turn: the model samples a
 (the template's tool-response turn and the next assistant header) is tokenised and appended. The
 ids returned are exactly the ids the model was fed and sampled; nothing is re-rendered. The engine
 sees `task.messages` and `task.tools` through the environment, never `task.trace`.
+
+Environments whose class sets `concurrent_steps = True` (a user's tools: I/O, MCP servers) have their
+resets and steps run side by side on threads; decoding, tokenising and every id stay on the calling
+thread, in episode order, so the rollout is the same as when they run one after another.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ class _Server:
         return stdio_client(params, errlog=self._errlog)
 
     async def _serve(self, ready: asyncio.Future) -> None:
-        from mcp import ClientSession
+        from mcp import ClientSession, types
 
         try:
             async with self._transport() as (read, write):
@@ -150,8 +150,6 @@ class _Server:
                     await session.initialize()
                     tools, cursor = [], None
                     while True:
-                        from mcp import types
-
                         page = await session.list_tools(params=types.PaginatedRequestParams(cursor=cursor) if cursor else None)
                         tools += page.tools
                         cursor = page.next_cursor

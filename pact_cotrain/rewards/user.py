@@ -113,6 +113,9 @@ class RewardFunctions:
             raise UserError("no reward source: pass reward_funcs, or an environment whose class defines get_reward")
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.lost_total = 0
+        # () -> the user's environment instances of the episodes made since the last call, in episode order
+        # (set by the trainer when the episodes run in a user's environment): TRL's `environments`.
+        self.environments_source: Callable[[], list] | None = None
         self.__name__ = "reward_funcs"
 
     def _values(self, func, name: str, kwargs: dict, n: int, task_ids: list[str]) -> tuple[list, dict[int, str]]:
@@ -157,6 +160,9 @@ class RewardFunctions:
                   "completion_ids": [list(ep.completion_ids) for ep in episodes], **columns,
                   "trainer_state": trainer_state, "log_extra": lambda *a, **k: None,
                   "log_metric": log_metric or (lambda *a, **k: None)}
+        if environments is None and self.environments_source is not None:
+            made = self.environments_source()
+            environments = made if len(made) == n else None
         if environments is not None:
             kwargs["environments"] = environments
         per_func: dict[str, list[float]] = {}

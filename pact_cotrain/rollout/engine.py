@@ -9,6 +9,7 @@ sees `task.messages` and `task.tools` through the environment, never `task.trace
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Callable
 
@@ -20,6 +21,8 @@ from pact_cotrain.envs.parsing import CLOSE_TAG, OPEN_TAG
 from pact_cotrain.render import (apply_template, encode, label_generated_text, observation_text,
                                  trace_conditioned_messages)
 from pact_cotrain.rollout.backends import GenerationBackend, HFBackend
+
+STEP_THREADS = 32  # environment steps run side by side at most (only for envs with `concurrent_steps`)
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RolloutEngine:
         self.sampling = sampling or SamplingConfig()
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.backend = backend or HFBackend(model, tokenizer.eos_token_id, pad, reuse_cache=reuse_kv_cache)
+        self._step_pool: ThreadPoolExecutor | None = None  # started on the first concurrent step
 
     def rollout(self, tasks: list[Task], k: int = 1, seed: int | None = None,
                 context_trace_view: str | None = None,
@@ -106,14 +110,22 @@ class RolloutEngine:
                                                             for s in active))
             turns = self.backend.generate([s.episode.prompt_ids + s.episode.completion_ids for s in active],
                                           max_new, cfg.temperature, cfg.top_p, cfg.greedy)
-            for state, turn in zip(active, turns):
-                self._advance(state, turn)
+            pending = [self._record_turn(state, turn) for state, turn in zip(active, turns)]
+            results = self._step_envs([(state.env, text) for state, (text, _) in zip(active, pending)])
+            for state, (_, cut), result in zip(active, pending, results):
+                self._apply_step(state, cut, result)
                 if on_episode_done is not None and state.episode.stop_reason:
                     on_episode_done(state.finish())
         clear_cache()
         return [s.finish() for s in states]
 
     def _advance(self, state: "_State", turn) -> None:
+        """One episode's turn: record the sampled ids, step its environment, append the observation."""
+        text, cut = self._record_turn(state, turn)
+        self._apply_step(state, cut, state.env.step(text))
+
+    def _record_turn(self, state: "_State", turn) -> tuple[str, str]:
+        """Append a sampled turn to its episode; (the text its environment executes, why it was cut or "")."""
         ep, cfg = state.episode, self.sampling
         budget = cfg.max_completion_tokens - len(ep.completion_ids)
         ids, logps = turn.token_ids[:budget], turn.logprobs[:budget]
@@ -131,7 +143,29 @@ class RolloutEngine:
                                    else "max_completion_tokens")
         # A cut turn still runs its complete calls, as the official harnesses run whatever a cut
         # response holds; the episode then goes on unless the completion budget is spent.
-        result = state.env.step(text if finished else complete_calls_text(text))
+        return (text if finished else complete_calls_text(text)), cut
+
+    def _step_envs(self, work: list[tuple[Environment, str]]) -> list:
+        """env.step(text) for each pair, results in order. Environments that declare `concurrent_steps`
+        (their tools wait on I/O or on user code of their own) are stepped side by side on threads;
+        the others one after another here, as before. Nothing token-related happens on the threads."""
+        results: list = [None] * len(work)
+        side_by_side = [i for i, (env, _) in enumerate(work) if getattr(env, "concurrent_steps", False)]
+        futures = {}
+        if len(side_by_side) > 1:
+            if self._step_pool is None:
+                self._step_pool = ThreadPoolExecutor(max_workers=STEP_THREADS, thread_name_prefix="pact-env-step")
+            futures = {i: self._step_pool.submit(work[i][0].step, work[i][1]) for i in side_by_side}
+        for i, (env, text) in enumerate(work):
+            if i not in futures:
+                results[i] = env.step(text)
+        for i, future in futures.items():
+            results[i] = future.result()
+        return results
+
+    def _apply_step(self, state: "_State", cut: str, result) -> None:
+        """Record an environment step and append its observation's tokens (or end the episode)."""
+        ep, cfg = state.episode, self.sampling
         ep.step_rewards.append(result.reward)
         ep.messages += result.tool_messages
         if result.done or cut == "max_completion_tokens":

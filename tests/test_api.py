@@ -138,7 +138,7 @@ def test_rows_from_parquet_a_saved_dataset_and_a_dataset_folder(tmp_path):
 
     data = [{"id": f"t{i}", "prompt": f"question {i}", "answer": i,
              "trace": [{"role": "assistant", "content": "", "tool_calls": [
-                 {"name": "lookup", "arguments": json.dumps({"q": str(i)}) if i else {"q": "0", "limit": 2}}]},
+                 {"name": "lookup", "arguments": {"q": str(i)} if i else {"q": "0", "limit": 2}}]},
                        {"role": "tool", "name": "lookup", "content": "x"},
                        {"role": "assistant", "content": f"it is {i}"}]} for i in range(3)]
     tools = [{"type": "function", "function": {"name": "lookup", "parameters": {
@@ -154,7 +154,7 @@ def test_rows_from_parquet_a_saved_dataset_and_a_dataset_folder(tmp_path):
         assert [t.id for t in tasks] == ["t0", "t1", "t2"], path
         assert tasks[0].messages == [{"role": "user", "content": "question 0"}]
         assert tasks[1].metadata == {"answer": 1}
-        # Arrow gave row 1's call `limit: None` and stored its arguments as a string: both undone
+        # Arrow gave row 1's call `limit: None` (the union of the structs' keys): dropped
         assert tasks[1].trace[0]["tool_calls"][0]["arguments"] == {"q": "1"}
         assert tasks[0].trace[0]["tool_calls"][0]["arguments"] == {"q": "0", "limit": 2}
     with pytest.raises(UserError, match="no such file"):
@@ -169,13 +169,16 @@ def test_a_bad_row_names_the_row_and_field(tmp_path):
         tasks_from_rows([{"prompt": "fine"}, {"prompt": []}], "train_dataset")
     tasks = tasks_from_rows([{"prompt": "a"}, {"prompt": "b", "id": "x"}], "rows", from_arrow=False)
     assert [t.id for t in tasks] == ["row-1", "x"]
+    # arguments stored as a JSON string (OpenAI's form, or a column Arrow could not type) are decoded
+    traced = {"prompt": "a", "tools": [{"type": "function", "function": {"name": "f"}}],
+              "trace": [{"role": "assistant", "content": "", "tool_calls": [{"name": "f", "arguments": '{"x": 1}'}]},
+                        {"role": "tool", "name": "f", "content": "ok"}, {"role": "assistant", "content": "done"}]}
+    assert tasks_from_rows([traced], "rows")[0].trace[0]["tool_calls"][0]["arguments"] == {"x": 1}
 
 
-needs_user_env = pytest.importorskip  # the tool layer (envs/user_env.py) comes from the `tools` branch
 
 
 def test_pact_trains_a_step_through_the_public_trainer_with_a_trl_environment(tmp_path, agent):
-    needs_user_env("pact_cotrain.envs.user_env")
     from pact_cotrain import PACTTrainer
 
     tok = tiny_tokenizer()
@@ -189,7 +192,6 @@ def test_pact_trains_a_step_through_the_public_trainer_with_a_trl_environment(tm
 
 
 def test_grpo_with_tools_and_reward_funcs_on_untraced_rows(tmp_path, agent):
-    needs_user_env("pact_cotrain.envs.user_env")
     from datasets import Dataset
 
     from pact_cotrain import PACTTrainer
@@ -204,23 +206,39 @@ def test_grpo_with_tools_and_reward_funcs_on_untraced_rows(tmp_path, agent):
     assert "rewards/trace_match/mean" not in logged  # no trace: not applicable anywhere
 
 
-def test_the_same_trl_objects_go_into_trls_own_trainer(tmp_path, agent):
+def test_the_same_trl_objects_go_into_trls_own_trainer_and_ours(tmp_path, agent):
+    """One TRL-style class, tools list and reward function, unchanged, into TRL's GRPOTrainer (with a chat
+    template TRL parses tool calls from: its own Qwen3 one) and into PACTTrainer; each trains a step."""
     from datasets import Dataset
     from trl import GRPOConfig, GRPOTrainer
+    from trl.chat_template_utils import qwen3_chat_template
 
-    tok = tiny_tokenizer()
+    from pact_cotrain import PACTTrainer
+
+    trl_tok = tiny_tokenizer(chat_template=qwen3_chat_template)
     args = GRPOConfig(output_dir=str(tmp_path / "trl"), max_steps=1, num_generations=2, per_device_train_batch_size=2,
                       max_completion_length=16, max_tool_calling_iterations=1, report_to=[], use_cpu=True,
-                      save_strategy="no", disable_tqdm=True)
-    trainer = GRPOTrainer(model=tiny_llama(tok), args=args, train_dataset=Dataset.from_list(rows(False)),
-                          processing_class=tok, environment_factory=agent.Shop, tools=[agent.price],
-                          reward_funcs=[agent.mentions_answer])
-    assert {t.__name__ for t in trainer.tools} == {"price", "check_stock"}
-    assert trainer.reward_func_names == ["mentions_answer", "Shop"]  # get_reward joined with weight 1
+                      save_strategy="no", disable_tqdm=True, logging_steps=1)
+    trl_trainer = GRPOTrainer(model=tiny_llama(trl_tok), args=args, train_dataset=Dataset.from_list(rows(False)),
+                              processing_class=trl_tok, environment_factory=agent.Shop, tools=[agent.price],
+                              reward_funcs=[agent.mentions_answer])
+    assert {t.__name__ for t in trl_trainer.tools} == {"price", "check_stock"}
+    assert trl_trainer.reward_func_names == ["mentions_answer", "Shop"]  # get_reward joined with weight 1
+    trl_trainer.train()
+    assert trl_trainer.state.global_step == 1
+
+    tok = tiny_tokenizer()
+    ours = PACTTrainer(model=tiny_llama(tok), args=small_args(tmp_path, method="grpo"),
+                       train_dataset=Dataset.from_list(rows(False)), processing_class=tok,
+                       environment_factory=agent.Shop, tools=[agent.price], reward_funcs=[agent.mentions_answer])
+    assert [s["function"]["name"] for s in ours.tasks[0].tools] == ["price", "check_stock"]
+    ours.train()
+    logged = ours.state.log_history[0]
+    assert ours.state.global_step == 1
+    assert "rewards/mentions_answer/mean" in logged and "rewards/env_reward/mean" in logged
 
 
 def test_a_row_tool_nothing_runs_is_refused_before_the_model(tmp_path, agent):
-    needs_user_env("pact_cotrain.envs.user_env")
     from pact_cotrain import PACTTrainer
 
     bad = rows(True)[:1]
@@ -233,7 +251,6 @@ def test_a_row_tool_nothing_runs_is_refused_before_the_model(tmp_path, agent):
 
 
 def test_own_tools_need_a_reward(tmp_path, agent):
-    needs_user_env("pact_cotrain.envs.user_env")
     from pact_cotrain import PACTTrainer
 
     with pytest.raises(UserError, match="no reward for your own tools"):
@@ -242,7 +259,6 @@ def test_own_tools_need_a_reward(tmp_path, agent):
 
 
 def test_cli_trains_on_rows_without_benchmark_with_env_module_attr(tmp_path, agent, monkeypatch):
-    needs_user_env("pact_cotrain.envs.user_env")
     from pact_cotrain import cli
     from pact_cotrain.recipes import train as train_recipe
 

@@ -285,3 +285,42 @@ def test_cli_bad_module_attr_is_one_line(tmp_path, monkeypatch, capsys):
     assert cli.main(["train", "--config", "grpo", "env=nowhere:Env", f"output_dir={tmp_path}/x"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "env=nowhere:Env" in err and "cannot import module 'nowhere'" in err
+
+
+def test_tools_list_and_call_from_a_config(tmp_path, agent, capsys):
+    from pact_cotrain import cli
+
+    config = tmp_path / "mine.yaml"
+    config.write_text("env: my_agent:Shop\ntools: my_agent:TOOLS\nreward_funcs: [trace_match]\n")
+    assert cli.main(["tools", "list", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "2 tools" in out and "price(item)" in out and "check_stock(item)" in out and "- item (string, required)" in out
+    assert cli.main(["tools", "call", "--config", str(config), "--tool", "check_stock", "--args", '{"item": "apple"}']) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1] == "3"  # after reset(), as in an episode
+    assert cli.main(["tools", "call", "--env", "my_agent:Shop", "--tool", "sell", "--args", "{}"]) == 2
+    assert "no tool named 'sell'" in capsys.readouterr().err
+
+
+def test_eval_on_own_tasks_reports_reward_and_each_function(tmp_path, agent, monkeypatch):
+    from pact_cotrain import cli
+    from pact_cotrain.eval import runner
+
+    tok = tiny_tokenizer()
+    model_dir = tmp_path / "tiny"
+    tiny_llama(tok).save_pretrained(model_dir)
+    tok.save_pretrained(model_dir)
+    path = tmp_path / "tasks.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows(True, n=3)))
+    assert cli.main(["eval", "--model", str(model_dir), "--tasks", str(path), "--env", "my_agent:Shop",
+                     "--reward-funcs", "my_agent:mentions_answer,trace_match", "--backend", "hf",
+                     "--max-new-tokens", "8", "--max-turns", "2", "--out", str(tmp_path / "e")]) == 0
+    results = json.loads((tmp_path / "e" / "results.json").read_text())["benchmarks"]["tasks"]
+    assert results["n_episodes"] == 3 and results["settings"]["temperature"] == 0.0  # greedy
+    metrics = results["metrics"]
+    assert {"reward", "rewards/mentions_answer", "rewards/trace_match", "rewards/env_reward"} <= set(metrics)
+    assert metrics["lost_episodes"] == 0.0
+    episodes = [json.loads(line) for line in (tmp_path / "e" / "episodes_tasks.jsonl").read_text().splitlines()]
+    # the reported reward is each episode's weighted sum, averaged (hand-checked from the episodes' own values)
+    sums = [e["metrics"]["rewards/mentions_answer"] + e["metrics"]["rewards/trace_match"]
+            + e["metrics"]["rewards/env_reward"] for e in episodes]
+    assert metrics["reward"] == pytest.approx(sum(sums) / 3)

@@ -192,18 +192,51 @@ def test_pact_trains_a_step_through_the_public_trainer_with_a_trl_environment(tm
 
 
 def test_grpo_with_tools_and_reward_funcs_on_untraced_rows(tmp_path, agent):
+    """The model as a directory (loaded as TRL loads one), TRL's reward_weights over two functions."""
     from datasets import Dataset
 
     from pact_cotrain import PACTTrainer
 
     tok = tiny_tokenizer()
-    trainer = PACTTrainer(model=tiny_llama(tok), args=small_args(tmp_path, method="grpo"),
-                          train_dataset=Dataset.from_list(rows(False)), processing_class=tok,
-                          tools=[agent.price], reward_funcs=[agent.mentions_answer, "trace_match"])
+    tiny_llama(tok).save_pretrained(tmp_path / "tiny")
+    tok.save_pretrained(tmp_path / "tiny")
+    trainer = PACTTrainer(model=str(tmp_path / "tiny"), args=small_args(tmp_path, method="grpo", reward_weights=[2, 1]),
+                          train_dataset=Dataset.from_list(rows(False)), tools=[agent.price],
+                          reward_funcs=[agent.mentions_answer, "trace_match"])
     trainer.train()
     logged = trainer.state.log_history[0]
     assert trainer.state.global_step == 1 and "rewards/mentions_answer/mean" in logged
     assert "rewards/trace_match/mean" not in logged  # no trace: not applicable anywhere
+    assert logged["reward"] == pytest.approx(2 * logged["rewards/mentions_answer/mean"])
+
+
+def test_reward_functions_get_the_environments_and_faults_lose_only_their_episodes(tmp_path, agent, capsys):
+    """TRL's `environments` (the user's instances, episode order); a reward that raises on one row loses that
+    row's episodes: no gradient from them, counted and named in one line."""
+    from pact_cotrain import PACTTrainer
+
+    seen = []
+
+    def asked(prompts, completions, environments, id, **kwargs):
+        seen.extend(type(env).__name__ for env in environments)
+        if "row-2" in id:
+            raise ValueError("no answer column")
+        return [float(len(env.asked)) for env in environments]
+
+    tok = tiny_tokenizer()
+    trainer = PACTTrainer(model=tiny_llama(tok), args=small_args(tmp_path, method="grpo"), train_dataset=rows(False, 2),
+                          processing_class=tok, environment_factory=agent.Shop, reward_funcs=[asked])
+    trainer.args.max_steps = 1
+    batch = trainer._build_batch([{"task_index": i} for i in (0, 0, 1, 1)])
+    assert seen[:4] == ["Shop"] * 4
+    lost = [ep.task_id == "row-2" for ep in batch["episodes"]]
+    assert lost == [False, False, True, True]
+    assert batch["loss_mask"][2:].sum() == 0 and batch["loss_mask"][:2].sum() > 0  # no gradient from lost ones
+    assert batch["advantages"][2:].abs().sum() == 0
+    err = capsys.readouterr().err
+    line = next(line for line in err.splitlines() if "reward function" in line)
+    assert "'asked'" in line and "task row-2" in line and "ValueError: no answer column" in line
+    assert trainer._metrics["train"]["reward/lost_episodes"] == [2.0]
 
 
 def test_the_same_trl_objects_go_into_trls_own_trainer_and_ours(tmp_path, agent):

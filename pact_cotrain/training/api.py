@@ -302,6 +302,9 @@ def normalise(model, args, train_dataset, reward_funcs, processing_class, tools,
     tasks = tasks_from_dataset(train_dataset, factory)
     check_tasks(tasks, method, bool(funcs), factory, "train_dataset")
     reward = episode_reward(method, funcs, args.reward_weights, factory)
+    # The weights are the reward functions' (RewardFunctions sums them); GRPOTrainer itself sees one reward
+    # function, the episode reward, and would refuse a weight per user function.
+    args.reward_weights = None
     if factory is not None and hasattr(reward, "score_episodes"):  # TRL's `environments` for reward functions
         factory = RecordingFactory(factory)
         reward.environments_source = lambda recorder=factory: [getattr(env, "instance", None)

@@ -41,7 +41,8 @@ def check_executable_tools(tasks: list[Task], method: MethodConfig) -> None:
     """A rollout method needs an environment that runs each task's tools. A task runs in the environment
     its `benchmark` field names, toolworld by default, and toolworld executes only the tables a generated
     task carries; without them every call of a converted dataset's row would fail and RL would train on
-    error observations. Refused before the model loads; SFT reads only the trace and needs no environment."""
+    error observations. Refused before the model loads; SFT reads only the trace and needs no environment.
+    Rows run by a user's own tools (training/api.py `check_tasks`) are not passed here: they need no benchmark."""
     if method.name == "sft":
         return
     stranded = [t.id for t in tasks
@@ -50,7 +51,8 @@ def check_executable_tools(tasks: list[Task], method: MethodConfig) -> None:
         raise UserError(f"{len(stranded)} of {len(tasks)} training tasks (first: {stranded[0]}) have tools no environment "
                         f"can run: a row runs in the environment its `benchmark` field names (toolworld by default, "
                         f"which runs only generated toolworld tasks; ftrl runs FTRL's tool code). method.name="
-                        f"{method.name} rolls out, so its tools must execute; train such rows with --config sft")
+                        f"{method.name} rolls out, so its tools must execute: give them (env=MODULE:ATTR, tools=MODULE:ATTR or "
+                        f"mcp_servers), or train such rows with --config sft")
 
 
 def env_factory_for(tasks: list[Task], max_steps: int):

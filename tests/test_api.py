@@ -291,7 +291,7 @@ def test_own_tools_need_a_reward(tmp_path, agent):
                     tools=[agent.price])
 
 
-def test_cli_trains_on_rows_without_benchmark_with_env_module_attr(tmp_path, agent, monkeypatch):
+def test_cli_trains_on_rows_without_benchmark_with_env_module_attr(tmp_path, agent, monkeypatch, capsys):
     from pact_cotrain import cli
     from pact_cotrain.recipes import train as train_recipe
 
@@ -308,7 +308,9 @@ def test_cli_trains_on_rows_without_benchmark_with_env_module_attr(tmp_path, age
     assert cli.main(args) == 0
     assert (tmp_path / "cli" / "final" / "config.json").is_file()
     # the same rows without env=: refused before the model loads, naming the rows
+    capsys.readouterr()
     assert cli.main(args[:4] + args[5:-1] + [f"output_dir={tmp_path}/cli2"]) == 2
+    assert "have tools no environment can run" in capsys.readouterr().err
 
 
 def test_cli_bad_module_attr_is_one_line(tmp_path, monkeypatch, capsys):

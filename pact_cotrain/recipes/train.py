@@ -100,6 +100,8 @@ def pact_config(cfg: dict, has_reward_funcs: bool = False):
     from pact_cotrain.training.api import PACTConfig
 
     train, sampling, method = cfg["train"], cfg["sampling"], dict(cfg["method"])
+    if sampling.get("greedy"):  # K identical rollouts per prompt: every group advantage would be 0
+        raise UserError("sampling.greedy=true: training samples its K rollouts; set sampling.temperature instead")
     fast_bf16 = precision.bf16_is_fast()
     mixed_precision = precision.resolve_mixed_precision(train.get("mixed_precision"), fast_bf16)
     rollout_dtype = precision.resolve_rollout_dtype(train.get("rollout_dtype"), fast_bf16)

@@ -307,10 +307,10 @@ def test_cli_trains_on_rows_without_benchmark_with_env_module_attr(tmp_path, age
             "train.disable_tqdm=true", f"output_dir={tmp_path}/cli"]
     assert cli.main(args) == 0
     assert (tmp_path / "cli" / "final" / "config.json").is_file()
-    # the same rows without env=: refused before the model loads, naming the rows
+    # the same rows without env=: refused before the model loads, naming the file, line and field
     capsys.readouterr()
     assert cli.main(args[:4] + args[5:-1] + [f"output_dir={tmp_path}/cli2"]) == 2
-    assert "have tools no environment can run" in capsys.readouterr().err
+    assert "tasks.jsonl:1: trace[0].tool_calls[0].name: calls 'check_stock'" in capsys.readouterr().err
 
 
 def test_cli_bad_module_attr_is_one_line(tmp_path, monkeypatch, capsys):

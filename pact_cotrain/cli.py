@@ -72,16 +72,39 @@ def _data_traces(args) -> int:
     return 0
 
 
-def _tools_call(args) -> int:
-    from pact_cotrain.recipes.tools_call import run_tools_call
+def _own_agent_flags(args) -> dict | None:
+    """The own-agent flags given (--config, --env, --tools, --reward-funcs), or None when none is."""
+    if not (args.config or args.env or args.tools or getattr(args, "reward_funcs", None)):
+        return None
+    reward_funcs = getattr(args, "reward_funcs", None)
+    return {"config": args.config, "env": args.env, "tools": args.tools,
+            "reward_funcs": [f for f in reward_funcs.split(",") if f] if reward_funcs else None}
 
-    return run_tools_call(args.bench, args.data, args.id, args.tool, args.args)
+
+def _tools_call(args) -> int:
+    from pact_cotrain.recipes import tools_call
+
+    own = _own_agent_flags(args)
+    if own is not None:
+        return tools_call.run_own_tools_call(own, args.id, args.tool, args.args)
+    if not args.bench or not args.id:
+        from pact_cotrain.errors import UserError
+
+        raise UserError("pact tools call needs --bench BENCH --id ROW, or --config F (or --env / --tools MODULE:ATTR)")
+    return tools_call.run_tools_call(args.bench, args.data, args.id, args.tool, args.args)
 
 
 def _tools_list(args) -> int:
-    from pact_cotrain.recipes.tools_call import run_tools_list
+    from pact_cotrain.recipes import tools_call
 
-    return run_tools_list(args.bench, args.data, args.id)
+    own = _own_agent_flags(args)
+    if own is not None:
+        return tools_call.run_own_tools_list(own, args.id)
+    if not args.bench or not args.id:
+        from pact_cotrain.errors import UserError
+
+        raise UserError("pact tools list needs --bench BENCH --id ROW, or --config F (or --env / --tools MODULE:ATTR)")
+    return tools_call.run_tools_list(args.bench, args.data, args.id)
 
 
 def _rollout(args) -> int:
@@ -152,6 +175,20 @@ def _eval(args) -> int:
     if args.compare:
         print(compare_runs(args.compare))
         return 0
+    own = None
+    flags = _own_agent_flags(args)
+    if args.tasks or flags is not None:  # a user's own task set, in their own environment
+        from pact_cotrain.errors import UserError
+        from pact_cotrain.recipes.own_agent import own_agent
+
+        if not args.tasks:
+            raise UserError("--config / --env / --tools / --reward-funcs evaluate your own tasks: add --tasks FILE")
+        flags = flags or {"config": None, "env": None, "tools": None, "reward_funcs": None}
+        agent = own_agent(flags.pop("config"), **flags)
+        bench = agent.benchmark(args.tasks)
+        own = {bench.name: bench}
+    if args.benchmarks is None:
+        args.benchmarks = "" if own else "toolworld"
     data = {}
     for item in args.data:
         name, _, path = item.partition("=")
@@ -164,7 +201,7 @@ def _eval(args) -> int:
              greedy=False if args.sample else (None if args.temperature is None else args.temperature == 0),
              temperature=args.temperature, max_turns=args.max_turns, max_new_tokens_per_turn=args.max_new_tokens,
              max_completion_tokens=args.max_completion_tokens, backend=args.backend,
-             vllm_kwargs={"dtype": args.vllm_dtype, "max_model_len": args.vllm_max_model_len})
+             vllm_kwargs={"dtype": args.vllm_dtype, "max_model_len": args.vllm_max_model_len}, own=own)
     print((Path(args.out) / "results.md").read_text())
     return 0
 
@@ -211,6 +248,13 @@ def _train_epilog() -> str:
             "  pact train --config sft data.source=file data.path=tasks.jsonl\n"
             "  pact train --config pact --resume        # continue output_dir's latest checkpoint\n\n"
             "Every key and its default: pact_cotrain/configs/base.yaml (method.* are MethodConfig's fields).")
+
+
+def _own_agent_arguments(p) -> None:
+    p.add_argument("--config", default=None, help="a train config whose tools / env / reward_funcs / mcp_servers keys "
+                   "give your own agent")
+    p.add_argument("--env", default=None, help="MODULE:ATTR of an environment class (overrides the config's env)")
+    p.add_argument("--tools", default=None, help="MODULE:ATTR of a list of tool functions (overrides the config's)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,17 +315,21 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seed", type=int, default=0)
 
     tools = sub.add_parser("tools", help="dataset tools").add_subparsers(dest="action", required=True)
-    p = tools.add_parser("call", help="run one dataset tool in the sandbox, exactly as the environment would")
-    p.add_argument("--bench", choices=["ftrl", "toolhop"], required=True)
+    p = tools.add_parser("call", help="run one tool exactly as the environment would: a dataset's (sandboxed) "
+                                      "or your own (--config / --env / --tools)")
+    p.add_argument("--bench", choices=["ftrl", "toolhop"], default=None)
     p.add_argument("--data", default=None, help="benchmark file (default: the file shipped with the package)")
-    p.add_argument("--id", required=True, help="row id, e.g. ftrl_test_007")
+    p.add_argument("--id", default=None, help="row id, e.g. ftrl_test_007 (with --config: a row of its data.path)")
     p.add_argument("--tool", required=True)
     p.add_argument("--args", default="{}", help="JSON object of arguments")
+    _own_agent_arguments(p)
     p.set_defaults(func=_tools_call)
-    p = tools.add_parser("list", help="print a row's tools and their parameters")
-    p.add_argument("--bench", choices=["ftrl", "toolhop"], required=True)
+    p = tools.add_parser("list", help="print the tools and their parameters: a dataset row's, or your own "
+                                      "(--config / --env / --tools)")
+    p.add_argument("--bench", choices=["ftrl", "toolhop"], default=None)
     p.add_argument("--data", default=None, help="benchmark file (default: the file shipped with the package)")
-    p.add_argument("--id", required=True, help="row id, e.g. ftrl_test_007")
+    p.add_argument("--id", default=None, help="row id, e.g. ftrl_test_007 (with --config: a row of its data.path)")
+    _own_agent_arguments(p)
     p.set_defaults(func=_tools_list)
 
     p = sub.add_parser("rollout", help="smoke-run the rollout engine on toolworld tasks")
@@ -304,9 +352,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "train.max_steps=20 method.anchor_q=0.5 (an unknown key is refused)")
     p.set_defaults(func=_train)
 
-    p = sub.add_parser("eval", help="evaluate a model on benchmarks; writes results.json/.md and episodes")
+    p = sub.add_parser("eval", help="evaluate a model on benchmarks, or on your own tasks (--tasks with --config "
+                                    "/ --env / --tools); writes results.json/.md and episodes")
     p.add_argument("--model", default="smollm2-135m-instruct", help="registry name, HF id or directory")
-    p.add_argument("--benchmarks", default="toolworld", help="comma list: ftrl,toolhop,bfcl,toolworld")
+    p.add_argument("--benchmarks", default=None, help="comma list: ftrl,toolhop,bfcl,toolworld (default: toolworld, "
+                   "or none with --tasks)")
+    p.add_argument("--tasks", default=None, help="your own task rows (JSONL, parquet, a dataset folder or id), run in "
+                   "the environment --config / --env / --tools gives and scored by its reward functions")
+    _own_agent_arguments(p)
+    p.add_argument("--reward-funcs", default=None, help="comma list of MODULE:ATTR or built-in names (trace_match, "
+                   "answer_match, answer_exact_match); overrides the config's reward_funcs")
     p.add_argument("--data", action="append", default=[], help="BENCH=PATH: another file in that format")
     p.add_argument("--limit", type=int, default=None, help="episodes per benchmark, for a quick pass")
     p.add_argument("--out", default="runs/eval")

@@ -136,6 +136,9 @@ def load_config(config: str, overrides: list[str] = ()) -> dict:
                 node[part] = {}
             node = node[part]
         node[parts[-1]] = yaml.safe_load(raw)
+    data = cfg.get("data") or {}
+    if data.get("source") is None:  # a data.path means the rows are read from it
+        data["source"] = "file" if data.get("path") else "toolworld"
     try:
         MethodConfig(**cfg["method"])
     except ValueError as exc:  # a value MethodConfig refuses, e.g. method.name=pcat

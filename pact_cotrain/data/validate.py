@@ -86,7 +86,7 @@ TRACE_METHODS = ("sft", "sft_then_grpo", "chord", "hint_rollouts")
 # Rewards that match the rollout's calls against gold calls. The task format has no gold calls besides
 # the trace (FTRL / toolworld metadata hold expected tool *outputs*, not calls), so an untraced task
 # has no gold to match: refused, rather than scored on format alone.
-TRACE_REWARDS = ("toolrl", "matchtir")
+TRACE_REWARDS = ("toolrl", "matchtir", "trace_match", "answer_match")
 
 
 def check_trace_needs(tasks: list[Task], method: str, reward: str, source: str) -> None:

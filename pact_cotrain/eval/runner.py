@@ -170,7 +170,8 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
              top_p: float = 1.0, max_new_tokens_per_turn: int | None = None,
              max_completion_tokens: int | None = None, seed: int = 0,
              max_turns: int | dict[str, int] | None = None, device: str | None = None, progress: bool = True,
-             backend="hf", vllm_kwargs: dict | None = None, resume: bool = False) -> dict:
+             backend="hf", vllm_kwargs: dict | None = None, resume: bool = False,
+             own: dict | None = None) -> dict:
     """Evaluate `model` (a name/path for `model_loader`, or a ready (model, tokenizer) pair) on each
     named benchmark; write episodes_<bench>.jsonl, results.json and results.md under `out_dir`, and
     return the results dict (the content of results.json).
@@ -189,7 +190,11 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
 
     `resume=True` (a study's runs): the batches an interrupted evaluation of the same model already wrote
     to episodes_<bench>.jsonl are kept and not run again; every batch keeps its seed (seed + its index),
-    so the result is the uninterrupted one's."""
+    so the result is the uninterrupted one's.
+
+    `own`: {name: Benchmark} of a user's own tasks (recipes/own_agent.py), run like the registered ones;
+    such a benchmark's `score(episodes, tasks)` puts the reward and per-function rewards in each
+    episode's metrics before they are summarised."""
     import torch
 
     from pact_cotrain.eval.benchmarks import BENCHMARKS, UNCAPPED, eval_settings, protocol_of
@@ -197,7 +202,9 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
     from pact_cotrain.rollout.engine import RolloutEngine, SamplingConfig
 
     data = dict(data or {})
-    unknown = [b for b in list(benchmarks) + list(data) if b not in BENCHMARKS]
+    registry = {**BENCHMARKS, **(own or {})}
+    benchmarks = list(benchmarks) + [name for name in (own or {}) if name not in benchmarks]
+    unknown = [b for b in list(benchmarks) + list(data) if b not in registry]
     if unknown:
         raise UserError(f"unknown benchmark {', '.join(sorted(set(unknown)))}; "
                         f"choose from {', '.join(sorted(BENCHMARKS))} (--benchmarks a,b)")
@@ -205,7 +212,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
         if not Path(path).is_file():
             raise UserError(f"--data {name}={path}: no such file; give a JSONL file in {name}'s format")
     # Every benchmark's tasks before the model loads: a missing file should not cost minutes.
-    all_tasks = {name: _load_tasks(BENCHMARKS[name], data.get(name)) for name in benchmarks}
+    all_tasks = {name: _load_tasks(registry[name], data.get(name)) for name in benchmarks}
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -258,7 +265,7 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
     bar = None  # the running benchmark's progress, counted in episodes
     try:
         for name in benchmarks:
-            bench = BENCHMARKS[name]
+            bench = registry[name]
             t0 = time.time()
             tasks = all_tasks[name]
             n_available = len(tasks)
@@ -295,7 +302,10 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
                 for index, batch in enumerate(batches):
                     if index * batch_size < len(kept):
                         continue
-                    for ep in engine.rollout(batch, k=1, seed=seed + index, on_episode_done=on_episode_done):
+                    episodes = engine.rollout(batch, k=1, seed=seed + index, on_episode_done=on_episode_done)
+                    if getattr(bench, "score", None) is not None:  # a user's own tasks: their reward functions
+                        bench.score(episodes, batch)
+                    for ep in episodes:
                         per_episode.append(ep.metrics)
                         stops[ep.stop_reason] += 1
                         generated += ep.n_generated

@@ -87,3 +87,52 @@ def run_tools_call(bench: str, data: str | None, row_id: str, tool: str, args_js
     print(f"info: {json.dumps(info)}")
     print("metrics: " + ", ".join(f"{k}={v:g}" for k, v in metrics.items()))
     return 0 if info.get("n_format_errors", 0) == 0 and info.get("n_tool_errors", 0) == 0 else 1
+
+
+def _own(flags: dict):
+    from pact_cotrain.recipes.own_agent import own_agent
+
+    flags = dict(flags)
+    return own_agent(flags.pop("config"), **flags)
+
+
+def run_own_tools_list(flags: dict, row_id: str | None) -> int:
+    """The tools a config (or --env / --tools) gives: functions, environment methods, MCP servers' tools;
+    for the row `row_id` of its data.path when given (a dict of environments picks one per row)."""
+    agent = _own(flags)
+    task = agent.find_task(row_id)
+    tools = agent.factory.tool_schemas(task)
+    where = flags.get("config") or "flags"
+    print(f"{where}{' ' + row_id if row_id else ''}: {len(tools)} tools (? = optional parameter)\n")
+    print("\n".join(tool_lines(tools)).rstrip())
+    return 0
+
+
+def run_own_tools_call(flags: dict, row_id: str | None, tool: str, args_json: str) -> int:
+    """One call of a user's tool after the row's reset, as an episode makes it; exit 1 when the tool failed."""
+    try:
+        arguments = json.loads(args_json) if args_json.strip() else {}
+    except json.JSONDecodeError as exc:
+        print(f"arguments are not valid JSON: {exc}")
+        return 2
+    if not isinstance(arguments, dict):
+        print(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        return 2
+    agent = _own(flags)
+    task = agent.find_task(row_id)
+    from pact_cotrain.data.trace_format import Task
+    from pact_cotrain.errors import UserError
+
+    task = task or Task(id="tools-call", messages=[{"role": "user", "content": ""}], tools=[])
+    env = agent.factory(task)
+    try:
+        _, schemas = env.reset(task)
+        names = [s.get("function", s).get("name") for s in schemas]
+        if tool not in names:
+            raise UserError(f"no tool named {tool!r} (offered: {', '.join(names) or 'none'})")
+        outcome = env.run_call(tool, arguments)
+    finally:
+        env.close()
+    print(f"{tool}({json.dumps(arguments, ensure_ascii=False)})")
+    print(outcome.output)
+    return 0 if outcome.ok else 1

@@ -12,25 +12,24 @@ import sys
 import torch
 
 from pact_cotrain.config import load_config
-from pact_cotrain.data.trace_format import Task, load_tasks
+from pact_cotrain.data.trace_format import Task
 from pact_cotrain.errors import UserError
-from pact_cotrain.rewards.episode import EpisodeReward
-from pact_cotrain.rollout.engine import SamplingConfig
 from pact_cotrain.training.methods import MethodConfig
 
 
-def load_train_tasks(data: dict) -> list[Task]:
+def load_train_tasks(data: dict, default_tools=None) -> list[Task]:
+    """The training rows `data` names: toolworld's generated tasks, or `data.path` (a JSONL or parquet file,
+    a dataset folder or a dataset id: data/sources.py). `default_tools(row)` gives the tools of a row
+    without a `tools` column (a user's tools, environment or MCP servers)."""
+    from pact_cotrain.data.sources import load_task_rows
     from pact_cotrain.training.checkpoints import RunError
 
     if data["source"] == "toolworld":
         from pact_cotrain.envs.toolworld import generate_tasks
 
         tasks = generate_tasks(data["n_train"], seed=data.get("toolworld_seed", 0), split=data.get("split", "train"))
-    elif data["source"] == "file":
-        if not data.get("path") or not os.path.isfile(data["path"]):  # e.g. a paper recipe's trace file not made yet
-            raise UserError(f"data.path={data.get('path')!r}: no such file (data.source=file reads a task/trace "
-                            "JSONL; `pact data convert` or `pact data traces` writes one)")
-        tasks = load_tasks(data["path"])
+    elif data["source"] == "file":  # a missing file (e.g. a paper recipe's trace file not made yet): one line
+        tasks = load_task_rows(data.get("path"), split=data.get("split") or "train", default_tools=default_tools)
     else:
         raise ValueError(f"data.source must be toolworld or file, got {data['source']!r}")
     if not tasks:  # training on nothing would "succeed" with the untrained model as final/
@@ -42,7 +41,8 @@ def check_executable_tools(tasks: list[Task], method: MethodConfig) -> None:
     """A rollout method needs an environment that runs each task's tools. A task runs in the environment
     its `benchmark` field names, toolworld by default, and toolworld executes only the tables a generated
     task carries; without them every call of a converted dataset's row would fail and RL would train on
-    error observations. Refused before the model loads; SFT reads only the trace and needs no environment."""
+    error observations. Refused before the model loads; SFT reads only the trace and needs no environment.
+    Rows run by a user's own tools (training/api.py `check_tasks`) are not passed here: they need no benchmark."""
     if method.name == "sft":
         return
     stranded = [t.id for t in tasks
@@ -51,7 +51,8 @@ def check_executable_tools(tasks: list[Task], method: MethodConfig) -> None:
         raise UserError(f"{len(stranded)} of {len(tasks)} training tasks (first: {stranded[0]}) have tools no environment "
                         f"can run: a row runs in the environment its `benchmark` field names (toolworld by default, "
                         f"which runs only generated toolworld tasks; ftrl runs FTRL's tool code). method.name="
-                        f"{method.name} rolls out, so its tools must execute; train such rows with --config sft")
+                        f"{method.name} rolls out, so its tools must execute: give them (env=MODULE:ATTR, tools=MODULE:ATTR or "
+                        f"mcp_servers), or train such rows with --config sft")
 
 
 def env_factory_for(tasks: list[Task], max_steps: int):
@@ -81,22 +82,103 @@ def _checkpointing_arg(config_cls, enabled: bool) -> dict:
     return {name: enabled}
 
 
-def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | None = None):
-    from datasets import Dataset
-    from trl import GRPOConfig
+def user_code(cfg: dict) -> dict:
+    """The config's own-agent keys resolved (MODULE:ATTR with the current directory on the import path),
+    before anything loads: tools, environment_factory, reward_funcs, mcp_servers."""
+    from pact_cotrain.training.api import resolve_reward_funcs
+    from pact_cotrain.user_code import resolve, resolve_list
 
+    return {"tools": resolve_list(cfg.get("tools"), "tools") or None,
+            "environment_factory": resolve(cfg.get("env"), "env"),
+            "reward_funcs": resolve_reward_funcs(cfg.get("reward_funcs")),
+            "mcp_servers": cfg.get("mcp_servers") or None}
+
+
+def pact_config(cfg: dict, has_reward_funcs: bool = False):
+    """The PACTConfig (TRL's GRPOConfig plus PACT's fields) a config describes."""
+    from pact_cotrain.training import precision
+    from pact_cotrain.training.api import PACTConfig
+
+    train, sampling, method = cfg["train"], cfg["sampling"], dict(cfg["method"])
+    if sampling.get("greedy"):  # K identical rollouts per prompt: every group advantage would be 0
+        raise UserError("sampling.greedy=true: training samples its K rollouts; set sampling.temperature instead")
+    fast_bf16 = precision.bf16_is_fast()
+    mixed_precision = precision.resolve_mixed_precision(train.get("mixed_precision"), fast_bf16)
+    rollout_dtype = precision.resolve_rollout_dtype(train.get("rollout_dtype"), fast_bf16)
+    precision.warn_if_slow_bf16(mixed_precision, rollout_dtype, fast_bf16)
+    name, reward, anchor_q = method.pop("name"), method.pop("reward", None), method.pop("anchor_q", None)
+    defaults = MethodConfig()
+    eps_low, eps_high = method.pop("eps_low", defaults.eps_low), method.pop("eps_high", defaults.eps_high)
+    k = train["k"]
+    return PACTConfig(
+        output_dir=cfg["output_dir"],
+        seed=cfg.get("seed", 0),
+        data_seed=cfg.get("seed", 0),
+        max_steps=train["max_steps"],
+        prompts_per_step=train["prompts_per_step"],
+        num_generations=k,
+        steps_per_generation=1,
+        gradient_accumulation_steps=1,
+        num_iterations=train.get("num_iterations", 1),
+        learning_rate=float(train["learning_rate"]),
+        lr_scheduler_type=train.get("lr_scheduler_type", "constant"),
+        warmup_steps=train.get("warmup_steps", 0),
+        max_grad_norm=train.get("max_grad_norm", 1.0),
+        **_checkpointing_arg(PACTConfig, train.get("gradient_checkpointing", True)),  # TRL's default; recompute costs time
+        logging_steps=train.get("logging_steps", 1),
+        save_strategy="steps" if train.get("save_steps") else "no",
+        save_steps=train.get("save_steps") or 500,
+        save_total_limit=train.get("save_total_limit"),
+        report_to=train.get("report_to") or [],
+        beta=0.0,
+        epsilon=eps_low,
+        epsilon_high=eps_high,
+        temperature=sampling["temperature"],
+        top_p=sampling.get("top_p", 1.0),
+        max_completion_length=sampling["max_completion_tokens"],
+        max_tool_calling_iterations=sampling["max_turns"] - 1,  # assistant turns = 1 + tool rounds
+        max_new_tokens_per_turn=sampling["max_new_tokens_per_turn"],
+        remove_unused_columns=False,
+        use_cpu=not torch.cuda.is_available(),
+        # bf16 autocast over fp32 weights: on by `train.mixed_precision: bf16` (or auto where bf16 is
+        # native: training/precision.py), or on a GPU when the weights themselves are bf16.
+        bf16=mixed_precision == "bf16" or (torch.cuda.is_available() and cfg.get("dtype") == "bfloat16"),
+        disable_tqdm=train.get("disable_tqdm", False),
+        method=name,
+        reward=None if has_reward_funcs else reward,
+        anchor_q=anchor_q,
+        method_overrides=method,
+        reward_weights=cfg.get("reward_weights"),
+        mcp_servers=cfg.get("mcp_servers") or None,
+        tool_timeout_s=cfg.get("tool_timeout_s", 30.0),
+        max_tool_output_chars=cfg.get("max_tool_output_chars", 16384),
+        tool_sandbox=cfg.get("tool_sandbox", False),
+        rollout_backend=train.get("rollout_backend", "hf"),
+        rollout_dtype=rollout_dtype,
+        rollout_vllm_kwargs=train.get("vllm"),
+        rollout_batch_size=sampling.get("generation_batch_size"),
+        micro_batch_tokens=train.get("micro_batch_tokens"),
+        forward_per_group=train.get("forward_per_group"),
+    )
+
+
+def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | None = None):
+    """A config -> the public PACTTrainer (training/api.py): its PACTConfig, rows and own-agent keys, with
+    every check that needs no model (data, traces, tools, attention) done before the model loads."""
+    from pact_cotrain.training.api import check_tasks, default_tools_for, user_factory
     from pact_cotrain.training.trainer import PACTTrainer
 
     if cfg.get("phases"):  # one trainer per phase: recipes/phased.py (run_train dispatches there)
         raise ValueError("a config with `phases:` is run by recipes.phased.run_phased, not one trainer")
-    tasks = tasks if tasks is not None else load_train_tasks(cfg["data"])  # bad data fails before the model loads
-    from pact_cotrain.data.validate import check_trace_needs
-
-    # Untraced rows: fine for grpo / pact; refused here for the methods and rewards that read the trace.
+    own = user_code(cfg)  # a MODULE:ATTR that does not import fails first
+    args = pact_config(cfg, has_reward_funcs=bool(own["reward_funcs"]))
+    factory = user_factory(args, own["tools"], own["environment_factory"], own["mcp_servers"])
+    # bad data fails before the model loads
+    tasks = tasks if tasks is not None else load_train_tasks(cfg["data"], default_tools_for(factory))
     data = cfg["data"]
-    check_trace_needs(tasks, cfg["method"]["name"], cfg["method"]["reward"],
-                      data["path"] if data["source"] == "file" else f"data.source={data['source']}")
-    check_executable_tools(tasks, MethodConfig(**cfg["method"]))  # before the model loads, too
+    # Untraced rows: fine for grpo / pact; refused here for the methods and rewards that read the trace.
+    check_tasks(tasks, MethodConfig(**cfg["method"]), bool(own["reward_funcs"]), factory,
+                data["path"] if data["source"] == "file" else f"data.source={data['source']}")
     attention = cfg["train"].get("attn_implementation")
     if attention:  # refused before the model loads; the trainer checks the default it ends up with
         from pact_cotrain.training.scoring import check_custom_mask_support
@@ -111,50 +193,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     from pact_cotrain.training.prompt_limits import check_prompt_lengths
 
     tasks = check_prompt_lengths(tasks, tokenizer, model, cfg)  # overlong prompts: before training
-    method = MethodConfig(**cfg["method"])
-    # generation_batch_size chunks the trainer's rollout calls; the engine's SamplingConfig does not take it
-    sampling = SamplingConfig(**{key: v for key, v in cfg["sampling"].items() if key != "generation_batch_size"})
     train = cfg["train"]
-    from pact_cotrain.training import precision
-
-    fast_bf16 = precision.bf16_is_fast()
-    mixed_precision = precision.resolve_mixed_precision(train.get("mixed_precision"), fast_bf16)
-    rollout_dtype = precision.resolve_rollout_dtype(train.get("rollout_dtype"), fast_bf16)
-    precision.warn_if_slow_bf16(mixed_precision, rollout_dtype, fast_bf16)
-    k = train["k"]
-    args = GRPOConfig(
-        output_dir=cfg["output_dir"],
-        seed=cfg.get("seed", 0),
-        data_seed=cfg.get("seed", 0),
-        max_steps=train["max_steps"],
-        per_device_train_batch_size=train["prompts_per_step"] * k,
-        num_generations=k,
-        steps_per_generation=1,
-        gradient_accumulation_steps=1,
-        num_iterations=train.get("num_iterations", 1),
-        learning_rate=float(train["learning_rate"]),
-        lr_scheduler_type=train.get("lr_scheduler_type", "constant"),
-        warmup_steps=train.get("warmup_steps", 0),
-        max_grad_norm=train.get("max_grad_norm", 1.0),
-        **_checkpointing_arg(GRPOConfig, train.get("gradient_checkpointing", True)),  # TRL's default; recompute costs time
-        logging_steps=train.get("logging_steps", 1),
-        save_strategy="steps" if train.get("save_steps") else "no",
-        save_steps=train.get("save_steps") or 500,
-        save_total_limit=train.get("save_total_limit"),
-        report_to=train.get("report_to") or [],
-        beta=0.0,
-        epsilon=method.eps_low,
-        epsilon_high=method.eps_high,
-        temperature=sampling.temperature,
-        max_completion_length=sampling.max_completion_tokens,
-        remove_unused_columns=False,
-        use_cpu=not torch.cuda.is_available(),
-        # bf16 autocast over fp32 weights: on by `train.mixed_precision: bf16` (or auto where bf16 is
-        # native: training/precision.py), or on a GPU when the weights themselves are bf16.
-        bf16=mixed_precision == "bf16" or (torch.cuda.is_available() and cfg.get("dtype") == "bfloat16"),
-        disable_tqdm=train.get("disable_tqdm", False),
-    )
-    dataset = Dataset.from_dict({"prompt": [t.id for t in tasks], "task_index": list(range(len(tasks)))})
     peft_config = None
     if train.get("lora"):
         from peft import LoraConfig
@@ -162,13 +201,9 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         lora = train["lora"]
         peft_config = LoraConfig(r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                                  target_modules=lora.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
-    trainer = PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
-                          env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
-                          reward=EpisodeReward(method.reward), peft_config=peft_config,
-                          rollout_dtype=rollout_dtype, rollout_backend=train.get("rollout_backend", "hf"),
-                          vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"),
-                          micro_batch_tokens=train.get("micro_batch_tokens"),
-                          generation_batch_size=cfg["sampling"].get("generation_batch_size"))
+    trainer = PACTTrainer(model=model, args=args, train_dataset=tasks, processing_class=tokenizer,
+                          reward_funcs=own["reward_funcs"], environment_factory=factory, peft_config=peft_config)
+    k = train["k"]
     from transformers.trainer_callback import ProgressCallback
 
     from pact_cotrain.progress import choose_mode, plain_training_callback

@@ -9,6 +9,8 @@
 * "matchtir": MatchTIR's reward (`rewards/matchtir.py`): bipartite-matched per-call scores, per-turn
   rewards (`turn_rewards`, for the turn-level advantage) and the trajectory reward
   R = R_proc + R_out, R_out the final answer's token F1 against the expert trace's final answer.
+* "trace_match", "answer_match": the generic trace rewards of `rewards/generic.py` (MatchTIR's process
+  reward of the calls; the final answer's token F1), for tasks without a verifier.
 """
 
 from __future__ import annotations
@@ -64,6 +66,14 @@ class EpisodeReward:
 
         if not task.trace:
             raise ValueError(f"reward {self.kind!r} needs gold calls, but task {task.id} has no expert trace")
+        if self.kind in ("trace_match", "answer_match"):
+            from pact_cotrain.rewards.generic import BUILTIN_REWARDS
+            from pact_cotrain.rewards.user import episode_completion
+
+            prompt = episode.env_messages if episode.env_messages is not None else task.messages
+            completion = episode_completion(episode.messages, len(prompt), task.tools)
+            value = BUILTIN_REWARDS[self.kind]([prompt], [completion], trace=[task.trace])[0]
+            return {"reward": 0.0 if value is None else value}  # None: a trace that ends without an answer
         pred, format_ok = predicted_turns(episode, task.tools)
         gold = gold_turns_from_trace(task.trace)
         if self.kind == "toolrl":

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pact_cotrain import losses
 
 METHODS = ("pact", "grpo", "sft", "sft_then_grpo", "chord", "hint_rollouts")
-REWARDS = ("env", "solve_f1", "ftrl_step", "toolrl", "matchtir")
+REWARDS = ("env", "solve_f1", "ftrl_step", "toolrl", "matchtir", "trace_match", "answer_match")
 
 
 @dataclass

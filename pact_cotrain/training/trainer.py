@@ -33,6 +33,7 @@ from pact_cotrain import losses
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.render import prompt_ids, render_trace_target
 from pact_cotrain.rewards.episode import EpisodeReward
+from pact_cotrain.rewards.user import fill_lost_rewards, reward_metrics, score_batch
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
 from pact_cotrain.training import distributed, microbatch
 from pact_cotrain.training.exact_resume import ExactResumeMixin
@@ -50,11 +51,33 @@ def step_seed(seed: int, step: int) -> int:
 
 
 class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
-    def __init__(self, model, args: GRPOConfig, tasks: list[Task], train_dataset, processing_class, env_factory,
-                 method: MethodConfig, sampling: SamplingConfig, reward: EpisodeReward,
+    def __init__(self, model, args: GRPOConfig | None = None, train_dataset=None, reward_funcs=None,
+                 processing_class=None, peft_config=None, callbacks=None, tools=None, environment_factory=None,
+                 mcp_servers=None, *, tasks: list[Task] | None = None, env_factory=None,
+                 method: MethodConfig | None = None, sampling: SamplingConfig | None = None,
+                 reward: EpisodeReward | None = None,
                  rollout_dtype: str | None = None, rollout_backend: str = "hf", vllm_kwargs: dict | None = None,
                  forward_per_group: bool | None = None, micro_batch_tokens: int | None = None,
                  generation_batch_size: int | None = None, **kwargs):
+        """TRL's GRPOTrainer arguments with TRL's meaning (`pact_cotrain.training.api`: a PACTConfig or
+        GRPOConfig, rows or a Dataset, tools, environment_factory, reward_funcs, plus mcp_servers).
+        The keywords from `tasks` on are the internal form those are normalised into."""
+        if tasks is None:
+            from pact_cotrain.training.api import normalise
+
+            internal = normalise(model, args, train_dataset, reward_funcs, processing_class, tools,
+                                 environment_factory, mcp_servers)
+            model, args, tasks, train_dataset, processing_class = (
+                internal.pop(key) for key in ("model", "args", "tasks", "train_dataset", "processing_class"))
+            env_factory, method, sampling, reward = (internal.pop(key) for key in
+                                                     ("env_factory", "method", "sampling", "reward"))
+            rollout_dtype, rollout_backend, vllm_kwargs, forward_per_group, micro_batch_tokens, \
+                generation_batch_size = (internal.pop(key) for key in (
+                    "rollout_dtype", "rollout_backend", "vllm_kwargs", "forward_per_group", "micro_batch_tokens",
+                    "generation_batch_size"))
+        elif tools or environment_factory or reward_funcs or mcp_servers:
+            raise ValueError("the internal form (tasks=...) takes env_factory and reward, not TRL's tools, "
+                             "environment_factory, reward_funcs or mcp_servers")
         if args.steps_per_generation not in (None, 1) or args.gradient_accumulation_steps != 1:
             raise ValueError("PACTTrainer takes one optimiser step per generation batch: "
                              "set steps_per_generation=1 and gradient_accumulation_steps=1 "
@@ -65,7 +88,7 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         self.micro_batch_tokens = micro_batch_tokens
         self.generation_batch_size = generation_batch_size
         super().__init__(model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset,
-                         processing_class=processing_class, **kwargs)
+                         processing_class=processing_class, peft_config=peft_config, callbacks=callbacks, **kwargs)
         self.tasks = tasks
         self.method = method
         self.sampling = sampling
@@ -178,11 +201,17 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             policy.train(was_training)
 
         by_id = {t.id: t for t in tasks}
-        scored = [self.episode_reward.score(ep, by_id[ep.task_id]) for ep in episodes]
-        rewards = torch.tensor([s["reward"] for s in scored], dtype=torch.float)
+        # A user's reward_funcs are called on the batch in TRL's convention (rewards/user.py); an episode lost
+        # to a faulty reward function (NaN) takes its group's mean and no gradient, and is counted.
+        scored = score_batch(self.episode_reward, episodes, [by_id[ep.task_id] for ep in episodes],
+                             trainer_state=self.state)
+        rewards, lost = fill_lost_rewards(torch.tensor([s["reward"] for s in scored], dtype=torch.float), k)
+        for key, value in reward_metrics(scored).items():
+            self._metrics["train"][key].append(value)
         advantages = losses.group_advantages(rewards, k)
         if self.method.reward == "matchtir" and self.method.turn_level_advantages:
             advantages = self._turn_level_advantages(episodes, scored, k)
+        advantages[lost] = 0.0
         generator = torch.Generator().manual_seed(seed + 1)
         if self.method.anchor_mode == "mixture":
             anchor = torch.full((len(tasks),), plan.anchor_q >= 1.0)
@@ -206,7 +235,7 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
                                for ep, scored_in_trace in zip(episodes, trace_rows.tolist())],
             "completions": [ep.completion_ids for ep in episodes],
             "sampling_logps": _pad([ep.logprobs for ep in episodes], 0.0, torch.float),
-            "loss_mask": _pad([ep.generated_mask for ep in episodes], 0, torch.float),
+            "loss_mask": _pad([ep.generated_mask for ep in episodes], 0, torch.float) * (~lost).float().unsqueeze(1),
             "rewards": rewards,
             "advantages": advantages,
             "anchor": anchor,

@@ -144,3 +144,27 @@ def test_the_cli_collects_from_an_openai_compatible_endpoint(tmp_path, tasks, ca
     assert rc == 0
     assert len(load_tasks(out)) == 4
     assert "traced 4 of 4 tasks tried (yield 100.0%" in capsys.readouterr().err
+
+
+def test_collect_through_your_own_environment_from_the_command_line(tmp_path, capsys, monkeypatch):
+    """The example agent's rows (TRL's `prompt` column, no trace) traced through its environment class."""
+    from pathlib import Path
+
+    from pact_cotrain.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)  # `examples.room_booking.agent:RoomBookingEnv` imports from the current directory
+    rows = [json.loads(line) for line in open(root / "examples" / "room_booking" / "data" / "test.jsonl")][:3]
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps({k: v for k, v in r.items() if k != "trace"}) + "\n" for r in rows))
+    traces = {r["prompt"][0]["content"]: r["trace"] for r in rows}
+    out = tmp_path / "traced.jsonl"
+    with ReplayServer(traces) as server:
+        rc = main(["data", "traces", "collect", "--tasks", str(source), "--env", "examples.room_booking.agent:RoomBookingEnv",
+                   "--teacher-url", server.url, "--teacher-model", "teacher", "--samples", "1", "--out", str(out)])
+    assert rc == 0, capsys.readouterr().err
+    written = load_tasks(out)
+    assert [t.id for t in written] == [r["id"] for r in rows]
+    assert all(t.metadata["calendar_seed"] == r["calendar_seed"] for t, r in zip(written, rows))
+    assert [m["content"] for m in written[0].trace if m["role"] == "tool"] == \
+           [m["content"] for m in rows[0]["trace"] if m["role"] == "tool"]

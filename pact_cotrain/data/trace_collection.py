@@ -14,8 +14,9 @@ Two teachers:
   the client (`max_retries`, with its backoff) before the sample counts as failed.
 
 Either way each assistant turn is executed by `env.step`, so the tool messages written are the ones the
-environment really returned, and the reward is the environment's (`metrics()["reward"]`) unless a
-`reward` function is given. A trajectory is kept only when it is clean: every call block parsed and
+environment really returned, and the reward is the environment's (`metrics()["reward"]`: a TRL
+environment's `get_reward`, a benchmark's own score) unless a `reward` is given (the user's
+`reward_funcs` as `rewards.user.RewardFunctions`, or an `EpisodeReward`). A trajectory is kept only when it is clean: every call block parsed and
 fitted its schema, no turn was cut by a token limit, and it ended on an answer (not on the turn limit).
 Rows are written with `messages` and `tools` as the environment showed them, so `pact data validate`
 checks the trace against exactly those tools.
@@ -28,12 +29,13 @@ tries again the ones whose requests failed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterable, Protocol
+from typing import Iterable, Protocol
 
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.envs.base import EnvFactory
@@ -50,7 +52,7 @@ class Trajectory:
 
     messages: list[dict] = field(default_factory=list)
     tools: list[dict] = field(default_factory=list)  # the tool schemas the environment showed
-    reward: float = 0.0
+    reward: float | None = 0.0  # None: lost to a reward-function fault
     clean: bool = True
     problem: str = ""  # why it is not clean, or the request error of a failed sample
     failed: bool = False  # the teacher could not be asked (request failed after retries)
@@ -90,13 +92,20 @@ def answer_tool_messages(assistant: dict, tool_messages: list[dict]) -> list[dic
     return out
 
 
-def finish(trajectory: Trajectory, metrics: dict, task: Task, reward: Callable | None) -> Trajectory:
-    """Score a finished trajectory: the `reward` function when given, else the environment's reward."""
-    value = reward(task, trajectory.messages, metrics) if reward is not None else metrics.get("reward", 0.0)
-    value = float(value)
-    if value != value or value in (float("inf"), float("-inf")):
-        raise UserError(f"task {task.id}: the reward is {value} (reward function "
-                        f"{getattr(reward, '__name__', 'env metrics[reward]')})")
+def finish(trajectory: Trajectory, episode, task: Task, reward) -> Trajectory:
+    """Score a finished trajectory: with `reward` (an `EpisodeReward`, or the user's `reward_funcs` as
+    `rewards.user.RewardFunctions`) when given, else the environment's reward (`metrics()["reward"]`). A
+    reward function's fault loses the trajectory (never kept, never scored 0)."""
+    if reward is None:
+        value = float(episode.metrics.get("reward", 0.0))
+    else:
+        from pact_cotrain.rewards.user import score_batch
+
+        value = float(score_batch(reward, [episode], [task])[0]["reward"])
+    if not math.isfinite(value):
+        trajectory.reject("the reward was lost to a reward-function fault")
+        trajectory.reward = None
+        return trajectory
     trajectory.reward = value
     return trajectory
 
@@ -106,7 +115,7 @@ class LocalTeacher:
 
     def __init__(self, model, tokenizer, max_turns: int = 10, max_new_tokens_per_turn: int = 512,
                  max_completion_tokens: int = 4096, temperature: float = 1.0, seed: int = 0,
-                 reward: Callable | None = None):
+                 reward=None):
         from pact_cotrain.rollout.engine import SamplingConfig
 
         self.model, self.tokenizer, self.seed, self.reward = model, tokenizer, seed, reward
@@ -144,7 +153,7 @@ class LocalTeacher:
             trajectory.reject("a turn was cut by the token limit")
         if episode.stop_reason != "done":
             trajectory.reject(f"the episode ended on {episode.stop_reason}, not on an answer")
-        return finish(trajectory, episode.metrics, task, self.reward)
+        return finish(trajectory, episode, task, self.reward)
 
 
 class OpenAITeacher:
@@ -152,7 +161,7 @@ class OpenAITeacher:
 
     def __init__(self, base_url: str, model: str, api_key: str | None = None, max_turns: int = 10,
                  max_tokens: int = 1024, temperature: float = 1.0, max_retries: int = 3, timeout_s: float = 120.0,
-                 reward: Callable | None = None, check: bool = True):
+                 reward=None, check: bool = True):
         from openai import OpenAI
 
         self.base_url, self.model, self.reward = base_url, model, reward
@@ -238,12 +247,19 @@ class OpenAITeacher:
                 break
         if not ended_on_answer:
             trajectory.reject("the episode ended before the teacher answered")
-        return finish(trajectory, env.metrics(), task, self.reward)
+        from pact_cotrain.rollout.engine import Episode
+
+        # What a reward function reads of an episode: the prompt, the turns as a model writes them, the metrics.
+        turns = [{"role": "assistant", "content": render_assistant_text(m)} if m["role"] == "assistant" else m
+                 for m in trajectory.messages]
+        episode = Episode(task.id, 0, [], [], [], [], [], [dict(m) for m in messages] + turns,
+                          metrics=dict(env.metrics()), env_messages=[dict(m) for m in messages], env_tools=list(tools or []))
+        return finish(trajectory, episode, task, self.reward)
 
 
 def best_kept(trajectories: list[Trajectory], min_reward: float) -> Trajectory | None:
     """The clean trajectory with the highest reward, if it reaches `min_reward` (the first on ties)."""
-    clean = [t for t in trajectories if t.clean and t.reward >= min_reward]
+    clean = [t for t in trajectories if t.clean and t.reward is not None and t.reward >= min_reward]
     return max(clean, key=lambda t: t.reward) if clean else None
 
 
@@ -276,6 +292,7 @@ def collect_traces(tasks: list[Task], env_factory: EnvFactory, teacher: Teacher,
                     _sync(rows)
                 log.write(json.dumps({"id": task.id, "outcome": outcome,
                                       "rewards": [None if t.failed else t.reward for t in trajectories],
+                                      "lost": sum(t.reward is None and not t.failed for t in trajectories),
                                       "problems": sorted({t.problem for t in trajectories if t.problem})}) + "\n")
                 _sync(log)
                 bar.advance()
@@ -310,7 +327,8 @@ def collection_report(log_path: str, min_reward: float, ids: Iterable[str] | Non
     counts = {o: sum(rec["outcome"] == o for rec in records) for o in (TRACED, BELOW, FAILED)}
     report = {"tried": len(records), **counts, "yield": counts[TRACED] / len(records) if records else 0.0,
               "min_reward": min_reward, "samples": len(rewards),
-              "failed_samples": sum(r is None for rec in records for r in rec["rewards"])}
+              "lost_samples": sum(rec.get("lost", 0) for rec in records)}
+    report["failed_samples"] = sum(r is None for rec in records for r in rec["rewards"]) - report["lost_samples"]
     if rewards:
         report["reward"] = {"mean": statistics.fmean(rewards), "min": min(rewards), "max": max(rewards),
                             "quartiles": statistics.quantiles(rewards, n=4, method="inclusive")
@@ -337,6 +355,8 @@ def format_collection_report(report: dict, out: str) -> str:
                      f"it; best per task mean {report['best_reward_per_task_mean']:.3f}")
     if report["failed_samples"]:
         lines.append(f"  {report['failed_samples']} samples failed (requests that failed after the client's retries)")
+    if report["lost_samples"]:
+        lines.append(f"  {report['lost_samples']} samples lost to reward-function faults (not scored, not kept)")
     for problem, n in report["problems"].items():
         lines.append(f"  rejected or failed ({n} tasks): {problem}")
     return "\n".join(lines)

@@ -67,6 +67,16 @@ class PACTConfig(GRPOConfig):
             self.per_device_train_batch_size = self.prompts_per_step * self.num_generations
         if self.steps_per_generation is None:
             self.steps_per_generation = 1  # one generation batch is one optimiser step
+        import torch
+
+        if not torch.cuda.is_available():
+            # TRL defaults bf16 to True, which transformers refuses on a CPU unless use_cpu is set; where bf16
+            # is emulated it is also many times slower (training/precision.py). Unset, it means "where native".
+            self.use_cpu = True
+            if self.bf16 is None and not self.fp16:
+                from pact_cotrain.training import precision
+
+                self.bf16 = precision.bf16_is_fast()
         super().__post_init__()
         if self.per_device_train_batch_size % self.num_generations:
             raise UserError(f"per_device_train_batch_size={self.per_device_train_batch_size} is not a multiple of "

@@ -99,7 +99,7 @@ def _train(args) -> int:
                          resume_anyway=args.resume_anyway)
     except (UserError, TraceFormatError) as exc:  # ordinary mistakes and conditions: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # a run stopped by a signal: 128 + its number
 
 
 def _study(args) -> int:

@@ -47,7 +47,15 @@ class ExactResumeMixin:
             with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as handle:
                 step = json.load(handle)["global_step"]
             self._sampler_resume = (torch.load(path, weights_only=False), step)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        stop = getattr(self, "graceful_stop", None)  # graceful_stop.py: SIGTERM/SIGINT save, then stop
+        try:
+            result = super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            if stop is not None:
+                stop.restore_handlers()  # also when training raised (on_train_end is not called then)
+        if stop is not None:
+            stop.raise_if_stopped(self.args.output_dir)
+        return result
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state) plus the sampler's state,

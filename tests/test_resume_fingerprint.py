@@ -13,7 +13,6 @@ from pact_cotrain.config import load_config
 from pact_cotrain.recipes.train import build_trainer, run_train
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training.checkpoints import SimulatedKill
-from pact_cotrain.training.fingerprint import FILE_NAME, run_fingerprint
 from tests.test_robustness import StopAt, cfg_args, step_of
 
 
@@ -51,6 +50,8 @@ def _copy(interrupted, tmp_path):
 
 
 def test_the_checkpoint_records_the_fingerprint(interrupted, tasks_file):
+    from pact_cotrain.training.fingerprint import FILE_NAME, run_fingerprint
+
     out, args = interrupted
     recorded = json.loads((out / "checkpoint-2" / FILE_NAME).read_text())
     assert recorded == run_fingerprint(load_config("sft", args))
@@ -92,7 +93,7 @@ def test_resume_anyway_continues_with_a_note(interrupted, tmp_path, tok, capsys)
 
 def test_same_config_resumes_and_an_old_checkpoint_is_not_checked(interrupted, tmp_path, tok, capsys):
     args = _copy(interrupted, tmp_path)
-    (tmp_path / "run" / "checkpoint-2" / FILE_NAME).unlink()  # as written before fingerprints
+    (tmp_path / "run" / "checkpoint-2" / "run_fingerprint.json").unlink()  # as written before fingerprints
     assert run_train("sft", args, resume="latest", model=tiny_llama(tok), tokenizer=tok) == 0
     assert "records no run fingerprint" in capsys.readouterr().out
     assert step_of(tmp_path / "run" / "final") == 4

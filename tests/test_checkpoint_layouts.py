@@ -52,7 +52,8 @@ def _run_with(single, tmp_path, build) -> Path:
     newest = out / "checkpoint-4"
     newest.mkdir()
     for name in TRAINER_FILES:
-        shutil.copy(checkpoint / name, newest / name)
+        if (checkpoint / name).exists():  # run_fingerprint.json: not written by older versions
+            shutil.copy(checkpoint / name, newest / name)
     for rank in (0, 1):  # one RNG state per process, as the Trainer writes under several processes
         shutil.copy(checkpoint / "rng_state.pth", newest / f"rng_state_{rank}.pth")
     build(newest, checkpoint)

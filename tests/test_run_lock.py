@@ -58,8 +58,9 @@ def test_a_live_holder_is_named_and_a_killed_one_releases_the_lock(tmp_path):
 
 
 def test_a_lock_file_naming_a_live_pid_is_not_a_lock(tmp_path):
-    """A PID in the file means nothing by itself (a reused PID, or one of another host)."""
-    (tmp_path / LOCK_NAME).write_text(f"host elsewhere PID {os.getppid()}\n")
+    """A PID in the file means nothing by itself: a live process that reused a dead run's PID (here our
+    parent's), or a PID of another host, does not hold the folder."""
+    (tmp_path / LOCK_NAME).write_text(f"{os.getppid()}\n")  # as the PID lock wrote it
     started = time.monotonic()
     with run_lock(str(tmp_path)):
         pass

@@ -122,10 +122,11 @@ def _train(args) -> int:
     from pact_cotrain.errors import UserError
 
     try:
-        return run_train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite)
+        return run_train(args.config, args.overrides, resume=args.resume, overwrite=args.overwrite,
+                         resume_anyway=args.resume_anyway)
     except (UserError, TraceFormatError) as exc:  # ordinary mistakes and conditions: one line, no traceback
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return getattr(exc, "exit_code", 2)  # a run stopped by a signal: 128 + its number
 
 
 def _study(args) -> int:
@@ -348,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", nargs="?", const="latest", default=None, help="checkpoint dir, or latest")
     p.add_argument("--overwrite", action="store_true",
                    help="delete another run's checkpoints and final/ in output_dir, then train from scratch")
+    p.add_argument("--resume-anyway", action="store_true",
+                   help="resume although the checkpoint was written under another data, method, seed, batch or model")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides of base.yaml's keys, e.g. "
                    "train.max_steps=20 method.anchor_q=0.5 (an unknown key is refused)")
     p.set_defaults(func=_train)

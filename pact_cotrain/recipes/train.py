@@ -216,6 +216,9 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
 
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RichProgressCallback())
+    from pact_cotrain.training.fingerprint import run_fingerprint
+
+    trainer.run_fingerprint = run_fingerprint(cfg)  # recorded in each checkpoint; --resume compares it
     n = trainer.accelerator.num_processes
     if n > 1 and trainer.accelerator.is_main_process:  # prompts_per_step is per process: say what a step is
         print(f"step: {n} processes x {train['prompts_per_step']} prompts (train.prompts_per_step is per process) "
@@ -231,7 +234,7 @@ def latest_checkpoint(output_dir: str) -> str | None:
 
 
 def run_train(config: str, overrides: list[str] = (), resume: str | None = None, overwrite: bool = False,
-              **build_kwargs) -> int:
+              resume_anyway: bool = False, **build_kwargs) -> int:
     from pact_cotrain.recipes.phased import is_phased, run_phased
 
     if is_phased(config):  # a `phases:` list: each phase from the previous one's checkpoint
@@ -239,7 +242,7 @@ def run_train(config: str, overrides: list[str] = (), resume: str | None = None,
             raise ValueError(f"--resume is not supported for the phased config {config}")
         run_phased(config, list(overrides), **build_kwargs)
         return 0
-    from pact_cotrain.training.checkpoints import CheckpointNotFoundError, RunError, missing_files
+    from pact_cotrain.training.resume import resume_checkpoint
     from pact_cotrain.training.run_dir import check_writable, claim, run_lock
 
     cfg = load_config(config, list(overrides))
@@ -254,12 +257,7 @@ def run_train(config: str, overrides: list[str] = (), resume: str | None = None,
                 print(f"{out} is finished (step {finished} of {cfg['train']['max_steps']}, final/ complete); "
                       f"nothing to resume")
                 return 0
-            checkpoint = latest_checkpoint(out) if resume == "latest" else resume
-            if checkpoint is None:
-                raise CheckpointNotFoundError(f"--resume: no complete checkpoint-* directory in {out}")
-            missing = missing_files(checkpoint)
-            if missing:
-                raise RunError(f"--resume: {checkpoint} is incomplete (missing {', '.join(missing)})")
+            checkpoint = resume_checkpoint(out, resume, cfg, anyway=resume_anyway)  # complete, loadable, same run
             step = _global_step(checkpoint)
             if step >= cfg["train"]["max_steps"]:  # trained to the end; only final/ was not written
                 print(f"resuming from {checkpoint}: already at step {step}; writing final/ from it")

@@ -15,16 +15,13 @@ import shutil
 from collections.abc import Callable
 
 from pact_cotrain.errors import UserError
+from pact_cotrain.training import checkpoint_layout
 
 CHECKPOINT_RE = re.compile(r"^checkpoint-(\d+)$")
 ASIDE_RE = re.compile(r"^(checkpoint-\d+|final)\.old-\d+$")  # an old copy renamed aside by replace_dir
 # test-only: stop as a kill -9 would at a named instant, e.g. "staged:final" (fully staged, not renamed
 # in) or "replace:checkpoint-4" (old copy set aside, new one not yet moved in)
 KILL_ENV = "PACT_TEST_KILL_AT"
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "adapter_model.safetensors",
-                "pytorch_model.bin", "pytorch_model.bin.index.json")
-# Everything a resume needs besides the weights (sampler_state.pt is ours: see trainer.PACTTrainer).
-STATE_FILES = ("optimizer.pt", "scheduler.pt", "trainer_state.json", "sampler_state.pt")
 
 
 class RunError(UserError):
@@ -52,18 +49,9 @@ def checkpoint_step(name: str) -> int | None:
 
 
 def missing_files(path: str, with_state: bool = True) -> list[str]:
-    """What a checkpoint folder lacks to be resumed from (or, `with_state=False`, to be loaded as a model)."""
-    if not os.path.isdir(path):
-        return ["the folder itself"]
-    names = set(os.listdir(path))
-    missing = [] if names & set(WEIGHT_FILES) else ["model weights"]
-    if "config.json" not in names and "adapter_config.json" not in names:
-        missing.append("config.json")
-    if with_state:
-        missing += [f for f in STATE_FILES if f not in names]
-        if not any(n.startswith("rng_state") and n.endswith(".pth") for n in names):
-            missing.append("rng_state.pth")
-    return missing
+    """What a checkpoint folder lacks to be resumed from (or, `with_state=False`, to be loaded as a model),
+    in the layout the launch wrote (one process / DDP, DeepSpeed, FSDP: checkpoint_layout.py)."""
+    return checkpoint_layout.missing(path, with_state)
 
 
 def checkpoints(output_dir: str) -> list[tuple[int, str]]:
@@ -91,13 +79,22 @@ def recover(output_dir: str, log: Callable[[str], None] = print) -> None:
 
 
 def latest_complete(output_dir: str, log: Callable[[str], None] = print) -> str | None:
-    """The newest checkpoint with everything a resume needs; incomplete newer ones are reported and skipped."""
+    """The newest checkpoint with everything a resume needs, whose files can be loaded. Each newer one
+    skipped is reported in one line: which, why, and which checkpoint is used instead."""
     recover(output_dir, log)
+    skipped = []
     for _, path in reversed(checkpoints(output_dir)):
         missing = missing_files(path)
-        if not missing:
+        problem = None if missing else checkpoint_layout.unloadable(path)
+        if not missing and problem is None:
+            for reason in skipped:
+                log(f"skipping {reason}; resuming from {path} instead (--resume=PATH names a checkpoint "
+                    f"explicitly)")
             return path
-        log(f"skipping incomplete checkpoint {path} (missing {', '.join(missing)})")
+        skipped.append(f"incomplete checkpoint {path} (missing {', '.join(missing)})" if missing
+                       else f"checkpoint {path}: it cannot be loaded ({problem})")
+    for reason in skipped:
+        log(f"skipping {reason}; no earlier complete checkpoint")
     return None
 
 
@@ -176,9 +173,13 @@ def atomic_write_dir(target: str, write: Callable[[str], None]) -> None:
         raise
 
 
-def prune(output_dir: str, keep: int | None) -> None:
-    """Delete all but the newest `keep` checkpoints (None or 0: keep all)."""
+def prune(output_dir: str, keep: int | None, just_written: str) -> None:
+    """Keep `just_written` and the newest `keep - 1` complete checkpoints before it; delete the older
+    complete ones (None or 0: keep all). Incomplete folders are not counted (resume skips them) and not
+    touched, nor is any checkpoint newer than `just_written`, so the run always keeps a complete one."""
     if not keep:
         return
-    for _, path in checkpoints(output_dir)[:-keep]:
+    newest = checkpoint_step(os.path.basename(just_written))
+    older = [path for step, path in checkpoints(output_dir) if step < newest and not missing_files(path)]
+    for path in older[: max(len(older) - (keep - 1), 0)]:
         shutil.rmtree(path, ignore_errors=True)

@@ -11,6 +11,7 @@ import shutil
 
 import torch
 
+from pact_cotrain.training import fingerprint
 from pact_cotrain.training.checkpoints import RunError, atomic_write_dir, prune, save_failure
 from pact_cotrain.training.resumable_sampler import ResumableRepeatSampler
 
@@ -25,9 +26,14 @@ class ExactResumeMixin:
                                          base.repeat_count, base.shuffle, base.seed)
         if self._sampler_resume is not None:
             state, global_step = self._sampler_resume
-            sampler.load_state_dict(state)
             # the trainer resumes in epoch global_step // steps-per-epoch, skipping the batches already done
-            sampler.resume_pass = global_step // max(sampler.steps_per_pass(), 1)
+            resume_pass = global_step // max(sampler.steps_per_pass(), 1)
+            if state["states"] and resume_pass not in state["states"]:  # another batch shape (--resume-anyway)
+                print(f"the checkpoint's data order is for another batch shape (epoch {resume_pass} not saved): "
+                      f"the resumed run draws a fresh order", flush=True)
+            else:
+                sampler.load_state_dict(state)
+                sampler.resume_pass = resume_pass
         self._train_sampler = sampler
         return sampler
 
@@ -41,7 +47,15 @@ class ExactResumeMixin:
             with open(os.path.join(resume_from_checkpoint, "trainer_state.json")) as handle:
                 step = json.load(handle)["global_step"]
             self._sampler_resume = (torch.load(path, weights_only=False), step)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        stop = getattr(self, "graceful_stop", None)  # graceful_stop.py: SIGTERM/SIGINT save, then stop
+        try:
+            result = super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            if stop is not None:
+                stop.restore_handlers()  # also when training raised (on_train_end is not called then)
+        if stop is not None:
+            stop.raise_if_stopped(self.args.output_dir)
+        return result
 
     def _save_checkpoint(self, model, trial):
         """TRL's checkpoint (model, optimizer, scheduler, RNG, trainer state) plus the sampler's state,
@@ -62,6 +76,8 @@ class ExactResumeMixin:
                 sampler = getattr(self, "_train_sampler", None)
                 torch.save(sampler.state_dict() if sampler is not None else {"passes": 0, "states": {}},
                            os.path.join(scratch, name, "sampler_state.pt"))
+                if getattr(self, "run_fingerprint", None) is not None:  # what --resume checks (fingerprint.py)
+                    fingerprint.write(os.path.join(scratch, name), self.run_fingerprint)
         except Exception as exc:
             shutil.rmtree(scratch, ignore_errors=True)
             error = save_failure(exc, name, final_root)  # e.g. a full disk, named, not "iostream error"
@@ -75,5 +91,5 @@ class ExactResumeMixin:
             atomic_write_dir(os.path.join(final_root, name),
                              lambda staging: os.replace(os.path.join(scratch, name), staging))
             shutil.rmtree(scratch, ignore_errors=True)
-            prune(final_root, limit)
+            prune(final_root, limit, just_written=os.path.join(final_root, name))
         self.accelerator.wait_for_everyone()

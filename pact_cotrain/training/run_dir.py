@@ -1,10 +1,21 @@
-"""One run per output folder: a PID lock file, a refusal to mix with another run's checkpoints, and
-a write check before the first step (so a read-only folder fails at once, not after training)."""
+"""One run per output folder: a lock the operating system holds, a refusal to mix with another run's
+checkpoints, and a write check before the first step (so a read-only folder fails at once, not after training).
+
+The lock is `fcntl.flock` on `output_dir/.pact-run.lock`: the kernel grants it to one process at a time
+and drops it when that process exits, however it exits (kill -9 included), so there is no stale lock
+to take over and no window between creating the file and claiming it. The holder's host and PID are
+written into the file for the refusal's message only. The file is removed while still locked; a process
+that opened it just before finds, once it has the lock, that the path no longer names its file, and
+tries again. On NFS, Linux maps flock onto the server's byte-range locks (NFSv4), which hold across hosts.
+"""
 
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import shutil
+import socket
 import tempfile
 from contextlib import contextmanager
 
@@ -13,52 +24,62 @@ from pact_cotrain.training.checkpoints import RunError, checkpoints
 LOCK_NAME = ".pact-run.lock"
 
 
-def _alive(pid: int) -> bool:
+def _holder(fd: int) -> str:
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        text = os.pread(fd, 200, 0).decode(errors="replace").strip()
+    except OSError:
+        text = ""
+    return text or "its holder has not written its host and PID yet"
+
+
+def _same_file(fd: int, path: str) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
         return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
 
 
-def _read_pid(path: str) -> int | None:
-    try:
-        with open(path) as handle:
-            return int(handle.read().strip() or "x")
-    except (OSError, ValueError):
-        return None
+def _acquire(path: str, output_dir: str) -> int:
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd)
+            os.close(fd)
+            raise RunError(f"{output_dir} is in use by another run ({holder}; lock file {path})") from None
+        if _same_file(fd, path):
+            return fd
+        os.close(fd)  # the holder removed the file between our open and our lock: lock the new one
+
+
+def _clean_staging(output_dir: str, log) -> None:
+    """Staging folders a killed run left (we hold the lock, so no save is under way)."""
+    for path in glob.glob(os.path.join(output_dir, ".staging-*")):
+        shutil.rmtree(path, ignore_errors=True)
+        log(f"removed {path}, left by an interrupted save")
 
 
 @contextmanager
 def run_lock(output_dir: str, log=print):
-    """Hold `output_dir/.pact-run.lock` (our PID) for the block. A lock whose PID is dead is stale and taken
-    over; a live one is refused."""
+    """Hold `output_dir/.pact-run.lock` for the block, or refuse at once (naming the holder) when another
+    process holds it."""
     path = os.path.join(output_dir, LOCK_NAME)
     if not is_main_launch_process():  # under torchrun/accelerate, process 0 holds the lock for the run
         yield path
         return
-    for _ in range(2):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            pid = _read_pid(path)
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                raise RunError(f"{output_dir} is in use by another run (PID {pid}, lock file {path})") from None
-            log(f"removing stale lock {path} (PID {pid} is not running)")
-            os.remove(path)
-            continue
-        with os.fdopen(fd, "w") as handle:
-            handle.write(f"{os.getpid()}\n")
-        break
-    else:
-        raise RunError(f"could not take the lock {path}")
+    fd = _acquire(path, output_dir)
     try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"host {socket.gethostname()} PID {os.getpid()}\n".encode(), 0)
+        _clean_staging(output_dir, log)
         yield path
     finally:
-        if _read_pid(path) == os.getpid():
-            os.remove(path)
+        try:
+            os.remove(path)  # while still locked: see the module's docstring
+        except FileNotFoundError:
+            pass
+        os.close(fd)  # releases the lock
 
 
 def is_main_launch_process() -> bool:

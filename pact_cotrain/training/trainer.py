@@ -123,6 +123,10 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         from pact_cotrain.training.guards import NonFiniteGuard
 
         self.add_callback(NonFiniteGuard(self))
+        from pact_cotrain.training.graceful_stop import GracefulStop
+
+        self.graceful_stop = GracefulStop(self)  # issue 31: SIGTERM/SIGINT save a checkpoint, then stop
+        self.add_callback(self.graceful_stop)
 
     # ------------------------------------------------------------------ batch construction
 

@@ -89,6 +89,10 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
 
     if cfg.get("phases"):  # one trainer per phase: recipes/phased.py (run_train dispatches there)
         raise ValueError("a config with `phases:` is run by recipes.phased.run_phased, not one trainer")
+    from pact_cotrain.training import step_prompts
+
+    # one process's share of train.global_prompts_per_step (refused when it does not divide), before the model loads
+    step_prompts.resolve(cfg, step_prompts.launched_processes())
     tasks = tasks if tasks is not None else load_train_tasks(cfg["data"])  # bad data fails before the model loads
     from pact_cotrain.data.validate import check_trace_needs
 
@@ -182,9 +186,10 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(RichProgressCallback())
     n = trainer.accelerator.num_processes
-    if n > 1 and trainer.accelerator.is_main_process:  # prompts_per_step is per process: say what a step is
-        print(f"step: {n} processes x {train['prompts_per_step']} prompts (train.prompts_per_step is per process) "
-              f"= {n * train['prompts_per_step']} prompts x {k} rollouts", file=sys.stderr, flush=True)
+    if n * train["prompts_per_step"] != train["global_prompts_per_step"]:  # WORLD_SIZE was not accelerate's count
+        raise RuntimeError(f"{n} processes, but the step was sized for {step_prompts.launched_processes()} (WORLD_SIZE)")
+    if trainer.accelerator.is_main_process:  # the run's first line: the step's prompts, global and per process
+        print(f"step: {step_prompts.describe(n, train['prompts_per_step'], k)}", file=sys.stderr, flush=True)
     return trainer
 
 

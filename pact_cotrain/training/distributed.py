@@ -187,7 +187,7 @@ def agreed_counts(accelerator, site: str, step: int, counts: dict[str, int], for
     if any(row[:2] != rows[0][:2] for row in rows):
         where = {r: (row[1], "here" if row[0] == site_id else "elsewhere") for r, row in enumerate(rows)}
         raise CollectiveMismatchError(
-            f"process {accelerator.process_index} is at {site!r} of step {step}, but the processes are at "
+            f"process {torch.distributed.get_rank()} is at {site!r} of step {step}, but the processes are at "
             f"(step, site) {where}: they ran different sequences of passes and would wait forever on a "
             f"collective (training/distributed.py, item 4)")
     return {key: max(row[2 + i] for row in rows) for i, key in enumerate(counts)}

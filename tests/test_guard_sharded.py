@@ -19,7 +19,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_guard_finds_one_process_non_finite_shard_on_every_process(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+    # PACT_DEEPSPEED_PYTHON: a Python with deepspeed installed as well (this venv has none), e.g. a venv made
+    # with `pip install "pact-cotrain[deepspeed]"`; its first run JIT-compiles DeepSpeed's CPU comm op (minutes)
+    python = os.environ.get("PACT_DEEPSPEED_PYTHON", sys.executable)
+    cmd = [python, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(ROOT / "tests" / "guard_sharded.py"), str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -53,3 +53,20 @@ def test_paper_recipe_plan_keeps_256_prompts_on_any_gpu_count(gpus, share):
     text = format_plan(plan)
     assert f"step: 256 prompts a step (global) = {gpus} process{'es' if gpus > 1 else ''} x {share} prompts (per process)" \
         in text
+
+
+def test_a_run_states_both_numbers_first_and_refuses_a_share_that_does_not_divide(tmp_path, capsys, monkeypatch):
+    from pact_cotrain.recipes.train import build_trainer
+    from pact_cotrain.testing import tiny_llama, tiny_tokenizer
+
+    tok = tiny_tokenizer()
+    args = ["train.global_prompts_per_step=4", "train.prompts_per_step=null", "train.k=2", "data.n_train=8",
+            "train.report_to=[]", "train.disable_tqdm=true", f"output_dir={tmp_path}/run"]
+    monkeypatch.setenv("WORLD_SIZE", "3")  # as `accelerate launch --num_processes 3` sets it
+    with pytest.raises(UserError, match="global_prompts_per_step=4 does not divide by the 3 processes"):
+        build_trainer(load_config("grpo", args), model=None, tokenizer=tok)  # before any model loads
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    trainer = build_trainer(load_config("grpo", args), model=tiny_llama(tok), tokenizer=tok)
+    assert trainer.args.per_device_train_batch_size == 4 * 2
+    assert "step: 4 prompts a step (global) = 1 process x 4 prompts (per process), x 2 rollouts each" \
+        in capsys.readouterr().err

@@ -189,7 +189,8 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     if n * train["prompts_per_step"] != train["global_prompts_per_step"]:  # WORLD_SIZE was not accelerate's count
         raise RuntimeError(f"{n} processes, but the step was sized for {step_prompts.launched_processes()} (WORLD_SIZE)")
     if trainer.accelerator.is_main_process:  # the run's first line: the step's prompts, global and per process
-        print(f"step: {step_prompts.describe(n, train['prompts_per_step'], k)}", file=sys.stderr, flush=True)
+        rollouts = None if method.name == "sft" else k  # SFT rolls nothing out
+        print(f"step: {step_prompts.describe(n, train['prompts_per_step'], rollouts)}", file=sys.stderr, flush=True)
     return trainer
 
 

@@ -83,7 +83,12 @@ for iterations in (1, 2):
     trainer.add_callback(counter)
     trainer.train()
     results[iterations] = counter.steps
-    print(f"RANK {rank} num_iterations={iterations} steps={trainer.state.global_step} "
+    from pact_cotrain.training.distributed import sharding
+
+    results["sharding"] = sharding(trainer.accelerator)  # zero2 / zero3 under a DeepSpeed launch, None under DDP
+
+    print(f"RANK {rank} launch={trainer.accelerator.distributed_type} sharding={sharding(trainer.accelerator)} "
+          f"num_iterations={iterations} steps={trainer.state.global_step} "
           f"forwards={counter.steps}", flush=True)
 # The agreement's own check: processes that reach different agreement sites raise, on every process, instead
 # of waiting (here the two sites' collectives match each other, as two different passes' collectives would).

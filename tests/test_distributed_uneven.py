@@ -22,14 +22,38 @@ ROOT = Path(__file__).resolve().parents[1]
 WAIT_SECONDS = 60  # a collective waiting longer than this fails (the steps' own collectives wait seconds)
 
 
+def _launch(out: Path, python: str = sys.executable, **env) -> list[dict]:
+    cmd = [python, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
+           str(ROOT / "tests" / "distributed_uneven.py"), str(out), str(WAIT_SECONDS)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **env})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return [torch.load(out / f"rank{r}.pt") for r in range(2)]
+
+
 @pytest.mark.slow
 def test_uneven_processes_run_equal_pass_counts_and_finish(tmp_path):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
-           str(ROOT / "tests" / "distributed_uneven.py"), str(tmp_path), str(WAIT_SECONDS)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900, cwd=ROOT, env=env)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    ranks = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    ranks = _launch(tmp_path)
+    assert [r["sharding"] for r in ranks] == [None, None]  # DDP, padded as sharding pads (`_pad_parts`)
+    _check(ranks)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", ["2", "3"])
+def test_uneven_processes_finish_under_deepspeed_zero(tmp_path, stage):
+    """The same under a real DeepSpeed ZeRO-2/3 engine on the 2 CPU processes (accelerate's DeepSpeed launch
+    set by its environment variables): ZeRO-3 all-gathers weights in every forward. Needs a Python with
+    deepspeed (PACT_DEEPSPEED_PYTHON); measured before the fix: ZeRO-3 hung at num_iterations 2 (gloo's
+    60 s timeout; rank 1 in pi_old's [x; h] padding all-reduce, rank 0 already in the loss-scale one)."""
+    python = os.environ.get("PACT_DEEPSPEED_PYTHON")
+    if not python:
+        pytest.skip("PACT_DEEPSPEED_PYTHON (a Python with deepspeed) not set")
+    ranks = _launch(tmp_path, python, ACCELERATE_USE_DEEPSPEED="true", ACCELERATE_DEEPSPEED_ZERO_STAGE=stage)
+    assert [r["sharding"] for r in ranks] == [f"zero{stage}"] * 2  # a real ZeRO engine, which pads by itself
+    _check(ranks)
+
+
+def _check(ranks: list[dict]) -> None:
     for iterations, steps in ((1, 1), (2, 2)):
         r0, r1 = ranks[0][iterations], ranks[1][iterations]
         assert len(r0) == len(r1) == steps

@@ -78,3 +78,19 @@ def test_multinode_placeholders_and_overrides():
     # torchrun on each machine ("standard" launcher): 2 nodes x 8 processes, rendezvous at machine 0
     assert (args.nnodes, args.node_rank, args.nproc_per_node) == ("2", 1, "8")
     assert args.rdzv_endpoint == "192.0.2.7:29500"
+
+
+def test_each_file_says_what_it_needs_and_the_deepspeed_extra_exists():
+    """A ZeRO file names the `deepspeed` extra (accelerate refuses to start one without DeepSpeed), and
+    pyproject.toml has that extra."""
+    import tomllib
+    from pathlib import Path
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(req.startswith("deepspeed") for req in extras["deepspeed"])
+    for name in FILES:
+        text = FOLDER.joinpath(f"{name}.yaml").read_text()
+        assert "# Needs:" in text, name
+        uses_deepspeed = "distributed_type: DEEPSPEED" in text
+        assert ('pact-cotrain[deepspeed]' in text) == uses_deepspeed, name

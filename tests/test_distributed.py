@@ -39,7 +39,7 @@ def _launch(out: Path, n_processes: int, prompts: int, steps: int, generation_ba
     lines = re.findall(rf"RANK (\d)/{n_processes} backend=(\w+) step=(\d+) params=([0-9a-f]{{64}})", proc.stdout)
     assert proc.returncode == 0 and len(lines) == n_processes, proc.stdout[-3000:] + proc.stderr[-3000:]
     if n_processes > 1:  # train.prompts_per_step is per process: the run says what a step is
-        assert f"step: {n_processes} processes x {prompts} prompts" in proc.stderr, proc.stderr[-3000:]
+        assert f"= {n_processes} processes x {prompts} prompts (per process)" in proc.stderr, proc.stderr[-3000:]
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(n_processes)]
 
 

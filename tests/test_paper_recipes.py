@@ -39,7 +39,7 @@ def test_every_paper_recipe_is_a_builtin():
 def test_recipe_states_the_papers_setup(size, method):
     cfg = load_config(_name(size, method))
     assert cfg["model"] == SIZES[size]
-    assert cfg["train"]["prompts_per_step"] == 256
+    assert cfg["train"]["global_prompts_per_step"] == 256  # over all processes, each taking its share
     assert cfg["sampling"]["max_turns"] <= 10
     assert cfg["data"]["source"] == "file" and cfg["data"]["path"]
     name, reward = METHODS[method]
@@ -61,7 +61,7 @@ def test_phased_recipe_runs_the_papers_recipes(size):
     assert all("stop" not in p for p in phases)
     for phase in phases:
         cfg = load_config(phase["config"])
-        assert cfg["model"] == SIZES[size] and cfg["train"]["prompts_per_step"] == 256
+        assert cfg["model"] == SIZES[size] and cfg["train"]["global_prompts_per_step"] == 256
 
 
 @pytest.mark.parametrize("size,method", RECIPES)

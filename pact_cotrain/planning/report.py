@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pact_cotrain.planning.run import PhasePlan, Plan
+from pact_cotrain.training import step_prompts
 
 KIND = {"prefill": "fwd", "decode": "fwd", "train": "fwd+bwd", "forward": "fwd"}
 
@@ -57,11 +58,9 @@ def _phase(plan: Plan, phase: PhasePlan, index: int) -> list[str]:
     cfg, st = phase.cfg, phase.stats
     train, sampling = cfg["train"], cfg["sampling"]
     title = f"Phase {index + 1}: {phase.name} (config {phase.config}), " if len(plan.phases) > 1 else ""
-    per_gpu = f"{train['prompts_per_step']} prompts x {train['k']} rollouts" if phase.rollout_steps else \
-        f"{train['prompts_per_step']} prompts"
-    lines = [f"{title}method {phase.method}, {phase.steps} steps ({phase.rollout_steps} with rollouts), "
-             f"{per_gpu} per GPU per step"
-             + (f" ({gpus * train['prompts_per_step']} prompts per step on {gpus} GPUs)" if gpus > 1 else "")]
+    batch = step_prompts.describe(gpus, train["prompts_per_step"], train["k"] if phase.rollout_steps else None)
+    lines = [f"{title}method {phase.method}, {phase.steps} steps ({phase.rollout_steps} with rollouts); "
+             f"step: {batch}"]
     lines += [f"Data: {st.source}: {st.n_tasks} tasks ({100 * st.traced_share:.0f} % with a trace, "
               f"{len(st.tasks)} measured); tokens counted with {st.counted_with}",
               f"  mean tokens: prompt x {st.prompt:.0f} | [x; h] {st.trace_context:.0f} | trace target t "

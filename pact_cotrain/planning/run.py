@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pact_cotrain.errors import UserError
 from pact_cotrain.planning import cost, tokens
 from pact_cotrain.planning.shapes import ModelShape, model_shape
+from pact_cotrain.training import step_prompts
 
 
 @dataclass
@@ -120,6 +121,8 @@ def make_plan(config: str, overrides: list[str] = (), options: PlanOptions | Non
     if sharding not in cost.SHARDINGS:
         raise UserError(f"--sharding {sharding!r}: one of {', '.join(cost.SHARDINGS)}")
     phases = phase_configs(config, list(overrides))
+    for _, _, cfg, _ in phases:  # each GPU's share of train.global_prompts_per_step (refused when it does not divide)
+        step_prompts.resolve(cfg, options.gpus)
     first = phases[0][2]
     shape, shape_source = model_shape(str(first["model"]))
     device = cost.DEVICES[options.device]

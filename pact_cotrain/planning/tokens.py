@@ -177,15 +177,48 @@ def manual_stats(prompt: float, trace_context: float, trace_target: float, tool_
     return DataStats("given lengths", "given", n, traced, [task])
 
 
+# The paper recipes' training file, made by the user from FTRL's training split (docs/scaling.md, section 6).
+PAPER_TRACE_FILE = "data/ftrl_train_traces.jsonl"
+
+
+def stand_in_traces():
+    """The planner's stand-in for PAPER_TRACE_FILE when it is not made yet: the verified expert traces of
+    the bundled FTRL test set (146 of its 152 rows), the same benchmark's format and lengths. Built
+    once (mined and replayed in the sandbox, about 15 s of CPU) into the cache, then reused."""
+    import os
+    import sys
+    import tempfile
+
+    from pact_cotrain.data.bundled import BUNDLED, bundled_path
+    from pact_cotrain.data.trace_format import write_tasks
+    from pact_cotrain.data.trace_mining import build_traces
+    from pact_cotrain.models import cache_root
+
+    path = cache_root() / "data" / f"ftrl_test_traces_{BUNDLED['ftrl'][1][:12]}.jsonl"
+    if not path.is_file():
+        print(f"pact plan: {PAPER_TRACE_FILE} not found; building the stand-in (the bundled FTRL test set's "
+              f"traces) once into {path}", file=sys.stderr, flush=True)
+        traced, _ = build_traces("ftrl", str(bundled_path("ftrl")))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        os.close(fd)
+        write_tasks(tmp, traced)
+        os.replace(tmp, path)  # atomic: a parallel plan never reads half a file
+    return path
+
+
 def measure_data(cfg: dict, tokenizer, counted_with: str, trace_view: str, limit: int = MEASURE_LIMIT) -> DataStats:
     """Lengths of the configured data source's tasks (at most `limit`, evenly spaced) in tokens."""
     from pact_cotrain.recipes.train import load_train_tasks
 
     data = cfg["data"]
+    stand_in = None
     if data["source"] == "file":
         from pathlib import Path
 
-        if not data.get("path") or not Path(data["path"]).is_file():
+        if data.get("path") == PAPER_TRACE_FILE and not Path(data["path"]).is_file():
+            stand_in = data = {**data, "path": str(stand_in_traces())}
+        elif not data.get("path") or not Path(data["path"]).is_file():
             raise UserError(f"data.path {data.get('path')!r} is not a file; the planner measures prompt and trace "
                             f"lengths from the training data: give data.path=FILE (e.g. lengths from the bundled FTRL "
                             f"test set: `pact data traces ftrl --out ftrl_lengths.jsonl`), or data.source=toolworld")
@@ -197,6 +230,10 @@ def measure_data(cfg: dict, tokenizer, counted_with: str, trace_view: str, limit
     step = max(len(tasks) / limit, 1.0)
     picked = [tasks[int(i * step)] for i in range(min(limit, len(tasks)))]
     where = data["path"] if data["source"] == "file" else f"toolworld {data.get('split', 'train')} split"
+    if stand_in:
+        where = (f"STAND-IN for {PAPER_TRACE_FILE} (not found): the bundled FTRL test set's verified traces, "
+                 f"for prompt and trace lengths only (make the real file: pact data traces ftrl --data "
+                 f"FTRL_TRAIN.jsonl --out {PAPER_TRACE_FILE}); {where}")
     return DataStats(where, counted_with, len(tasks), n_traced,
                      [task_lengths(task, tokenizer, trace_view) for task in picked])
 

@@ -98,6 +98,7 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
 
     from pact_cotrain.config import load_config
     from pact_cotrain.recipes.train import save_final_from_checkpoint
+    from pact_cotrain.training import step_prompts
 
     if train_phase is None:
         train_phase = partial(train_phase_from_scratch, model=model, tokenizer=tokenizer)
@@ -122,6 +123,7 @@ def run_phased(config: str, overrides: list[str] = (), model=None, tokenizer=Non
         if previous is not None and model is None:
             extra.append(f"model={previous}")
         cfg = load_config(phase["config"], extra)
+        step_prompts.resolve(cfg, PartialState().num_processes)  # each process's share of a global count
         steps = _stop_steps(phase, cfg, where, PartialState().num_processes)
         if steps is not None:
             cfg["train"]["max_steps"] = steps

@@ -170,6 +170,10 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
 
     if cfg.get("phases"):  # one trainer per phase: recipes/phased.py (run_train dispatches there)
         raise ValueError("a config with `phases:` is run by recipes.phased.run_phased, not one trainer")
+    from pact_cotrain.training import step_prompts
+
+    # one process's share of train.global_prompts_per_step (refused when it does not divide), before the model loads
+    step_prompts.resolve(cfg, step_prompts.launched_processes())
     own = user_code(cfg)  # a MODULE:ATTR that does not import fails first
     args = pact_config(cfg, has_reward_funcs=bool(own["reward_funcs"]))
     factory = user_factory(args, own["tools"], own["environment_factory"], own["mcp_servers"])
@@ -220,9 +224,11 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
 
     trainer.run_fingerprint = run_fingerprint(cfg)  # recorded in each checkpoint; --resume compares it
     n = trainer.accelerator.num_processes
-    if n > 1 and trainer.accelerator.is_main_process:  # prompts_per_step is per process: say what a step is
-        print(f"step: {n} processes x {train['prompts_per_step']} prompts (train.prompts_per_step is per process) "
-              f"= {n * train['prompts_per_step']} prompts x {k} rollouts", file=sys.stderr, flush=True)
+    if n * train["prompts_per_step"] != train["global_prompts_per_step"]:  # WORLD_SIZE was not accelerate's count
+        raise RuntimeError(f"{n} processes, but the step was sized for {step_prompts.launched_processes()} (WORLD_SIZE)")
+    if trainer.accelerator.is_main_process:  # the run's first line: the step's prompts, global and per process
+        rollouts = None if cfg["method"]["name"] == "sft" else k  # SFT rolls nothing out
+        print(f"step: {step_prompts.describe(n, train['prompts_per_step'], rollouts)}", file=sys.stderr, flush=True)
     return trainer
 
 

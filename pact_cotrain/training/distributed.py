@@ -35,10 +35,14 @@ Sharded parameters (DeepSpeed ZeRO-2/3, FSDP) put collectives in every forward (
 all-gathers) or every backward (ZeRO-2/3, FSDP: gradient reduce-scatters), and a collective that one
 process calls and another does not waits forever. Two things keep the counts equal:
 
-4. Micro-batch counts are padded to the largest over processes (`padded_count`): a process with fewer
-   parts runs extra parts with every loss scale 0, whose gradient is exactly zero
-   (`PACTTrainer.training_step`, `_old_logps`). The per-group scoring layout (a forward per group) is
-   refused there, since its forward count follows the batch.
+4. Pass counts are agreed across processes (`agreed_counts`): micro-batch counts are padded to the
+   largest over processes, and a process with fewer parts runs extra parts with every loss scale 0,
+   whose gradient is exactly zero (`PACTTrainer.training_step`); pi_old's passes of `num_iterations`
+   > 1 are agreed in one collective, the [x; h] pass included, which a process none of whose rows is
+   scored in [x; h] runs on filler rows when another process runs it (`_old_logps`). Each agreement
+   also checks that every process is at the same agreement site and step, and raises
+   CollectiveMismatchError instead of hanging when one is not. The per-group scoring layout (a forward
+   per group) is refused there, since its forward count follows the batch.
 5. Rollouts never run a forward of the sharded model: HF rollouts decode with an unsharded copy, and
    vLLM receives, the full weights gathered once per step (`full_parameters`), so processes whose
    episodes end at different turns need not stay in step while decoding.
@@ -49,6 +53,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import zlib
 
 import torch
 
@@ -147,14 +152,51 @@ def sharding(accelerator) -> str | None:
     return None
 
 
-def padded_count(accelerator, n_local: int, force: bool = False) -> int:
+class CollectiveMismatchError(RuntimeError):
+    """Processes reached an agreement point at different places or steps: they would hang."""
+
+
+AGREEMENT_SLOTS = 4  # counts per agreement; fixed, so processes at different sites still match one all-gather
+
+
+def pads_passes(accelerator, force: bool = False) -> bool:
+    """Whether pass counts must be equal across processes: under sharding (every forward or backward is
+    a collective), or with `force` (tests, under DDP)."""
+    return force or sharding(accelerator) is not None
+
+
+def agreed_counts(accelerator, site: str, step: int, counts: dict[str, int], force: bool = False) -> dict[str, int]:
+    """The number of passes of each kind in `counts` that EVERY process runs here: the largest over
+    processes (a process with fewer runs fillers), when pass counts must be equal (`pads_passes`); this
+    process's own otherwise (no collective).
+
+    One all-gather carries (site, step, counts) of every process; it is also the check that the processes
+    agree where they are: a process that reached another agreement site, or this one at another step, has
+    run a different sequence of passes, and every process raises CollectiveMismatchError naming both
+    instead of waiting forever on a collective the other never calls."""
+    if len(counts) > AGREEMENT_SLOTS:
+        raise ValueError(f"at most {AGREEMENT_SLOTS} counts per agreement, got {sorted(counts)}")
+    if not pads_passes(accelerator, force):
+        return dict(counts)
+    site_id = zlib.crc32(site.encode())
+    values = [site_id, step, *counts.values()] + [0] * (AGREEMENT_SLOTS - len(counts))
+    local = torch.tensor(values, dtype=torch.int64, device=accelerator.device)
+    gathered = [torch.empty_like(local) for _ in range(accelerator.num_processes)]
+    torch.distributed.all_gather(gathered, local)
+    rows = [g.tolist() for g in gathered]
+    if any(row[:2] != rows[0][:2] for row in rows):
+        where = {r: (row[1], "here" if row[0] == site_id else "elsewhere") for r, row in enumerate(rows)}
+        raise CollectiveMismatchError(
+            f"process {torch.distributed.get_rank()} is at {site!r} of step {step}, but the processes are at "
+            f"(step, site) {where}: they ran different sequences of passes and would wait forever on a "
+            f"collective (training/distributed.py, item 4)")
+    return {key: max(row[2 + i] for row in rows) for i, key in enumerate(counts)}
+
+
+def padded_count(accelerator, n_local: int, force: bool = False, site: str = "parts", step: int = 0) -> int:
     """The number of forward/backward parts every process runs: the largest `n_local` over processes
-    under sharding (or with `force`), this process's own otherwise (no all-reduce)."""
-    if not force and sharding(accelerator) is None:
-        return n_local
-    t = torch.tensor([n_local], dtype=torch.int64, device=accelerator.device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return int(t.item())
+    under sharding (or with `force`), this process's own otherwise (no collective); `agreed_counts`."""
+    return agreed_counts(accelerator, site, step, {"parts": n_local}, force)["parts"]
 
 
 def zero_weight(part: dict) -> dict:

@@ -246,10 +246,18 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             "rollout_seconds": rollout_seconds,
         }
         if self.num_iterations > 1:  # the batch is reused: freeze pi_old's log-probs now
+            # Both passes' part counts agreed across processes (distributed.py, item 4): a process none of
+            # whose rows is scored in [x; h] runs that pass on fillers when another process runs it.
+            budget, own_trace = self.micro_batch_tokens, bool(trace_rows.any())
+            parts = {kind: microbatch.rows_by_budget(batch, budget, k, kind) for kind in ("prompt", "trace")}
+            counts = distributed.agreed_counts(self.accelerator, "old-policy passes", self.state.global_step,
+                                               {"prompt": len(parts["prompt"]),
+                                                "trace": len(parts["trace"]) if own_trace else 0},
+                                               force=self._pad_parts)
             with torch.no_grad():
-                batch["old_logp_prompt"] = self._old_logps(batch, "prompt")
-                batch["old_logp_trace"] = self._old_logps(batch, "trace") if trace_rows.any() \
-                    else torch.zeros_like(batch["old_logp_prompt"])  # never read: no row is scored in [x; h]
+                batch["old_logp_prompt"] = self._old_logps(batch, "prompt", parts["prompt"], counts["prompt"])
+                batch["old_logp_trace"] = self._old_logps(batch, "trace", parts["trace"] if own_trace else [],
+                                                          counts["trace"])  # zeros where no row is scored in [x; h]
         return batch
 
     @staticmethod
@@ -343,16 +351,16 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         out["n_forward_tokens"] = sum(len(g.context) + sum(map(len, g.completions)) for g in groups)
         return out
 
-    def _old_logps(self, batch: dict, kind: str) -> torch.Tensor:
-        """pi_old's log-probs of the rollout tokens in one context, for every row (no gradient), in
-        parts of at most `micro_batch_tokens` forward tokens (all rows at once without a budget)."""
+    def _old_logps(self, batch: dict, kind: str, parts: list[list[int]], n_passes: int) -> torch.Tensor:
+        """pi_old's log-probs of the rollout tokens in one context, for the rows of `parts` (no gradient;
+        `microbatch.rows_by_budget`), zeros elsewhere, in `n_passes` forwards: the agreed count
+        (distributed.py, item 4), whose passes beyond this process's parts repeat its first row and are
+        discarded."""
         k = self.num_generations
         out = torch.zeros(batch["loss_mask"].shape, device=self.accelerator.device)
-        parts = microbatch.rows_by_budget(batch, self.micro_batch_tokens, k, kind)
-        # under sharding every process runs as many forwards (distributed.py, item 4): extra ones are discarded
-        n_parts = distributed.padded_count(self.accelerator, len(parts), force=self._pad_parts)
-        for i in range(n_parts):
-            rows = parts[min(i, len(parts) - 1)]
+        filler = [0]
+        for i in range(n_passes):
+            rows = parts[i] if i < len(parts) else filler
             part = microbatch.slice_batch(batch, microbatch.MicroBatch(tuple(rows), ()), k)
             every = torch.ones(len(rows), dtype=torch.bool)
             with torch.no_grad():
@@ -474,7 +482,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         loss = torch.zeros((), device=self.args.device)
         # Under sharding every process runs as many parts (distributed.py, item 4): the extra ones repeat
         # the smallest part with zero weight, and their metrics are dropped.
-        n_parts = distributed.padded_count(self.accelerator, len(parts), force=self._pad_parts)
+        n_parts = distributed.padded_count(self.accelerator, len(parts), force=self._pad_parts,
+                                           site="training parts", step=self.state.global_step)
         filler = distributed.zero_weight(min(parts, key=microbatch.part_tokens))
         for i in range(n_parts):
             real = i < len(parts)

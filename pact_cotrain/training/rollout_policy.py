@@ -18,13 +18,15 @@ class RolloutPolicyMixin:
     def _rollout_policy(self, model):
         """The model itself, or its `rollout_dtype` copy with the current weights. Only parameters are
         cast: buffers such as rotary frequencies keep their precision. Under ZeRO-3 or FSDP, an unsharded
-        copy loaded with the gathered weights (distributed.py, item 5), dropped after the rollouts."""
+        copy built once (distributed.py, item 5) whose weights are overwritten in place with the gathered
+        ones before every rollout."""
         if distributed.sharding(self.accelerator) in ("zero3", "fsdp"):
-            dtype = self.rollout_dtype or next(model.parameters()).dtype
-            policy = distributed.unsharded_copy(self.accelerator, self.model, dtype)
+            if self._rollout_copy is None:
+                dtype = self.rollout_dtype or next(model.parameters()).dtype
+                self._rollout_copy = distributed.unsharded_copy(self.accelerator, self.model, dtype)
             with distributed.full_parameters(self.accelerator, self.model) as named:
-                distributed.load_full_parameters(policy, named)
-            return policy
+                distributed.load_full_parameters(self._rollout_copy, named)
+            return self._rollout_copy
         if self.rollout_dtype is None or next(model.parameters()).dtype == self.rollout_dtype:
             return model
         if self._rollout_copy is None:

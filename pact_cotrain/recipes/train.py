@@ -162,13 +162,20 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         lora = train["lora"]
         peft_config = LoraConfig(r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                                  target_modules=lora.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
+    from pact_cotrain.rollout.vllm_defaults import colocate_engine_kwargs
+    from pact_cotrain.training.prompt_limits import prompt_budget
+
+    backend = train.get("rollout_backend", "hf")
     trainer = PACTTrainer(model=model, args=args, tasks=tasks, train_dataset=dataset, processing_class=tokenizer,
                           env_factory=env_factory_for(tasks, sampling.max_turns), method=method, sampling=sampling,
                           reward=EpisodeReward(method.reward), peft_config=peft_config,
-                          rollout_dtype=rollout_dtype, rollout_backend=train.get("rollout_backend", "hf"),
-                          vllm_kwargs=train.get("vllm"), forward_per_group=train.get("forward_per_group"),
+                          rollout_dtype=rollout_dtype, rollout_backend=backend,
+                          vllm_kwargs=colocate_engine_kwargs(train.get("vllm"), prompt_budget(cfg, model),
+                                                             sampling.max_completion_tokens, torch.cuda.is_available()),
+                          forward_per_group=train.get("forward_per_group"),
                           micro_batch_tokens=train.get("micro_batch_tokens"),
-                          generation_batch_size=cfg["sampling"].get("generation_batch_size"))
+                          # vLLM schedules its own batch: it gets all of a process's rollouts (vllm_defaults.py)
+                          generation_batch_size=cfg["sampling"].get("generation_batch_size") if backend == "hf" else None)
     from transformers.trainer_callback import ProgressCallback
 
     from pact_cotrain.progress import choose_mode, plain_training_callback

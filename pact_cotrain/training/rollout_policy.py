@@ -62,13 +62,23 @@ class RolloutPolicyMixin:
             seed = kwargs.pop("seed", self.args.seed)
             self._vllm = VLLMBackend(path, eos_token_id=self.processing_class.eos_token_id,
                                      dtype=str(dtype).removeprefix("torch."), seed=seed, **kwargs)
-        if self._vllm_synced_step != self.state.global_step:
+        asleep = self._vllm.asleep
+        if asleep:  # sleep level 2 dropped the weights: wake them and push them whatever the step
+            self._vllm.wake_up(["weights"])
+        if asleep or self._vllm_synced_step != self.state.global_step:
             started = time.perf_counter()
             with distributed.full_parameters(self.accelerator, self.model) as named:  # gathered if sharded
                 self._vllm.sync_weights(named)
             self._vllm_synced_step = self.state.global_step
             self._metrics["train"]["vllm_sync_seconds"].append(time.perf_counter() - started)
+        if asleep:
+            self._vllm.wake_up(["kv_cache"])
         return self._vllm
+
+    def rollouts_finished(self) -> None:
+        """After a step's rollouts: a vLLM engine in sleep mode frees its GPU memory for the training passes."""
+        if self._vllm is not None:
+            self._vllm.sleep()
 
     def close_rollout_engine(self) -> None:
         """Shut the vLLM engine down (frees its memory); a later rollout would build it again."""

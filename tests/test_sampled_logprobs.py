@@ -58,9 +58,6 @@ def test_step_by_step_logprobs_equal_full_logits_ones(eos_prone_model, tokenizer
     assert [e.completion_ids for e in plain] == [e.completion_ids for e in recorded]
     assert len(reference.calls) > 1  # several turns, so the KV-cache path ran when `reuse`
     # the engine's turns, in call order, against what the full-logits way reported for the same call
-    expected = []
-    for call in reference.calls:
-        expected.append(call)
     got = [torch.tensor(e.logprobs) for e in recorded]
     want = [torch.zeros(len(e.logprobs)) for e in recorded]
     active = list(range(len(recorded)))

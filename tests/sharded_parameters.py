@@ -6,6 +6,7 @@ model's, and the padded part count the largest over processes.
     python -m torch.distributed.run --nproc_per_node 2 tests/sharded_parameters.py OUT
 """
 
+import copy as copy_module
 from types import SimpleNamespace
 
 import torch
@@ -15,6 +16,7 @@ from torch.distributed.fsdp import fully_shard
 
 from pact_cotrain.testing import exit_launched_process, tiny_llama, tiny_tokenizer
 from pact_cotrain.training import distributed
+from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
 
 dist.init_process_group("gloo")
 rank = dist.get_rank()
@@ -36,8 +38,33 @@ with distributed.full_parameters(accelerator, model) as named:
 same = all(torch.equal(p.to(torch.bfloat16), dict(copy.named_parameters())[name])
            for name, p in reference.named_parameters())
 ids = torch.tensor([[1, 5, 9, 13]])
-logits_match = torch.allclose(copy(input_ids=ids).logits.float(), reference.to(torch.bfloat16)(input_ids=ids).logits.float())
+bf16_reference = copy_module.deepcopy(reference)
+for p in bf16_reference.parameters():  # parameters only, as every rollout copy: rotary buffers stay fp32
+    p.data = p.data.to(torch.bfloat16)
+logits_match = torch.allclose(copy(input_ids=ids).logits.float(), bf16_reference(input_ids=ids).logits.float())
 padded = distributed.padded_count(accelerator, 3 if rank == 0 else 5)
+
+
+class Trainer(RolloutPolicyMixin):
+    """What `_rollout_policy` reads of PACTTrainer."""
+
+    def __init__(self):
+        self.accelerator, self.model, self.rollout_dtype, self._rollout_copy = accelerator, model, torch.bfloat16, None
+
+
+trainer = Trainer()
+first = trainer._rollout_policy(model)
+# one optimiser step on the sharded model and the same step on the unsharded reference (both ranks see the
+# same batch, so the averaged gradient is the reference's)
+for m in (model, reference):
+    optimizer = torch.optim.SGD(m.parameters(), lr=1.0)
+    m(input_ids=ids, labels=ids).loss.backward()
+    optimizer.step()
+second = trainer._rollout_policy(model)
+refreshed = all(torch.allclose(p.to(torch.bfloat16).float(), dict(second.named_parameters())[name].float(), atol=1e-2)
+                for name, p in reference.named_parameters())
+moved = not torch.equal(reference.model.embed_tokens.weight.to(torch.bfloat16), bf16_reference.model.embed_tokens.weight)
 print(f"RANK {rank} class={type(copy).__name__} local={local_shape} full={tuple(copy.model.embed_tokens.weight.shape)} "
-      f"same={same} logits={logits_match} padded={padded}", flush=True)
+      f"same={same} logits={logits_match} padded={padded} once={second is first} refreshed={refreshed and moved}",
+      flush=True)
 exit_launched_process()  # all checks are printed above; see its docstring

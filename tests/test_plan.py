@@ -203,3 +203,27 @@ def test_epochs_count_every_gpus_prompts():
     assert phase_steps(cfg, {"epochs": 1}, stats) == 25
     assert phase_steps(cfg, {"epochs": 1}, stats, gpus=8) == 4  # ceil(100 / 32)
     assert phase_steps(cfg, {"steps": 3}, stats, gpus=8) == 3 and phase_steps(cfg, None, stats, gpus=8) == 7
+
+
+def test_rollout_logprob_memory_is_one_decode_step():
+    """HF rollouts keep one step's B x V logits (issue 30 item 6): the planned line does not grow with the
+    tokens a turn, and equals B V (s_r + 12) bytes."""
+    lines = []
+    for per_turn in (20, 40):
+        plan = make_plan("grpo", [*TINY, "train.rollout_dtype=bfloat16", f"sampling.max_new_tokens_per_turn={per_turn}"],
+                         PlanOptions(stats=STATS, gpus=1))
+        lines.append(_memory(plan)["rollout log-probs"])
+    shape = make_plan("grpo", TINY, PlanOptions(stats=STATS)).shape
+    assert lines[0] == lines[1] == 8 * shape.vocab * (2 + 12)  # 2 prompts x 4 rollouts decoded together
+
+
+def test_batched_lone_traces_plan_no_mask():
+    """A forward whose rows each hold one trace needs no mask (scoring.PackedLayout.plain_causal); groups with
+    several completions in a batched forward do."""
+    from pact_cotrain.planning.layout import forward_layout
+    from pact_cotrain.training.microbatch import Piece
+
+    traces = [[Piece(("sft", i), 100, 40)] for i in range(3)]
+    assert forward_layout([], traces, None, per_group=False)[0].mask_bytes == 0.0
+    rollouts = [[Piece(("prompt", i // 2), 100, 50)] for i in range(4)]
+    assert forward_layout(rollouts, [], None, per_group=False)[0].mask_bytes == 2 * 200 ** 2

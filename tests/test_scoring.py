@@ -101,3 +101,55 @@ def test_forward_per_group_passes_no_mask_for_a_lone_trace(model):
     assert len(masks) == 2
     assert masks[0] is not None and masks[0].shape == (1, 1, 6, 6)
     assert masks[1] is None
+
+
+def _record_masks(model):
+    masks, original = [], model.forward
+
+    def recording(*args, **kwargs):
+        masks.append(kwargs.get("attention_mask"))
+        return original(*args, **kwargs)
+
+    model.forward = recording
+    return masks
+
+
+def test_batched_lone_traces_get_no_mask_and_stay_exact(model):
+    """One forward over several one-completion groups (SFT traces) of different lengths: every row is plainly
+    causal with right padding, so no mask is built at all (issue 30 item 7), and each is scored as alone."""
+    groups = [PackedGroup([5, 6, 7, 8, 9, 10, 11], [[20, 21, 22, 23]]), PackedGroup([12, 13], [[30, 31]]),
+              PackedGroup([14, 15, 16, 17, 18, 19], [[40, 41, 42], []])]
+    from pact_cotrain.training.scoring import pack_groups
+
+    layout = pack_groups(groups, pad_id=0)
+    assert layout.plain_causal and layout.input_ids.shape[0] == 3  # three rows, two of them padded
+    masks = _record_masks(model)
+    try:
+        results = packed_completion_logps(model, groups, pad_id=0, forward_per_group=False)
+    finally:
+        del model.forward
+    assert masks == [None]
+    for g, res in zip(groups, results):
+        for comp, (logp, _) in zip(g.completions, res):
+            if comp:
+                torch.testing.assert_close(logp, alone(model, g.context, comp, g.temperature), atol=1e-5, rtol=1e-4)
+
+
+def test_mask_equals_its_definition_and_is_built_on_the_given_device():
+    """`PackedLayout.attention`: allowed[r, i, j] = causal and same group and (j in the context or in i's own
+    completion), padding attending to itself, checked entry by entry against that definition."""
+    from pact_cotrain.training.scoring import pack_groups
+
+    groups = [PackedGroup([5, 6, 7, 8, 9, 10, 11, 12], [[20, 21, 22], [23, 24]]), PackedGroup([13, 14], [[30, 31, 32]]),
+              PackedGroup([15], [[40], [], [41, 42]])]
+    layout = pack_groups(groups, pad_id=0)
+    assert not layout.plain_causal
+    allowed = layout.attention()
+    rows, length = layout.group_ids.shape
+    for r in range(rows):
+        grp, seg = layout.group_ids[r].tolist(), layout.segment_ids[r].tolist()
+        for i in range(length):
+            for j in range(length):
+                want = (i == j) or (j <= i and grp[i] == grp[j] >= 0 and (seg[j] == 0 or seg[i] == seg[j]))
+                assert bool(allowed[r, i, j]) == want, (r, i, j)
+    assert layout.attention("meta").device.type == "meta"  # built where it is asked for, not on the host

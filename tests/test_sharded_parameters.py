@@ -17,14 +17,16 @@ def test_fsdp2_shards_gather_into_an_unsharded_copy(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(ROOT / "tests" / "sharded_parameters.py"), str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    lines = re.findall(r"RANK (\d) class=(\w+) local=\((\d+), 32\) full=\((\d+), 32\) same=(\w+) logits=(\w+) padded=(\d+)",
+    lines = re.findall(r"RANK (\d) class=(\w+) local=\((\d+), 32\) full=\((\d+), 32\) same=(\w+) logits=(\w+) padded=(\d+) once=(\w+) refreshed=(\w+)",
                        proc.stdout)
     assert proc.returncode == 0 and len(lines) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for _, cls, local, full, same, logits, padded in lines:
+    for _, cls, local, full, same, logits, padded, once, refreshed in lines:
         assert cls == "LlamaForCausalLM"  # the wrapped class, not FSDP's generated FSDPLlamaForCausalLM
         assert int(local) < int(full)  # each process held a shard of the embedding ...
         assert same == "True" and logits == "True"  # ... and the copy holds the whole model
         assert padded == "5"  # the largest part count over the processes
+        # the rollout copy is built once and holds the trained weights after a step (issue 30 item 8)
+        assert once == "True" and refreshed == "True"
 
 
 def _accelerator(kind, stage=None, n=2):

@@ -26,10 +26,13 @@ Peak memory per device (bytes per parameter s = weights' dtype size; G = devices
       otherwise:      L T w b,       w = 4 d + 5 d_attn + 2 d_kv + 4 d_ff  values saved per token and layer
       (q, k, v before and after rotary, attention output, two norms' inputs and outputs, gate, up,
       act(gate), gate*up); eager attention adds 2 n_heads n^2 b per layer for a group of n tokens
-    packed-scoring mask: sum over groups of n^2 bytes (boolean [n, n], kept for the backward)
+    packed-scoring mask: sum over groups of n^2 bytes (boolean [n, n], kept for the backward); none
+      for a forward whose rows each hold one group with one completion (plainly causal)
     logits: T_logits V (b + 4 + 4) bytes (the head's output, its fp32 copy, the log-softmax kept for backward)
     rollouts (HF backend, not at the same time as the training activations): KV cache
-      B_gen (ctx + max_completion) 2 L d_kv s_r, and a copy of the weights in train.rollout_dtype
+      B_gen (ctx + max_completion) 2 L d_kv s_r, one decode step's logits B_gen V (s_r + 12) (the
+      head's output, generate's fp32 copy, the sampling probabilities, the kept log-softmax: the
+      sampled tokens' log-probs are taken step by step), and a copy of the weights in train.rollout_dtype
     vLLM (train.rollout_backend=vllm, an engine beside training on every device): gpu_memory_utilization
       x device memory when set in train.vllm; otherwise its need, weights + KV cache + 1 GiB
     runtime overhead (CUDA context, allocator slack): 2 GiB, assumed
@@ -200,6 +203,13 @@ def activation_bytes(tokens: float, group_lengths: list[float], shape: ModelShap
 
 def logits_bytes(logit_tokens: float, shape: ModelShape, compute_bytes: int) -> float:
     return logit_tokens * shape.vocab * (compute_bytes + 8)
+
+
+def rollout_logits_bytes(batch: float, shape: ModelShape, rollout_bytes: int) -> float:
+    """HF rollouts' log-prob memory: one decode step's B x V logits in the rollout dtype, generate's fp32
+    copy, its sampling probabilities (fp32) and the log-softmax `SampledLogprobs` keeps until the next
+    step; independent of the tokens per turn (no logits are kept across steps)."""
+    return batch * shape.vocab * (rollout_bytes + 12)
 
 
 # ------------------------------------------------------------------------------------ throughput

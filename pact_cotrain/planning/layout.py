@@ -5,7 +5,8 @@ The same packing as the trainer: `training.microbatch.plan_micro_batches` splits
 context group is `[context ; c_1 ; c_2 ; ...]` (`training.scoring.pack_groups`). The boolean mask
 of a group of n tokens is n x n bytes; with one forward per group (`train.forward_per_group`, the
 CPU default) a lone completion is a plain causal row and gets no mask; batched, groups share rows
-(`scoring.pack_rows`) and the mask is rows x L^2 for the longest row L.
+(`scoring.pack_rows`) and the mask is rows x L^2 for the longest row L, or nothing when every row is
+one group with one completion (`scoring.PackedLayout.plain_causal`: SFT traces alone in a forward).
 """
 
 from __future__ import annotations
@@ -45,13 +46,14 @@ def forward_layout(rollout_items: list[list], sft_items: list[list], budget: int
             context, completions = groups.setdefault(piece.key, (piece.context_len, []))
             completions.append(piece.completion_len)
         lengths = [ctx + sum(comps) for ctx, comps in groups.values()]
+        completions = [len(comps) for _, comps in groups.values()]
         if per_group:
-            mask = sum(n * n for n, (_, comps) in zip(lengths, groups.values()) if len(comps) > 1)
-        elif len(groups) == 1 and len(next(iter(groups.values()))[1]) == 1:
-            mask = 0.0
+            mask = sum(n * n for n, count in zip(lengths, completions) if count > 1)
         else:
             rows = pack_rows([max(int(n), 1) for n in lengths])
-            mask = len(rows) * max(sum(lengths[i] for i in row) for row in rows) ** 2
+            # no mask when every row is one group with one completion (`PackedLayout.plain_causal`)
+            plain = all(len(row) == 1 and completions[row[0]] == 1 for row in rows)
+            mask = 0.0 if plain else len(rows) * max(sum(lengths[i] for i in row) for row in rows) ** 2
         out.append(PartSize(forward_tokens([items[i] for i in part]), sum(p.completion_len for p in pieces),
                             lengths, float(mask), len(parts)))
     return out

@@ -280,15 +280,18 @@ def peak_memory(cfg: dict, inputs: tokens.StepInputs, step_plans: list, plan: Pl
         # a copy when it is cast, and under ZeRO-3 / FSDP always (the weights are gathered into it)
         copied = precision.rollout != precision.weights or (plan.sharding in ("zero3", "fsdp") and plan.options.gpus > 1)
         rollout_copy = shape.n_params * cost.DTYPE_BYTES[precision.rollout] if copied else 0
-        rollout_phase = kv + rollout_copy
+        step_logits = cost.rollout_logits_bytes(chunk, shape, cost.DTYPE_BYTES[precision.rollout])
+        rollout_phase = kv + rollout_copy + step_logits
         training_phase = sum(line.bytes for line in (worst or []))
         lines.append(cost.MemoryLine("rollout KV cache", kv, f"{chunk} episodes x {context + sampling['max_completion_tokens']:,.0f}"
                                      f" tokens, {precision.rollout}"))
+        lines.append(cost.MemoryLine("rollout log-probs", step_logits, f"one decode step's {chunk} x {shape.vocab:,} "
+                                     f"logits ({precision.rollout}, fp32 copy, probabilities, kept log-softmax)"))
         if rollout_copy:
             lines.append(cost.MemoryLine("rollout weights copy", rollout_copy, precision.rollout))
         # The KV cache and the training activations are not alive at once: count only the larger phase.
         if rollout_phase < training_phase:
-            for line in lines[-(2 if rollout_copy else 1):]:
+            for line in lines[-(3 if rollout_copy else 2):]:
                 line.note += " (freed before training: not added)"
                 line.counted = False
         else:

@@ -205,6 +205,14 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         lora = train["lora"]
         peft_config = LoraConfig(r=lora.get("r", 16), lora_alpha=lora.get("alpha", 32),
                                  target_modules=lora.get("target_modules", "all-linear"), task_type="CAUSAL_LM")
+    from pact_cotrain.rollout.vllm_defaults import colocate_engine_kwargs
+    from pact_cotrain.training.prompt_limits import prompt_budget
+
+    if args.rollout_backend == "vllm":  # colocate defaults that fit beside training (vllm_defaults.py)
+        args.rollout_vllm_kwargs = colocate_engine_kwargs(train.get("vllm"), prompt_budget(cfg, model),
+                                                          int(cfg["sampling"]["max_completion_tokens"]),
+                                                          torch.cuda.is_available())
+        args.rollout_batch_size = None  # vLLM schedules its own batch: it gets all of a process's rollouts
     trainer = PACTTrainer(model=model, args=args, train_dataset=tasks, processing_class=tokenizer,
                           reward_funcs=own["reward_funcs"], environment_factory=factory, peft_config=peft_config)
     k = train["k"]

@@ -5,10 +5,16 @@ including the end-of-turn token, and each sampled token's log-probability under 
 log_softmax(logits / temperature). That is the quantity the trainer recomputes, so old and new
 log-probs compare like with like; top-p truncation (off by default) changes what is sampled, not
 what is reported.
+
+`HFBackend` takes that log-prob on the model's device at each decode step (`SampledLogprobs`) and keeps
+one step's [B, V] log-softmax only until the next step says which token was sampled: memory does not
+grow with the number of new tokens (benchmarks/rollout_memory.py), and no [B, T, V] tensor is stacked,
+copied to the host or normalised on one CPU thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -98,24 +104,24 @@ class HFBackend:
         input_ids = torch.cat([torch.full((len(prompts), cached_width), self.pad, dtype=torch.long), new_ids], 1)
         attention = torch.cat([cached_mask, new_mask], dim=1)
         sampling = {} if greedy else {"temperature": temperature, "top_p": top_p, "top_k": 0}
-        result = self.model.generate(
-            input_ids=input_ids.to(device),
-            attention_mask=attention.to(device),
-            past_key_values=cache,
-            max_new_tokens=max_new_tokens,
-            do_sample=not greedy,
-            eos_token_id=self.eos,
-            pad_token_id=self.pad,
-            output_logits=True,
-            return_dict_in_generate=True,
-            use_cache=True,
-            **sampling,
-        )
+        recorder = SampledLogprobs(1.0 if greedy else temperature)
+        with recorder.attached(self.model):
+            result = self.model.generate(
+                input_ids=input_ids.to(device),
+                attention_mask=attention.to(device),
+                past_key_values=cache,
+                max_new_tokens=max_new_tokens,
+                do_sample=not greedy,
+                eos_token_id=self.eos,
+                pad_token_id=self.pad,
+                return_dict_in_generate=True,
+                use_cache=True,
+                **sampling,
+            )
         total = input_ids.shape[1]
+        logps = recorder.finish(result.sequences[:, -1]).cpu()  # [B, T_new]
         sampled = result.sequences[:, total:].cpu()
-        logits = torch.stack(result.logits, dim=1).float().cpu()  # [B, T_new, V]
-        scale = 1.0 if greedy else temperature
-        logps = torch.log_softmax(logits / scale, dim=-1).gather(-1, sampled.unsqueeze(-1)).squeeze(-1)
+        assert logps.shape == sampled.shape, "one recorded log-prob per sampled token"
         outputs = []
         for row in range(len(prompts)):
             ids = sampled[row].tolist()
@@ -125,6 +131,46 @@ class HFBackend:
         if not self.reuse_cache:
             return outputs, []
         return outputs, _rows_from_cache(result.past_key_values, prompts, outputs, attention, sampled.shape[1])
+
+
+class SampledLogprobs:
+    """Each sampled token's log_softmax(raw logits / scale)[token], taken on the model's device during
+    `generate`, from the logits `generate` itself samples from (before any logits processor or warper,
+    as `output_logits=True` reports them).
+
+    A forward hook sees each decode step's last-position logits and keeps their log-softmax [B, V] until
+    the next forward, whose input is the token just sampled; the last step's token is read from the
+    returned sequences (`finish`). So at most one step's full-vocabulary tensor is held."""
+
+    def __init__(self, scale: float):
+        self.scale = scale
+        self._pending: torch.Tensor | None = None  # [B, V] log-probs of the step whose token is not yet known
+        self._taken: list[torch.Tensor] = []  # per step, [B]
+
+    @contextlib.contextmanager
+    def attached(self, model):
+        handle = model.register_forward_hook(self._hook, with_kwargs=True)
+        try:
+            yield self
+        finally:
+            handle.remove()
+
+    def _hook(self, module, args, kwargs, output):
+        input_ids = kwargs.get("input_ids", args[0] if args else None)
+        if self._pending is not None:  # this forward is fed the token sampled from the pending step
+            self._take(input_ids[:, -1])
+        # generate samples from outputs.logits[:, -1] in fp32 (its `next_token_logits`)
+        self._pending = torch.log_softmax(output.logits[:, -1].float() / self.scale, dim=-1)
+
+    def _take(self, tokens: torch.Tensor) -> None:
+        self._taken.append(self._pending.gather(-1, tokens.to(self._pending.device).view(-1, 1)).squeeze(-1))
+        self._pending = None
+
+    def finish(self, last_tokens: torch.Tensor) -> torch.Tensor:
+        """[B, T_new]: the recorded log-probs, the last step's taken at `last_tokens`."""
+        if self._pending is not None:
+            self._take(last_tokens)
+        return torch.stack(self._taken, dim=1)
 
 
 @dataclass

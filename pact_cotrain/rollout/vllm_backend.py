@@ -93,7 +93,7 @@ def _redispatch_cpu_embedding_gemms(model) -> None:
 class VLLMBackend:
     """One assistant turn per prompt with vLLM. See the module docstring for the exact semantics."""
 
-    def __init__(self, model_path: str, eos_token_id: int, dtype: str = "bfloat16", max_model_len: int = 4096,
+    def __init__(self, model_path: str, eos_token_id: int, dtype: str = "bfloat16", max_model_len: int | None = 4096,
                  gpu_memory_utilization: float | None = None, seed: int = 0, in_process: bool = True,
                  **llm_kwargs):
         LLM, self._SamplingParams, self._TokensPrompt = _import_vllm()
@@ -104,11 +104,17 @@ class VLLMBackend:
 
         self.eos = int(eos_token_id)
         self.in_process = in_process
+        # Sleep mode (vllm_defaults.py): `sleep()` frees the weights and KV cache between rollouts, and the
+        # weights must be pushed again after `wake_up()` (level 2 discards them).
+        self.sleep_mode = bool(llm_kwargs.get("enable_sleep_mode"))
+        self.asleep = False
         self._on_cpu = current_platform.is_cpu()
-        kwargs = dict(model=str(model_path), dtype=dtype, max_model_len=max_model_len, seed=seed,
+        kwargs = dict(model=str(model_path), dtype=dtype, seed=seed,
                       logprobs_mode="processed_logprobs",
                       # Ignore the checkpoint's generation_config.json: every parameter is given per call.
                       generation_config="vllm")
+        if max_model_len is not None:  # None: vLLM takes the model's context
+            kwargs["max_model_len"] = max_model_len
         if gpu_memory_utilization is not None:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         elif self._on_cpu and "kv_cache_memory_bytes" not in llm_kwargs:
@@ -124,7 +130,7 @@ class VLLMBackend:
             # request's prefill is chunked (it rewinds the per-request generator's offset, which CPU
             # generators do not have). Whole prompts only: the token budget must then hold one prompt.
             kwargs["enable_chunked_prefill"] = False
-            llm_kwargs["max_num_batched_tokens"] = max(max_model_len, llm_kwargs.get("max_num_batched_tokens", 4096))
+            llm_kwargs["max_num_batched_tokens"] = max(max_model_len or 0, llm_kwargs.get("max_num_batched_tokens", 4096))
         kwargs.update(llm_kwargs)
         self.llm = LLM(**kwargs)
         self._warned_top_p = False
@@ -192,6 +198,28 @@ class VLLMBackend:
         if self._on_cpu:
             self.llm.apply_model(_redispatch_cpu_embedding_gemms)
         self.llm.reset_prefix_cache()
+
+    # -- sleep mode ---------------------------------------------------------------------------------
+
+    def sleep(self) -> None:
+        """Free the engine's GPU memory until `wake_up`: level 2 drops the weights and the KV cache (and
+        vLLM resets the prefix cache), as TRL's colocate mode does after each generation."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=2)
+            self.asleep = True
+
+    def wake_up(self, tags: list[str]) -> None:
+        """Map the memory of `tags` ("weights", "kv_cache") again; after level 2 the weights hold nothing
+        until `sync_weights`. The trainer wakes the weights, syncs them, then wakes the KV cache (TRL's
+        order: the KV cache is not yet mapped while the weights are loaded)."""
+        if self.asleep:
+            import torch
+
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()  # the training step's cached blocks, before vLLM maps its own
+            self.llm.wake_up(tags=tags)
+            if "kv_cache" in tags:
+                self.asleep = False
 
     def close(self) -> None:
         """Shut the engine down (frees its memory and, with in_process=False, its worker process)."""

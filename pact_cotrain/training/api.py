@@ -320,6 +320,17 @@ def normalise(model, args, train_dataset, reward_funcs, processing_class, tools,
         reward.environments_source = lambda recorder=factory: [getattr(env, "instance", None)
                                                                for env in recorder.drain()]
     model, processing_class = load_model(model, processing_class, args)
+    vllm_kwargs, generation_batch_size = args.rollout_vllm_kwargs, args.rollout_batch_size
+    if args.rollout_backend == "vllm":  # colocate defaults that fit beside training (rollout/vllm_defaults.py)
+        import torch
+
+        from pact_cotrain.rollout.vllm_defaults import colocate_engine_kwargs
+
+        context = getattr(getattr(model, "config", None), "max_position_embeddings", None)
+        prompt_cap = None if context is None else int(context) - sampling.max_completion_tokens
+        vllm_kwargs = colocate_engine_kwargs(vllm_kwargs, prompt_cap, sampling.max_completion_tokens,
+                                             torch.cuda.is_available())
+        generation_batch_size = None  # vLLM schedules its own batch: all of a process's rollouts at once
     rollout_dtype = args.rollout_dtype
     if rollout_dtype == "auto":
         rollout_dtype = precision.resolve_rollout_dtype("auto", precision.bf16_is_fast())
@@ -328,6 +339,6 @@ def normalise(model, args, train_dataset, reward_funcs, processing_class, tools,
         "train_dataset": Dataset.from_dict({"prompt": [t.id for t in tasks], "task_index": list(range(len(tasks)))}),
         "env_factory": routed_factory(factory, tasks, sampling.max_turns), "method": method, "sampling": sampling,
         "reward": reward, "rollout_dtype": rollout_dtype, "rollout_backend": args.rollout_backend,
-        "vllm_kwargs": args.rollout_vllm_kwargs, "forward_per_group": args.forward_per_group,
-        "micro_batch_tokens": args.micro_batch_tokens, "generation_batch_size": args.rollout_batch_size,
+        "vllm_kwargs": vllm_kwargs, "forward_per_group": args.forward_per_group,
+        "micro_batch_tokens": args.micro_batch_tokens, "generation_batch_size": generation_batch_size,
     }

@@ -45,7 +45,8 @@ process calls and another does not waits forever. Two things keep the counts equ
    per group) is refused there, since its forward count follows the batch.
 5. Rollouts never run a forward of the sharded model: HF rollouts decode with an unsharded copy, and
    vLLM receives, the full weights gathered once per step (`full_parameters`), so processes whose
-   episodes end at different turns need not stay in step while decoding.
+   episodes end at different turns need not stay in step while decoding. The copy is built once per
+   run and its weights are overwritten in place each step (no model is rebuilt or re-initialised).
 """
 
 from __future__ import annotations
@@ -234,9 +235,12 @@ def full_parameters(accelerator, model):
 
 
 def unsharded_copy(accelerator, model, dtype: torch.dtype) -> torch.nn.Module:
-    """A plain (unsharded, untrained) instance of the policy's architecture in `dtype` on this process's
-    device: what HF rollouts decode with under sharding, loaded by `load_full_parameters`."""
+    """A plain (unsharded) instance of the policy's architecture on this process's device, its parameters
+    in `dtype` and left uninitialised (`load_full_parameters` fills them): what HF rollouts decode with
+    under sharding. Built once per run (`RolloutPolicyMixin._rollout_policy`). Buffers keep the precision
+    the model computes them in (rotary frequencies stay fp32), as the unsharded rollout copy's do."""
     from transformers import PreTrainedModel
+    from transformers.initialization import no_init_weights
 
     unwrapped = accelerator.unwrap_model(model)
     if hasattr(unwrapped, "peft_config"):
@@ -245,7 +249,13 @@ def unsharded_copy(accelerator, model, dtype: torch.dtype) -> torch.nn.Module:
     from torch.distributed.fsdp import FSDPModule
 
     cls = next(c for c in type(unwrapped).__mro__ if issubclass(c, PreTrainedModel) and not issubclass(c, FSDPModule))
-    copy = cls(unwrapped.config).to(device=accelerator.device, dtype=dtype)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in `dtype`, not made in fp32 and cast
+    try:
+        with no_init_weights(), torch.device(accelerator.device):
+            copy = cls(unwrapped.config)
+    finally:
+        torch.set_default_dtype(previous)
     copy.eval()
     for param in copy.parameters():
         param.requires_grad_(False)

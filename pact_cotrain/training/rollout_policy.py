@@ -18,13 +18,15 @@ class RolloutPolicyMixin:
     def _rollout_policy(self, model):
         """The model itself, or its `rollout_dtype` copy with the current weights. Only parameters are
         cast: buffers such as rotary frequencies keep their precision. Under ZeRO-3 or FSDP, an unsharded
-        copy loaded with the gathered weights (distributed.py, item 5), dropped after the rollouts."""
+        copy built once (distributed.py, item 5) whose weights are overwritten in place with the gathered
+        ones before every rollout."""
         if distributed.sharding(self.accelerator) in ("zero3", "fsdp"):
-            dtype = self.rollout_dtype or next(model.parameters()).dtype
-            policy = distributed.unsharded_copy(self.accelerator, self.model, dtype)
+            if self._rollout_copy is None:
+                dtype = self.rollout_dtype or next(model.parameters()).dtype
+                self._rollout_copy = distributed.unsharded_copy(self.accelerator, self.model, dtype)
             with distributed.full_parameters(self.accelerator, self.model) as named:
-                distributed.load_full_parameters(policy, named)
-            return policy
+                distributed.load_full_parameters(self._rollout_copy, named)
+            return self._rollout_copy
         if self.rollout_dtype is None or next(model.parameters()).dtype == self.rollout_dtype:
             return model
         if self._rollout_copy is None:
@@ -60,13 +62,23 @@ class RolloutPolicyMixin:
             seed = kwargs.pop("seed", self.args.seed)
             self._vllm = VLLMBackend(path, eos_token_id=self.processing_class.eos_token_id,
                                      dtype=str(dtype).removeprefix("torch."), seed=seed, **kwargs)
-        if self._vllm_synced_step != self.state.global_step:
+        asleep = self._vllm.asleep
+        if asleep:  # sleep level 2 dropped the weights: wake them and push them whatever the step
+            self._vllm.wake_up(["weights"])
+        if asleep or self._vllm_synced_step != self.state.global_step:
             started = time.perf_counter()
             with distributed.full_parameters(self.accelerator, self.model) as named:  # gathered if sharded
                 self._vllm.sync_weights(named)
             self._vllm_synced_step = self.state.global_step
             self._metrics["train"]["vllm_sync_seconds"].append(time.perf_counter() - started)
+        if asleep:
+            self._vllm.wake_up(["kv_cache"])
         return self._vllm
+
+    def rollouts_finished(self) -> None:
+        """After a step's rollouts: a vLLM engine in sleep mode frees its GPU memory for the training passes."""
+        if self._vllm is not None:
+            self._vllm.sleep()
 
     def close_rollout_engine(self) -> None:
         """Shut the vLLM engine down (frees its memory); a later rollout would build it again."""

@@ -94,15 +94,50 @@ def pack_rows(lengths: list[int]) -> list[list[int]]:
 class PackedLayout:
     input_ids: torch.Tensor  # [R, L]
     position_ids: torch.Tensor  # [R, L]
-    attention: torch.Tensor  # [R, L, L] bool: query i may attend to key j
+    group_ids: torch.Tensor  # [R, L] the group each column holds (-1: padding)
+    segment_ids: torch.Tensor  # [R, L] 0: the group's context, k: its completion k
     keep: list[int]  # the columns whose logits are computed
     # per group, per completion: (row, indices into `keep` of the positions predicting its tokens)
     predict: list[list[tuple[int, list[int]]]]
+    # Every row holds one group with at most one non-empty completion: its real tokens attend causally
+    # to all real tokens before them, and right padding comes after them, so no mask is needed.
+    plain_causal: bool
+
+    # per row, per group: (context_start, context_end, [(start, end) of each completion]) in columns
+    spans: list[list[tuple[int, int, list[tuple[int, int]]]]]
+
+    def attention(self, device=None) -> torch.Tensor:
+        """[R, L, L] bool, query i may attend to key j, built on `device`: c_k attends to its own group's
+        context and causally to itself; padding attends to itself (no empty softmax).
+
+        Filled block by block (a context's causal block, each completion's context block and causal
+        block), so the work is the mask's own entries and a few kernels per group, not a handful of
+        full [R, L, L] comparisons."""
+        rows, length = self.group_ids.shape
+        allowed = torch.zeros(rows, length, length, dtype=torch.bool, device=device)
+        for r, groups in enumerate(self.spans):
+            end = 0
+            for start, context_end, completions in groups:
+                _causal_block(allowed[r, start:context_end, start:context_end])
+                for c_start, c_end in completions:
+                    allowed[r, c_start:c_end, start:context_end] = True
+                    _causal_block(allowed[r, c_start:c_end, c_start:c_end])
+                end = max([context_end] + [e for _, e in completions])
+            padding = allowed[r, end:, end:]
+            padding.diagonal().fill_(True)
+        return allowed
+
+
+def _causal_block(block: torch.Tensor) -> None:
+    block.fill_(True)
+    block.tril_()
 
 
 def pack_groups(groups: list[PackedGroup], pad_id: int) -> PackedLayout:
     """Lay groups side by side in rows (`pack_rows`), each as `[context ; c_1 ; c_2 ; ...]`: c_k attends to
-    its own group's context and causally to itself, with positions restarting after the context."""
+    its own group's context and causally to itself, with positions restarting after the context. Only
+    per-column group and segment ids are built here; the mask, where one is needed, is built on the
+    model's device (`PackedLayout.attention`)."""
     sizes = [len(g.context) + sum(len(c) for c in g.completions) for g in groups]
     rows = pack_rows(sizes)
     length = max(sum(sizes[i] for i in row) for row in rows)
@@ -111,10 +146,13 @@ def pack_groups(groups: list[PackedGroup], pad_id: int) -> PackedLayout:
     grp = torch.full((len(rows), length), -1, dtype=torch.long)  # -1: padding
     seg = torch.zeros((len(rows), length), dtype=torch.long)  # 0: context, k: completion k
     columns: list[list[tuple[int, list[int]]]] = [[] for _ in groups]
+    spans: list[list[tuple[int, int, list[tuple[int, int]]]]] = []
     for b, row in enumerate(rows):
         column = 0
+        spans.append([])
         for index in row:
             g = groups[index]
+            completion_spans = []
             tokens, positions, segments = list(g.context), list(range(len(g.context))), [0] * len(g.context)
             for k, comp in enumerate(g.completions, start=1):
                 # A completion's first token is predicted at the context's last position, the others at
@@ -123,20 +161,19 @@ def pack_groups(groups: list[PackedGroup], pad_id: int) -> PackedLayout:
                 columns[index].append((b, [column + len(g.context) - 1] + list(range(first, first + len(comp) - 1))
                                        if comp else []))
                 tokens += comp
+                completion_spans.append((first, first + len(comp)))
                 positions += range(len(g.context), len(g.context) + len(comp))
                 segments += [k] * len(comp)
             span = slice(column, column + len(tokens))
             ids[b, span], pos[b, span], seg[b, span] = torch.tensor(tokens), torch.tensor(positions), torch.tensor(segments)
             grp[b, span] = index
+            spans[b].append((column, column + len(g.context), completion_spans))
             column += len(tokens)
-    causal = torch.ones(length, length, dtype=torch.bool).tril()
-    same_group = (grp[:, :, None] == grp[:, None, :]) & (grp[:, None, :] >= 0)
-    allowed = causal & same_group & ((seg[:, None, :] == 0) | (seg[:, :, None] == seg[:, None, :]))
-    allowed |= torch.eye(length, dtype=torch.bool)  # padding attends to itself (no empty softmax)
+    plain = all(len(row) == 1 and sum(1 for c in groups[row[0]].completions if c) <= 1 for row in rows)
     keep = sorted({c for per_group in columns for _, cols in per_group for c in cols})
     at = {c: j for j, c in enumerate(keep)}
     predict = [[(b, [at[c] for c in cols]) for b, cols in per_group] for per_group in columns]
-    return PackedLayout(ids, pos, allowed, keep, predict)
+    return PackedLayout(ids, pos, grp, seg, keep, predict, plain, spans)
 
 
 # How each attention implementation reads a 4-D mask, which transformers hands to it unchanged
@@ -176,18 +213,17 @@ def custom_mask(allowed: torch.Tensor, implementation: str | None, dtype: torch.
 
 
 def _layout_logits(model, layout: PackedLayout, device) -> torch.Tensor:
-    """Logits at `layout.keep`. A lone causal row (one SFT trace) is passed without a mask, so attention
-    takes the fused causal path, which skips the upper triangle, instead of a dense [L, L] mask; any
-    implementation serves it. Other layouts get the mask in the form the model's implementation reads."""
-    rows, length, _ = layout.attention.shape
-    plain_causal = rows == 1 and torch.equal(layout.attention[0], torch.ones(length, length, dtype=torch.bool).tril())
+    """Logits at `layout.keep`. Plainly causal rows (one SFT trace, one completion after its context) are
+    passed without a mask, so attention takes the fused causal path, which skips the upper triangle, and
+    no [L, L] mask is built at all; any implementation serves them. Other layouts get the mask, built on
+    `device`, in the form the model's implementation reads."""
     mask = None
-    if not plain_causal:
+    if not layout.plain_causal:
         # The dtype of the hidden states, hence of the eager scores the mask is added to (under autocast
         # the lower-precision scores are promoted to it, as for transformers' own eager mask).
         inner = getattr(model, "module", model)  # under DDP the config and embeddings sit on .module
         dtype = inner.get_input_embeddings().weight.dtype
-        mask = custom_mask(layout.attention.to(device), attn_implementation(inner), dtype)
+        mask = custom_mask(layout.attention(device), attn_implementation(inner), dtype)
     return model(input_ids=layout.input_ids.to(device), attention_mask=mask, position_ids=layout.position_ids.to(device),
                  logits_to_keep=torch.tensor(layout.keep, device=device)).logits
 

@@ -201,6 +201,7 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             chunk_seed = distributed.rollout_chunk_seed(seed, c, len(chunks), rank)
             episodes += engine.rollout(tasks[chunk], k=k, seed=chunk_seed, context_trace_view=plan.rollout_trace_view)
         rollout_seconds = time.perf_counter() - started
+        self.rollouts_finished()  # a sleeping vLLM engine frees the GPU for training (rollout_policy.py)
         if policy is not None:
             policy.train(was_training)
 

@@ -97,6 +97,10 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     check_trace_needs(tasks, cfg["method"]["name"], cfg["method"]["reward"],
                       data["path"] if data["source"] == "file" else f"data.source={data['source']}")
     check_executable_tools(tasks, MethodConfig(**cfg["method"]))  # before the model loads, too
+    from pact_cotrain.training.step_fill import check_tasks_fill_a_step
+
+    source = data["path"] if data["source"] == "file" else f"data.source={data['source']} (data.n_train={data['n_train']})"
+    check_tasks_fill_a_step(len(tasks), cfg["train"]["prompts_per_step"], source)  # 0 steps: before the model loads
     attention = cfg["train"].get("attn_implementation")
     if attention:  # refused before the model loads; the trainer checks the default it ends up with
         from pact_cotrain.training.scoring import check_custom_mask_support
@@ -111,6 +115,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     from pact_cotrain.training.prompt_limits import check_prompt_lengths
 
     tasks = check_prompt_lengths(tasks, tokenizer, model, cfg)  # overlong prompts: before training
+    check_tasks_fill_a_step(len(tasks), cfg["train"]["prompts_per_step"], f"{source} after dropping overlong prompts")
     method = MethodConfig(**cfg["method"])
     # generation_batch_size chunks the trainer's rollout calls; the engine's SamplingConfig does not take it
     sampling = SamplingConfig(**{key: v for key, v in cfg["sampling"].items() if key != "generation_batch_size"})

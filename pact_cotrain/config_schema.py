@@ -17,6 +17,7 @@ from dataclasses import fields
 import jsonschema
 
 from pact_cotrain import losses
+from pact_cotrain.errors import did_you_mean
 from pact_cotrain.render import TRACE_VIEWS
 from pact_cotrain.rollout.engine import SamplingConfig
 from pact_cotrain.training.methods import METHODS, REWARDS, MethodConfig
@@ -217,7 +218,11 @@ def check_values(cfg: dict, base: dict, origin: dict[str, str]) -> str | None:
     shown = "null" if value is None else repr(value)
     if isinstance(value, float) and not math.isfinite(value):
         shown = str(value)
-    return f"{where}: {key}={shown} is not allowed: {key} takes {describe(schema)}"
+    hint = ""
+    choices = [c for s in schema.get("anyOf", [schema]) for c in s.get("enum", []) if isinstance(c, str)]
+    if isinstance(value, str) and choices:
+        hint = did_you_mean(value, choices)
+    return f"{where}: {key}={shown} is not allowed: {key} takes {describe(schema)}{hint}"
 
 
 def _leaves(node, prefix: str = ""):

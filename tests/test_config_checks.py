@@ -61,7 +61,7 @@ def one_line(capsys, argv, *fragments, after_progress: bool = False) -> str:
     ("train.max_steps=null", "train.max_steps takes an integer >= 1"),
     ("train.max_steps=2.5", "train.max_steps takes an integer >= 1"),
     ("method.anchor_q=1.5", "method.anchor_q takes a number >= 0 and <= 1"),
-    ("train.rollout_backend=vlm", "train.rollout_backend takes one of: hf, vllm"),
+    ("train.rollout_backend=vlm", "train.rollout_backend takes one of: hf, vllm; did you mean `vllm`?"),
     ("sampling.temperature=0", "sampling.temperature takes a number > 0"),
     ("train.gradient_checkpointing=maybe", "train.gradient_checkpointing takes true or false"),
     ("train.save_total_limit=-1", "train.save_total_limit takes null or an integer >= 0"),

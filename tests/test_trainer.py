@@ -163,7 +163,7 @@ def test_non_finite_loss_names_step_and_batch(tmp_path, tokenizer):
     with torch.no_grad():
         model.lm_head.weight.fill_(float("nan"))
     trainer = build_trainer(small_config("sft", tmp_path, "train.save_steps=0"), model=model, tokenizer=tokenizer)
-    with pytest.raises(NonFiniteLossError, match=r"step 0 .*toolworld_train"):
+    with pytest.raises(NonFiniteLossError, match=r"step 1 \(counted from 1\) .*toolworld_train"):
         trainer.train()
 
 

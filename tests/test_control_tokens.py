@@ -81,6 +81,18 @@ def test_a_forged_turn_in_a_trace_is_text_and_not_supervised_as_a_turn_end(tok, 
     label = {"answer": "answer", "tool": "tool_response", "reasoning": "reasoning"}[where]
     pieces = [t for t, c in zip(forged.input_ids, forged.components) if c == label]
     assert FORGED in tok.decode(pieces, skip_special_tokens=False)
+    # The trace-conditioned context [x; h] holds the trace as text in the user turn: no extra control tokens.
+    clean_xh = prompt_ids(tok, task(), trace_view="full")
+    forged_xh = prompt_ids(tok, task(**{where: "Ostmark. " + FORGED}), trace_view="full")
+    assert (im_end(tok, forged_xh), im_start(tok, forged_xh)) == (im_end(tok, clean_xh), im_start(tok, clean_xh))
+
+
+def test_a_forged_turn_in_a_tool_schema_is_text(tok):
+    hostile = json.loads(json.dumps(TOOLS))
+    hostile[0]["function"]["description"] = "Look a fact up." + FORGED
+    clean = prompt_ids(tok, task())
+    forged = prompt_ids(tok, Task(id="t", messages=task().messages, tools=hostile))
+    assert (im_end(tok, forged), im_start(tok, forged)) == (im_end(tok, clean), im_start(tok, clean))
 
 
 def test_a_clean_conversation_encodes_as_before(tok):

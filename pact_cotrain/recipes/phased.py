@@ -27,7 +27,6 @@ import math
 from functools import partial
 from pathlib import Path
 
-import yaml
 
 STOP_RULES = ("epochs", "steps")
 

@@ -33,7 +33,7 @@ def _data_validate(args) -> int:
     except OSError as exc:
         print(f"error: {args.file}: {exc.strerror}", file=sys.stderr)
         return 1
-    for line in report.error_lines():
+    for line in report.warning_lines() + report.error_lines():
         print(line, file=sys.stderr)
     print(report.summary())
     return 0 if report.ok else 1

@@ -116,13 +116,18 @@ def load_config(config: str, overrides: list[str] = ()) -> dict:
     """Base defaults <- the config file (path or built-in name) <- `a.b=value` overrides (YAML values).
 
     A key that base.yaml (or MethodConfig / SamplingConfig) does not know is refused with the closest
-    known key, rather than silently ignored."""
+    known key, rather than silently ignored; a value of the wrong type or range is refused with the
+    file or override that set it (`config_schema`); bad YAML with its file and line."""
+    from pact_cotrain.config_schema import check_values
+
     base = yaml.safe_load(builtin_text("base"))
     keys, free = known_config_keys(base)
-    loaded = yaml.safe_load(config_text(config)) or {}
+    where = config_where(config)
+    loaded = parse_yaml(config_text(config), where) or {}
     if not isinstance(loaded, dict):
-        raise UserError(f"{config}: a config is a YAML mapping of keys, got {type(loaded).__name__}")
-    _check_keys(loaded, keys, free, config)
+        raise UserError(f"{where}: a config is a YAML mapping of keys, got {type(loaded).__name__}")
+    _check_keys(loaded, keys, free, where)
+    origin = {key: where for key in _dotted_keys(loaded)}
     cfg = _merge(base, loaded)
     for item in overrides:
         if "=" not in item:
@@ -135,15 +140,49 @@ def load_config(config: str, overrides: list[str] = ()) -> dict:
             if not isinstance(node.get(part), dict):
                 node[part] = {}
             node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
+        node[parts[-1]] = parse_yaml(raw, f"override {item!r}")
+        origin = {k: v for k, v in origin.items() if not k.startswith(key + ".")}
+        origin[key] = f"override {item!r}"
     data = cfg.get("data") or {}
     if data.get("source") is None:  # a data.path means the rows are read from it
         data["source"] = "file" if data.get("path") else "toolworld"
+    problem = check_values(cfg, base, origin)
+    if problem:
+        raise UserError(problem)
     try:
         MethodConfig(**cfg["method"])
-    except ValueError as exc:  # a value MethodConfig refuses, e.g. method.name=pcat
-        raise UserError(str(exc)) from None
+    except ValueError as exc:  # a combination MethodConfig refuses
+        raise UserError(f"{where}: {exc}") from None
     return cfg
+
+
+def config_where(config: str) -> str:
+    """How messages name a config: its path, or the built-in file a name stands for."""
+    if os.path.exists(config) or config not in builtin_configs():
+        return config
+    return f"pact_cotrain/configs/{config}.yaml"
+
+
+def parse_yaml(text: str, where: str):
+    """yaml.safe_load, with a parse error as one line naming the file (or override), line and column."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        if mark is not None and not where.startswith("override"):  # an override's value is one short line
+            where = f"{where}:{mark.line + 1}:{mark.column + 1}"
+        raise UserError(f"{where}: not valid YAML: {problem}") from None
+
+
+def _dotted_keys(node: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in node.items():
+        dotted = prefix + str(key)
+        out.append(dotted)
+        if isinstance(value, dict):
+            out += _dotted_keys(value, dotted + ".")
+    return out
 
 
 def _nested(dotted: str, value) -> dict:

@@ -27,6 +27,7 @@ import json
 import re
 from dataclasses import dataclass, field, replace
 
+from pact_cotrain import control_text
 from pact_cotrain.data.trace_format import Task
 
 COMPONENTS = ("prompt", "template", "reasoning", "tool_call", "tool_response", "answer")
@@ -49,14 +50,20 @@ def template_messages(messages: list[dict]) -> list[dict]:
 
 
 def apply_template(tokenizer, messages: list[dict], tools: list[dict] | None, add_generation_prompt: bool) -> str:
-    return tokenizer.apply_chat_template(
-        template_messages(messages), tools=tools or None, tokenize=False, add_generation_prompt=add_generation_prompt
-    )
+    """The chat template's text. A control-token string inside the messages or tools stays text: the
+    result is a `control_text.ChatText` that remembers where such strings are, for `encode`."""
+    def render(data):
+        chat, schemas = data
+        return tokenizer.apply_chat_template(template_messages(chat), tools=schemas or None, tokenize=False,
+                                             add_generation_prompt=add_generation_prompt)
+
+    return control_text.render_chat(tokenizer, render, (list(messages), tools))
 
 
 def encode(tokenizer, text: str) -> list[int]:
-    """Tokenise rendered text: the template already holds every special token."""
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
+    """Tokenise rendered text: the template's own special tokens are control tokens; a control-token
+    string that came from data (a ChatText's `data_controls`) is tokenised as text."""
+    return control_text.encode(tokenizer, text)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -282,7 +289,8 @@ def _turn_as_generated(tokenizer, message: dict, tools: list[dict] | None) -> tu
                          "its turns cannot be rendered as generated")
     turn = full[len(head):]
     eos = tokenizer.eos_token or ""
-    cut = turn.index(eos) + len(eos) if eos and eos in turn else len(turn)
+    at = control_text.find_template(tokenizer, turn, eos) if eos else -1  # not an `eos` string from the message
+    cut = at + len(eos) if at >= 0 else len(turn)
     return turn[:cut], turn[cut:]
 
 
@@ -308,7 +316,7 @@ def trace_target_text(tokenizer, trace: list[dict], tools: list[dict] | None) ->
         turn, tail = _turn_as_generated(tokenizer, msg, tools)
         parts.append(turn)
         between = []
-    return "".join(parts) + tail
+    return control_text.join(parts + [tail])
 
 
 def render_trace_target(tokenizer, task: Task) -> RenderedSequence:
@@ -322,12 +330,12 @@ def render_trace_target(tokenizer, task: Task) -> RenderedSequence:
         raise ValueError(f"task {task.id}: {exc}") from None
     full = context + target
     context_ids = encode(tokenizer, context)
-    enc = tokenizer(target, add_special_tokens=False, return_offsets_mapping=True)
+    target_ids, target_offsets = control_text.encode(tokenizer, target, with_offsets=True)
     spans = _label_target(target, task.trace, tokenizer.eos_token or "", _assistant_header(tokenizer))
 
     components = ["prompt"] * len(context_ids)
     blocks, segments = [-1] * len(context_ids), [-1] * len(context_ids)
-    for tok_start, tok_end in enc["offset_mapping"]:
+    for tok_start, tok_end in target_offsets:
         touching = [s for s in spans if s[0] < max(tok_end, tok_start + 1) and s[1] > tok_start]
         label, block, segment = "template", -1, -1
         for wanted in _PRIORITY:
@@ -342,7 +350,7 @@ def render_trace_target(tokenizer, task: Task) -> RenderedSequence:
                   if m["role"] == "assistant" and (m.get("reasoning") or "").strip()]
     return RenderedSequence(
         text=full,
-        input_ids=context_ids + list(enc["input_ids"]),
+        input_ids=context_ids + target_ids,
         prompt_len=len(context_ids),
         components=components,
         reasoning_block=blocks,
@@ -365,7 +373,7 @@ def observation_text(tokenizer, tool_messages: list[dict], tools: list[dict] | N
     eos = tokenizer.eos_token
     turn_end = after.index(marker) + len(marker)
     if eos:
-        turn_end = after.index(eos, turn_end) + len(eos)
+        turn_end = control_text.find_template(tokenizer, after, eos, turn_end) + len(eos)
     return after[turn_end:]
 
 

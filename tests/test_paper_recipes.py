@@ -118,7 +118,7 @@ def test_recipe_builds_its_trainer(method, tokenizer, model, tmp_path):
     file, whose prompts the tiny model's context could not hold anyway)."""
     from pact_cotrain.recipes.train import build_trainer
 
-    cfg = load_config(_name("4b", method), ["data.source=toolworld", "data.n_train=8", f"output_dir={tmp_path}",
+    cfg = load_config(_name("4b", method), ["data.source=toolworld", "data.n_train=256", f"output_dir={tmp_path}",
                                             "train.report_to=[]", "train.max_prompt_tokens=100000"])
     trainer = build_trainer(cfg, model=model, tokenizer=tokenizer)
     assert trainer.method.name == METHODS[method][0]

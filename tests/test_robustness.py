@@ -18,6 +18,7 @@ from transformers import TrainerCallback
 from pact_cotrain import cli
 from pact_cotrain.recipes import train as train_recipe
 from pact_cotrain.config import load_config
+from pact_cotrain.errors import UserError
 from pact_cotrain.recipes.train import build_trainer, latest_checkpoint, run_train
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training.checkpoints import KILL_ENV, RunError, SimulatedKill, atomic_write_dir, missing_files
@@ -73,7 +74,7 @@ def test_non_finite_gradient_stops_before_the_step_and_nothing_non_finite_is_sav
     # finite loss, non-finite gradient at step 1 (as with learning_rate=100 in the issue)
     model.model.norm.weight.register_hook(
         lambda g: g * float("nan") if trainer.state.global_step == 1 else g)
-    with pytest.raises(NonFiniteUpdateError, match=r"non-finite gradient of .* at step 1 .*toolworld_train.*not applied"):
+    with pytest.raises(NonFiniteUpdateError, match=r"non-finite gradient of .* at step 2 \(counted from 1\) .*toolworld_train.*not applied"):
         trainer.train()
     saved = weights(tmp_path / "run" / "checkpoint-1")
     assert not (tmp_path / "run" / "checkpoint-2").exists()
@@ -94,7 +95,7 @@ def test_non_finite_parameter_after_a_step_stops_the_run(tmp_path, tok):
     with torch.no_grad():
         model.model.norm.weight[0] = float("inf")
     state = type("S", (), {"global_step": 5})()
-    with pytest.raises(NonFiniteUpdateError, match=r"model.norm.weight after the optimiser step at step 5 .*task_a"):
+    with pytest.raises(NonFiniteUpdateError, match=r"model.norm.weight after the optimiser step at step 6 \(counted from 1\) .*task_a"):
         NonFiniteGuard(FakeTrainer()).on_optimizer_step(None, state, None, model=model)
 
 
@@ -256,7 +257,8 @@ def test_a_live_lock_is_refused_and_a_killed_holders_lock_is_free(tmp_path, tok)
 
 
 def test_no_training_task_is_an_error(tmp_path, tok, capsys):
-    with pytest.raises(RunError, match="no training tasks"):
+    # data.n_train=0 is refused with the config's values (issue 31): an integer >= 1
+    with pytest.raises(UserError, match="data.n_train=0 is not allowed"):
         run_train("sft", cfg_args(tmp_path, "data.n_train=0", "train.max_steps=1"), model=tiny_llama(tok),
                   tokenizer=tok)
     empty = tmp_path / "empty.jsonl"

@@ -28,6 +28,13 @@ def record(i=0, arguments=None, tool_turn=None, trace=True, **extra):
     return rec
 
 
+def answered_twice():
+    """A trace whose call c1 gets two tool responses."""
+    rec = record()
+    rec["trace"].insert(2, {"role": "tool", "tool_call_id": "c1", "content": "5 C"})
+    return rec
+
+
 def write(path, rows):
     path.write_bytes(b"".join((r if isinstance(r, bytes) else
                                (r if isinstance(r, str) else json.dumps(r)).encode()) + b"\n" for r in rows))
@@ -72,6 +79,7 @@ def test_max_errors_limits_the_listing_not_the_count(tmp_path, capsys):
      "'c9' answers no earlier tool call"),
     (record(tool_turn={"role": "tool", "name": "get_time", "content": "?"}), "trace[1].name",
      "'get_time' answers no earlier call"),
+    (answered_twice(), "trace[2].tool_call_id", "'c1' was already answered by trace[1]"),  # issue 31, case 9
 ])
 def test_trace_is_checked_against_its_own_tools(tmp_path, capsys, rec, field, reason):
     path = write(tmp_path / "t.jsonl", [record(0) | {"id": "ok"}, rec])

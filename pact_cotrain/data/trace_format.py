@@ -14,7 +14,7 @@ Messages:
 
 A trace is also checked against its own task: every called tool is in `tools`, its arguments fit
 that tool's JSON schema (`arg_schema`), and every `tool_call_id` (or a bare `name`) of a tool turn
-answers an earlier call. A row is at most `max_row_bytes` bytes of UTF-8.
+answers an earlier call, each `tool_call_id` once. A row is at most `max_row_bytes` bytes of UTF-8.
 
 The loader validates every record and refuses the file on the first bad row with
 `path:line: field: reason` plus the count of all bad rows; an empty file is refused too. Nothing is
@@ -145,6 +145,7 @@ def _check_conversation(messages: list[dict], trace: list[dict], tools: list[dic
         fn = schema["function"]
         schemas.setdefault(fn["name"], []).append(fn.get("parameters", {"type": "object", "properties": {}}))
     call_ids: set[str] = set()
+    answered: dict[str, str] = {}  # tool_call_id -> the tool turn that answered it
     called: set[str] = set()
     turns = [(f"messages[{i}]", m) for i, m in enumerate(messages)] + [(f"trace[{i}]", m) for i, m in enumerate(trace)]
     for where, msg in turns:
@@ -162,6 +163,10 @@ def _check_conversation(messages: list[dict], trace: list[dict], tools: list[dic
             if isinstance(msg.get("tool_call_id"), str):
                 _require(msg["tool_call_id"] in call_ids, f"{where}.tool_call_id",
                          f"{msg['tool_call_id']!r} answers no earlier tool call")
+                # A call gets one response: a second one would put two observations of one call in context.
+                _require(msg["tool_call_id"] not in answered, f"{where}.tool_call_id",
+                         f"{msg['tool_call_id']!r} was already answered by {answered.get(msg['tool_call_id'])}")
+                answered[msg["tool_call_id"]] = where
             else:
                 _require(msg["name"] in called, f"{where}.name", f"{msg['name']!r} answers no earlier call of that tool")
 

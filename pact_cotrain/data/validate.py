@@ -8,6 +8,8 @@
 The checks are the loader's (`trace_format.iter_rows`): row size, UTF-8, JSON, the record format,
 unique ids, and each trace against its own task's tools. Training refuses a file on its first bad
 row with the same `path:line: field: reason`; this module collects them for a user fixing data.
+A valid row whose text holds a control-token string (`<|im_end|>`, ...) gets a warning line
+(`report.warnings`): training encodes it as text, but it is usually a conversion mistake.
 
 `check_trace_needs(tasks, method, reward, source)` is the training-time rule for rows without an
 expert trace (spec section 4): GRPO and PACT with an environment reward (solve_f1, ftrl_step, env)
@@ -22,6 +24,7 @@ from pathlib import Path
 
 from pact_cotrain.errors import UserError
 
+from .control_strings import control_strings_in
 from .trace_format import DEFAULT_MAX_ROW_BYTES, Task, _Invalid, iter_rows, task_from_record
 
 DEFAULT_MAX_ERRORS = 50
@@ -42,6 +45,8 @@ class ValidationReport:
     traced: int = 0        # valid rows with an expert trace
     bad_rows: int = 0
     errors: list[RowError] = field(default_factory=list)
+    warnings: list[RowError] = field(default_factory=list)  # valid rows holding control-token strings
+    warned_rows: int = 0
 
     @property
     def ok(self) -> bool:
@@ -56,6 +61,12 @@ class ValidationReport:
             lines.append(f"... and {hidden} more bad rows (raise --max-errors to see them)")
         if self.bad_rows:
             lines.append(f"{self.path}: {self.bad_rows} bad rows of {self.rows}")
+        return lines
+
+    def warning_lines(self) -> list[str]:
+        lines = [f"{self.path}:{w.line}: {w.field_name}: warning: {w.reason}" for w in self.warnings]
+        if self.warned_rows > len(self.warnings):
+            lines.append(f"... and {self.warned_rows - len(self.warnings)} more rows with control-token strings")
         return lines
 
     def summary(self) -> str:
@@ -77,6 +88,14 @@ def validate_file(path: str | Path, max_errors: int = DEFAULT_MAX_ERRORS,
         else:
             report.valid += 1
             report.traced += item.trace is not None
+            found = control_strings_in(item.to_record())
+            if found:
+                report.warned_rows += 1
+                if len(report.warnings) < max_errors:
+                    where, string = found[0]
+                    more = f" (and {len(found) - 1} more fields)" if len(found) > 1 else ""
+                    report.warnings.append(RowError(line_no, where, f"holds the control-token string {string!r}{more}; "
+                                                    "training encodes it as plain text, never as a control token"))
     return report
 
 

@@ -27,17 +27,16 @@ import math
 from functools import partial
 from pathlib import Path
 
-import yaml
 
 STOP_RULES = ("epochs", "steps")
 
 
 def read_raw(config: str) -> dict:
     """The config file as written (no base defaults merged)."""
-    from pact_cotrain.config import config_text
+    from pact_cotrain.config import config_text, config_where, parse_yaml
 
     text = config_text(config)  # a path or a built-in; an unknown name is a one-line UserError
-    return yaml.safe_load(text) or {}
+    return parse_yaml(text, config_where(config)) or {}  # bad YAML: one line with the file and line
 
 
 def is_phased(config: str) -> bool:

@@ -183,6 +183,10 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     # Untraced rows: fine for grpo / pact; refused here for the methods and rewards that read the trace.
     check_tasks(tasks, MethodConfig(**cfg["method"]), bool(own["reward_funcs"]), factory,
                 data["path"] if data["source"] == "file" else f"data.source={data['source']}")
+    from pact_cotrain.training.step_fill import check_tasks_fill_a_step
+
+    source = data["path"] if data["source"] == "file" else f"data.source={data['source']} (data.n_train={data['n_train']})"
+    check_tasks_fill_a_step(len(tasks), cfg["train"]["prompts_per_step"], source)  # 0 steps: before the model loads
     attention = cfg["train"].get("attn_implementation")
     if attention:  # refused before the model loads; the trainer checks the default it ends up with
         from pact_cotrain.training.scoring import check_custom_mask_support
@@ -197,6 +201,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
     from pact_cotrain.training.prompt_limits import check_prompt_lengths
 
     tasks = check_prompt_lengths(tasks, tokenizer, model, cfg)  # overlong prompts: before training
+    check_tasks_fill_a_step(len(tasks), cfg["train"]["prompts_per_step"], f"{source} after dropping overlong prompts")
     train = cfg["train"]
     peft_config = None
     if train.get("lora"):

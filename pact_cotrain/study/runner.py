@@ -53,7 +53,9 @@ def load_study(config: str) -> dict:
     key off)."""
     text = Path(config).read_text() if os.path.exists(config) else (
         resources.files("pact_cotrain").joinpath(f"configs/studies/{config}.yaml").read_text())
-    study = yaml.safe_load(text)
+    from pact_cotrain.config import parse_yaml
+
+    study = parse_yaml(text, config)  # bad YAML: one line with the file and line
     if "extends" not in study:
         return study
     base = load_study(study.pop("extends"))

@@ -146,10 +146,19 @@ def save_failure(exc: BaseException, what: str, folder: str) -> RunError | None:
     except OSError:
         pass
     if is_disk_full(exc) or (low_space and isinstance(exc, (OSError, RuntimeError))):
-        return RunError(f"no space left on the device while saving {what} in {folder} (earlier copies are kept)")
+        return RunError(f"no space left on the device while saving {what} in {folder} ({_what_is_kept(folder, what)})")
     if isinstance(exc, OSError) or (isinstance(exc, RuntimeError) and "iostream error" in str(exc)):
         return RunError(f"could not save {what} in {folder}: {exc}")
     return None
+
+
+def _what_is_kept(folder: str, failed: str) -> str:
+    """What a failed save leaves to fall back on: the newest complete checkpoint, or nothing (with
+    `train.save_steps=0`, or before the first save, there is no earlier copy)."""
+    kept = [os.path.basename(p) for _, p in checkpoints(folder) if os.path.basename(p) != failed and not missing_files(p)]
+    if kept:
+        return f"earlier checkpoints are kept, the newest {kept[-1]}"
+    return "no earlier checkpoint exists in it, so nothing of this run is saved; free space and rerun"
 
 
 def atomic_write_dir(target: str, write: Callable[[str], None]) -> None:

@@ -16,6 +16,10 @@ runs right after the step and before any checkpoint of that step is written.
   scaler), which accelerate reports as `optimizer_step_was_skipped`. That skip, outside fp16's dynamic
   loss scaling (where skipping an overflow step is routine), stops the run. Parameters are checked after
   the step on each process's partition (ZeRO-3: `ds_tensor`), agreed across processes.
+
+Steps are counted from 1, as the progress bar and `checkpoint-N` count them: both hooks run before
+transformers increments `state.global_step`, so the step being taken is `global_step + 1`. The error
+is a RunError, so `pact train` prints it as one line.
 """
 
 from __future__ import annotations
@@ -23,9 +27,11 @@ from __future__ import annotations
 import torch
 from transformers import TrainerCallback
 
+from pact_cotrain.training.checkpoints import RunError
 
-class NonFiniteUpdateError(FloatingPointError):
-    pass
+
+class NonFiniteUpdateError(RunError, FloatingPointError):
+    """A step whose gradient or update is not finite; the run stops (a condition of the run, not a bug)."""
 
 
 def _local(t: torch.Tensor) -> torch.Tensor:
@@ -84,7 +90,8 @@ class NonFiniteGuard(TrainerCallback):
         return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
 
     def _fail(self, state, what: str, consequence: str) -> None:
-        raise NonFiniteUpdateError(f"{what} at step {state.global_step} on the batch of tasks "
+        step = state.global_step + 1  # the step being taken, counted from 1 (see the module docstring)
+        raise NonFiniteUpdateError(f"{what} at step {step} (counted from 1) on the batch of tasks "
                                    f"{self.trainer.current_task_ids()}: {consequence}; nothing of it is saved")
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):

@@ -37,13 +37,14 @@ from pact_cotrain.rewards.user import fill_lost_rewards, reward_metrics, score_b
 from pact_cotrain.rollout.engine import Episode, RolloutEngine, SamplingConfig
 from pact_cotrain.training import distributed, microbatch
 from pact_cotrain.training.exact_resume import ExactResumeMixin
+from pact_cotrain.training.checkpoints import RunError
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
 from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
 from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
 
-class NonFiniteLossError(FloatingPointError):
-    pass
+class NonFiniteLossError(RunError, FloatingPointError):
+    """A step whose loss is not finite: the run stops with one line (steps counted from 1)."""
 
 
 def step_seed(seed: int, step: int) -> int:
@@ -458,7 +459,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         metrics["forward_tokens_per_second"].append(n_tokens / max(time.perf_counter() - started, 1e-9))
         metrics["forward_tokens"].append(float(passes["n_forward_tokens"]))
         if not torch.isfinite(total):
-            raise NonFiniteLossError(f"non-finite loss {float(total.detach())} at step {inputs['step']} "
+            raise NonFiniteLossError(f"non-finite loss {float(total.detach())} at step {inputs['step'] + 1} "
+                                     f"(counted from 1) "
                                      f"on the batch of tasks {inputs['task_ids']}")
         return total
 

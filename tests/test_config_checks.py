@@ -55,7 +55,7 @@ def one_line(capsys, argv, *fragments, after_progress: bool = False) -> str:
 @pytest.mark.parametrize("override,allowed", [
     ("train.k=abc", "train.k takes an integer >= 1"),  # was "not all arguments converted"
     ("train.learning_rate=-1", "train.learning_rate takes a number > 0"),  # was a traceback
-    ("train.prompts_per_step=0", "train.prompts_per_step takes an integer >= 1"),  # was a traceback
+    ("train.prompts_per_step=0", "train.prompts_per_step takes null or an integer >= 1"),  # was a traceback
     ("train.max_steps=0", "train.max_steps takes an integer >= 1"),  # case 4: fell back to epochs
     ("train.max_steps=-5", "train.max_steps takes an integer >= 1"),
     ("train.max_steps=null", "train.max_steps takes an integer >= 1"),
@@ -183,11 +183,11 @@ def test_a_full_disk_without_checkpoints_does_not_claim_earlier_copies(tmp_path,
 
 
 def test_a_full_disk_with_a_checkpoint_names_the_one_kept(tmp_path):
-    from pact_cotrain.training.checkpoints import STATE_FILES
+    from pact_cotrain.training.checkpoint_layout import STATE_FILES
 
     kept = tmp_path / "checkpoint-4"
     kept.mkdir()
-    for name in ("model.safetensors", "config.json", "rng_state.pth", *STATE_FILES):
+    for name in ("model.safetensors", "config.json", "rng_state.pth", "optimizer.pt", "scheduler.pt", *STATE_FILES):
         (kept / name).write_text("x")
     (tmp_path / "checkpoint-6").mkdir()  # incomplete: not a copy anything can resume from
     error = save_failure(OSError(errno.ENOSPC, "No space left on device"), "final", str(tmp_path))

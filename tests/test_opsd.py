@@ -50,3 +50,22 @@ def test_opsd_refuses_untraced_rows_before_the_model_loads(tmp_path):
     with pytest.raises(UserError, match="method opsd trains on the traces"):
         check_trace_needs([Task(id="a", messages=[{"role": "user", "content": "hi"}], tools=[])], "opsd",
                           "solve_f1", "rows.jsonl")
+
+
+def test_plan_costs_the_teacher_pass_without_gradient_and_the_student_pass():
+    from pact_cotrain.planning import tokens
+
+    stats = tokens.manual_stats(prompt=100, trace_context=150, trace_target=40, tool_response=10)
+    shape = tokens.RolloutShape(2, 39, 11, "given")  # 50 completion tokens per episode
+    for iterations in (1, 2):
+        inputs = tokens.StepInputs(2, 4, iterations, "sample", "trace", stats, shape)
+        passes = {p.name: p for p in tokens.step_passes(plan_step(MethodConfig(name="opsd"), 0, 4), inputs)}
+        # student: every row after x, with gradient; teacher: every row after [x; h], forward only, once a batch
+        assert passes["prompt-only scoring"].kind == "train" and passes["prompt-only scoring"].tokens == 2 * (100 + 4 * 50)
+        assert passes["OPSD teacher on [x; h]"].kind == "forward"
+        assert passes["OPSD teacher on [x; h]"].tokens == 2 * (150 + 4 * 50)
+        assert "[x; h] re-scoring" not in passes and "SFT on traces" not in passes
+        assert ("old-policy scoring" in passes) == (iterations > 1)
+        assert passes.get("old-policy scoring", passes["prompt-only scoring"]).tokens == 2 * (100 + 4 * 50)
+        reused = tokens.step_passes(plan_step(MethodConfig(name="opsd"), 1, 4), inputs, rollout_step=False)
+        assert [p.name for p in reused] == ["prompt-only scoring"]  # a reused batch keeps its teacher log-probs

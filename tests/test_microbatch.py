@@ -1,9 +1,10 @@
 """Step-level loss normalisation and exact micro-batched optimisation (issue 12 item 1, issue 13 item 6).
 
 * ``token_sum_norm`` trains: the trainer passes Dr. GRPO's constant per-sequence budget.
-* ``train.micro_batch_tokens``: one step split into >= 3 micro-batches gives the unsplit step's gradient
-  and parameters, for every method and aggregation mode, with anchoring on and off, both scoring
-  layouts and num_iterations=2. The optimiser is plain SGD (update = -lr * gradient), so any error in
+* ``train.micro_batch_tokens``: one step split into exactly 1, 2 and 4 micro-batches gives the unsplit
+  step's gradient and parameters for pact, grpo, sft, chord and opsd at num_iterations 1 and 2; PACT's
+  other scoring layouts and aggregations (and GRPO's seq_mean_token_mean) at >= 3 micro-batches.
+  The optimiser is plain SGD (update = -lr * gradient), so any error in
   a normaliser shows in the parameters: Adam's first step, g / |g|, would hide a constant factor.
   Rewards are a fixed function of the rollout's tokens, so advantages are not all zero.
 * ``sampling.generation_batch_size``: the engine is called with at most that many rollouts at a time.

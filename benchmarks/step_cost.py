@@ -1,8 +1,9 @@
-"""Step cost of PACT vs GRPO on the SAME rollouts, and shared-prefix packing vs padding.
+"""Step cost of PACT and OPSD vs GRPO on the SAME rollouts, and shared-prefix packing vs padding.
 
-One batch of rollouts is generated once (timed: both methods roll out the same way, prompt-only);
-then, side by side in this process, forward+backward is timed for: GRPO (prompt-only pass) and PACT
-with every prompt trace-conditioned plus the SFT term, each under both scoring layouts (one batched
+One batch of rollouts is generated once (timed: every method rolls out the same way, prompt-only);
+then, side by side in this process, forward+backward is timed for: GRPO (prompt-only pass), PACT
+with every prompt trace-conditioned plus the SFT term, and OPSD (its teacher's no-gradient pass on
+[x; h], then the student's prompt-only pass with gradient), each under both scoring layouts (one batched
 forward, or one forward per shared-prefix group), and the same PACT rows scored with plain
 left/right padding instead of shared-prefix packing. Prints seconds, tokens processed and ratios,
 for the optimisation phase alone and for the whole step (rollouts + optimisation).
@@ -60,6 +61,10 @@ def main():
     grpo_batch = {**batch, "plan": dataclasses.replace(pact_plan, anchor_q=1.0, sft_coef=0.0),
                   "anchor": torch.ones_like(batch["anchor"])}
 
+    opsd_batch = {**batch, "plan": dataclasses.replace(pact_plan, anchor_q=1.0, sft_coef=0.0, opsd=True),
+                  "anchor": torch.ones_like(batch["anchor"])}
+    opsd_batch.pop("sft_targets", None)
+
     def step(b):
         trainer.model.zero_grad(set_to_none=True)
         trainer.compute_loss(trainer.model, b).backward()
@@ -79,23 +84,33 @@ def main():
     padded_tokens = (len(rows) + len(batch["sft_targets"])) * (
         max(map(len, batch["trace_contexts"] + batch["sft_contexts"]))
         + max(map(len, batch["completions"] + batch["sft_targets"])))
+    # OPSD: the teacher's [x; h] pass without gradient, then the student's prompt-only pass with it
+    floor_opsd = sum(len(batch["trace_contexts"][i]) for i in range(0, len(rows), args.k)) + floor_grpo + gen
+
     def with_layout(per_group, b):  # the two scoring layouts (`train.forward_per_group`)
         def run():
             trainer.forward_per_group = per_group
+            if b["plan"].opsd:  # what `_rl_batch` adds for OPSD: the teacher's log-probs
+                b["teacher_logp"] = trainer._old_logps(b, "trace")
             step(b)
         return run
 
     times = timed_interleaved({("grpo", False): with_layout(False, grpo_batch), ("pact", False): with_layout(False, batch),
+                               ("opsd", False): with_layout(False, opsd_batch),
                                ("grpo", True): with_layout(True, grpo_batch), ("pact", True): with_layout(True, batch),
+                               ("opsd", True): with_layout(True, opsd_batch),
                                "padded": padded_pact}, args.repeats)
     t_padded = times["padded"]
     print(f"threads={torch.get_num_threads()} prompts={args.prompts} k={args.k} rollout tokens={gen} sft target tokens={sft}")
     print(f"token floor: GRPO {floor_grpo} (prompt-only contexts), PACT {floor_pact} (trace contexts + SFT) = "
           f"{floor_pact / floor_grpo:.2f}x")
+    print(f"token floor: OPSD {floor_opsd} (trace contexts + rollouts without gradient, then GRPO's with it) = "
+          f"{floor_opsd / floor_grpo:.2f}x GRPO's")
     for per_group, name in ((False, "one batched forward (rows)"), (True, "one forward per group")):
-        t_grpo, t_pact = times["grpo", per_group], times["pact", per_group]
+        t_grpo, t_pact, t_opsd = times["grpo", per_group], times["pact", per_group], times["opsd", per_group]
         print(f"{name:>27}: GRPO {t_grpo:7.2f} s, PACT {t_pact:7.2f} s, PACT / GRPO = {t_pact / t_grpo:.2f}x time "
-              f"= {t_pact / t_grpo / (floor_pact / floor_grpo):.2f}x the token floor")
+              f"= {t_pact / t_grpo / (floor_pact / floor_grpo):.2f}x the token floor; OPSD {t_opsd:7.2f} s, "
+              f"OPSD / GRPO = {t_opsd / t_grpo:.2f}x")
     print(f"PACT, rows / per group = {times['pact', False] / times['pact', True]:.2f}x; "
           f"GRPO, rows / per group = {times['grpo', False] / times['grpo', True]:.2f}x")
     t_pact = min(times["pact", False], times["pact", True])
@@ -106,6 +121,9 @@ def main():
           f"({sum(len(ep.turn_spans) for ep in batch['episodes'])} assistant turns)")
     print(f"whole step PACT / GRPO, each with its faster layout = ({t_rollout:.2f} + {t_pact:.2f}) / ({t_rollout:.2f} + {t_grpo:.2f}) = "
           f"{(t_rollout + t_pact) / (t_rollout + t_grpo):.2f}x")
+    t_opsd = min(times["opsd", False], times["opsd", True])
+    print(f"whole step OPSD / GRPO, each with its faster layout = ({t_rollout:.2f} + {t_opsd:.2f}) / ({t_rollout:.2f} + {t_grpo:.2f}) = "
+          f"{(t_rollout + t_opsd) / (t_rollout + t_grpo):.2f}x")
 
 
 if __name__ == "__main__":

@@ -88,6 +88,23 @@ def test_a_pact_batch_is_trace_blind_except_for_its_trace_contexts(tmp_path, tok
     assert first["sft_contexts"] == second["sft_contexts"]  # SFT's context is x alone
 
 
+def test_an_opsd_batch_is_trace_blind_except_for_its_teacher(tmp_path, tokenizer):
+    """OPSD: the student rolls out from x alone; h reaches only the teacher's [x; h] context and its
+    (no-gradient) log-probs, on every row."""
+    first, second = two_batches(tmp_path, tokenizer, "opsd")
+    assert first["plan"].opsd and first["plan"].sft_coef == 0 and "sft_targets" not in first
+    assert first["prompt_contexts"] == second["prompt_contexts"]
+    assert first["completions"] == second["completions"] and sum(map(len, first["completions"])) > 0
+    assert [ep.logprobs for ep in first["episodes"]] == [ep.logprobs for ep in second["episodes"]]
+    for key in ("sampling_logps", "loss_mask", "rewards", "advantages"):
+        assert torch.equal(first[key], second[key]), key
+    assert first["anchor"].all()  # the student is scored after x alone, every row
+    for a, b, prompt in zip(first["trace_contexts"], second["trace_contexts"], first["prompt_contexts"]):
+        assert a != b and a != prompt  # every row's teacher context holds its own trace
+    mask = first["loss_mask"].bool()
+    assert not torch.equal(first["teacher_logp"][mask], second["teacher_logp"][mask])
+
+
 def test_the_comparison_catches_a_trace_in_the_rollout(tmp_path, tokenizer):
     """Control: the hint-in-rollout baseline puts h in the rollout's context, and the same comparison
     sees it (so the equalities above are not vacuous)."""

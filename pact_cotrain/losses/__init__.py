@@ -43,6 +43,7 @@ from ._masks import AGGREGATIONS, aggregate_loss, masked_token_mean
 from .advantages import group_advantages
 from .anchoring import ANCHOR_MODES, anchored_rl_loss, draw_anchor_mask, expand_to_rollouts
 from .diagnostics import entropy_from_logits, over_reliance_gap, selective_log_softmax
+from .opsd import KL_CREDITS, generalized_jsd, opsd_advantages, opsd_policy_loss, sampled_reverse_kl
 from .policy import (
     LOG_RATIO_CLAMP,
     PROMPT_GRADIENT_FORMS,
@@ -92,4 +93,9 @@ __all__ = [
     "over_reliance_gap",
     "entropy_from_logits",
     "selective_log_softmax",
+    "KL_CREDITS",
+    "sampled_reverse_kl",
+    "opsd_advantages",
+    "opsd_policy_loss",
+    "generalized_jsd",
 ]

@@ -174,7 +174,8 @@ def plan_phase(name, config_name, cfg, method, stats, rollout, stop, plan: Plan,
     per_group = train.get("forward_per_group")
     inputs = tokens.StepInputs(train["prompts_per_step"], train["k"], iterations, method.anchor_mode, method.surrogate,
                                stats, rollout, {method.trace_view: stats.trace_context},
-                               (not on_gpu) if per_group is None else bool(per_group), train.get("micro_batch_tokens"))
+                               (not on_gpu) if per_group is None else bool(per_group), train.get("micro_batch_tokens"),
+                               method.trace_view)
     G = plan.options.gpus
     checkpointing = bool(train.get("gradient_checkpointing", True))
     totals: dict[str, PassTotal] = {}

@@ -25,6 +25,8 @@ of its context (`training/scoring.py`), so a pass over n groups of m rows costs 
     [x; h] re-scoring groups P s_t with context xh, rows B s_t, forward + backward (PACT, hint rollouts)
     old-policy        forward only, every rollout row in each scored context, once per batch when
                       train.num_iterations > 1 (reference scoring: none, TRL's beta is 0)
+    OPSD teacher      forward only, every rollout row after [x; h] (x for untraced rows), once per batch;
+                      OPSD's student is the prompt-only pass (s_p = 1, s_t = 0)
     SFT on traces     P tau traces of x + t tokens, forward + backward
 
 (attention: a group with several completions runs under a custom mask and costs n^2 query-key pairs
@@ -349,7 +351,7 @@ class Pass:
 
 
 PASS_ORDER = ("rollouts: prefill", "rollouts: decode", "prompt-only scoring", "[x; h] re-scoring",
-              "old-policy scoring", "SFT on traces")
+              "old-policy scoring", "OPSD teacher on [x; h]", "SFT on traces")
 
 
 @dataclass
@@ -366,6 +368,7 @@ class StepInputs:
     trace_contexts: dict = field(default_factory=dict)  # trace view -> mean [x; h] tokens
     per_group: bool = True  # one forward per context group (train.forward_per_group; the CPU default)
     budget: int | None = None  # train.micro_batch_tokens
+    trace_view: str = "full"  # method.trace_view: the [x; h] OPSD's teacher reads
 
 
 def scoring_shares(plan, inputs: StepInputs) -> tuple[float, float, bool]:
@@ -449,6 +452,11 @@ def step_passes(plan, inputs: StepInputs, rollout_step: bool = True) -> list[Pas
                            old.logit_tokens + both.logit_tokens, old.groups + both.groups, old.group_len,
                            old.computed + both.computed)
             passes.append(old)
+        if getattr(plan, "opsd", False) and rollout_step:
+            # OPSD's teacher (`PACTTrainer._rl_batch`): the current weights on [x; h], no gradient, every row
+            tau = stats.traced_share
+            teacher_ctx = tau * inputs.trace_contexts.get(inputs.trace_view, stats.trace_context) + (1 - tau) * x
+            passes.append(_scoring("OPSD teacher on [x; h]", "forward", P, B, teacher_ctx, C, per_group, budget))
     if plan.sft_coef > 0 and stats.n_traced:
         n = P * stats.traced_share
         x_sft, t = stats.traced_prompt, stats.trace_target

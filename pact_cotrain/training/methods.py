@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from pact_cotrain import losses
 
-METHODS = ("pact", "grpo", "sft", "sft_then_grpo", "chord", "hint_rollouts")
+METHODS = ("pact", "grpo", "sft", "sft_then_grpo", "chord", "hint_rollouts", "opsd")
 REWARDS = ("env", "solve_f1", "ftrl_step", "toolrl", "matchtir", "trace_match", "answer_match")
 
 
@@ -44,6 +44,11 @@ class MethodConfig:
     chord_mu_warmup_steps: int = 0
     chord_mu_decay_steps: int | None = None  # None: the decay ends at the run's last step
     chord_phi: bool = True  # CHORD-phi: weight the expert SFT tokens by p(1 - p); False: CHORD-mu
+    # opsd (losses.opsd_policy_loss): teacher pi_theta(.|x,h), no gradient; A_t = reward_coef A_i - kl_coef k_t
+    # ("token", prime-rl / Zhao's sampled-token form) or - kl_coef sum_t k_t ("sequence", pi-Distill's release)
+    opsd_kl_coef: float = 1.0
+    opsd_reward_coef: float = 0.0
+    opsd_kl_credit: str = "token"
     eps_low: float = 0.2
     eps_high: float = 0.28
     aggregation: str = "token_mean"
@@ -64,6 +69,11 @@ class MethodConfig:
         if self.surrogate in losses.PROMPT_GRADIENT_FORMS and self.anchor_mode == "mixture" and self.anchor_q == 0:
             # The mixture scores the prompt-only pass only when q > 0, and this surrogate needs it.
             raise ValueError(f"method.surrogate={self.surrogate} with anchor_q=0 needs anchor_mode=sample")
+        if self.opsd_kl_credit not in losses.KL_CREDITS:
+            raise ValueError(f"method.opsd_kl_credit must be one of {losses.KL_CREDITS}, got {self.opsd_kl_credit!r}")
+        if self.opsd_kl_coef < 0 or self.opsd_reward_coef < 0:
+            raise ValueError(f"method.opsd_kl_coef and method.opsd_reward_coef must be >= 0, "
+                             f"got {self.opsd_kl_coef} and {self.opsd_reward_coef}")
 
 
 @dataclass
@@ -77,6 +87,7 @@ class StepPlan:
     toolcall_weight: float
     answer_weight: float
     sft_phi: bool = False  # weight the SFT tokens by CHORD's phi = p(1 - p) (losses.chord_phi)
+    opsd: bool = False  # RL loss is OPSD's: prompt-only student, teacher logp under [x; h] without gradient
     # (step, total_steps) under reasoning_schedule="segment_linear", whose count is per block (see
     # reasoning_segments); None: every block keeps round(n * reasoning_fraction) segments.
     segment_linear_at: tuple[int, int] | None = None
@@ -122,6 +133,10 @@ def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
         plan = full_sft(rl=mu < 1.0, rl_coef=1.0 - mu, sft_coef=mu)
         plan.sft_phi = method.chord_phi
         return plan
+    if name == "opsd":
+        # Prompt-only rollouts and student pass (anchor_q=1: every row scored after x alone); the teacher's
+        # [x; h] pass runs without gradient when the batch is built.
+        return StepPlan(True, 1.0, 1.0, None, 0.0, 0.0, 0.0, 0.0, opsd=True)
     if name == "hint_rollouts":
         # Rollouts see the trace; the loss is the clipped loss in that same context (anchor_q=0).
         return StepPlan(True, 1.0, 0.0, method.trace_view, 0.0, 0.0, 0.0, 0.0)

@@ -233,6 +233,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         # [x; h] is rendered only for rows scored in it (none under GRPO, whose every prompt is anchored).
         # Elsewhere it is x itself: for an untraced prompt, h is empty and so L_TC = L_GRPO there.
         _, trace_rows = self._scoring_rows({"anchor": anchor}, plan)
+        if plan.opsd:  # OPSD's teacher reads [x; h] on every row (a no-gradient pass, below)
+            trace_rows = torch.ones_like(trace_rows)
         batch = {
             "episodes": episodes,
             "prompt_contexts": [ep.prompt_ids for ep in episodes],
@@ -247,10 +249,17 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             "anchor": anchor,
             "rollout_seconds": rollout_seconds,
         }
+        if plan.opsd:  # the teacher: the current weights with h in context, no gradient through it
+            parts = microbatch.rows_by_budget(batch, self.micro_batch_tokens, k, "trace")
+            n_passes = distributed.agreed_counts(self.accelerator, "OPSD teacher pass", self.state.global_step,
+                                                 {"trace": len(parts)}, force=self._pad_parts)["trace"]
+            with torch.no_grad():
+                batch["teacher_logp"] = self._old_logps(batch, "trace", parts, n_passes)
         if self.num_iterations > 1:  # the batch is reused: freeze pi_old's log-probs now
             # Both passes' part counts agreed across processes (distributed.py, item 4): a process none of
             # whose rows is scored in [x; h] runs that pass on fillers when another process runs it.
-            budget, own_trace = self.micro_batch_tokens, bool(trace_rows.any())
+            # (OPSD's [x; h] pass is its teacher, above: no pi_old under [x; h])
+            budget, own_trace = self.micro_batch_tokens, bool(trace_rows.any()) and not plan.opsd
             parts = {kind: microbatch.rows_by_budget(batch, budget, k, kind) for kind in ("prompt", "trace")}
             counts = distributed.agreed_counts(self.accelerator, "old-policy passes", self.state.global_step,
                                                {"prompt": len(parts["prompt"]),
@@ -383,6 +392,14 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             trace_rows = torch.full_like(anchor, plan.anchor_q < 1)
         return prompt_rows, trace_rows
 
+    def _opsd_loss(self, logp_prompt, old_prompt, inputs: dict, mask: torch.Tensor):
+        """OPSD (losses.opsd_policy_loss) on the prompt-only pass, against the batch's teacher log-probs."""
+        m = self.method
+        return losses.opsd_policy_loss(
+            logp_prompt, old_prompt, inputs["teacher_logp"].to(mask.device), mask, inputs["advantages"],
+            m.opsd_kl_coef, m.opsd_reward_coef, m.opsd_kl_credit, m.eps_low, m.eps_high, aggregation=m.aggregation,
+            max_tokens=self.sampling.max_completion_tokens)
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         plan: StepPlan = inputs["plan"]
         metrics = self._metrics["train" if self.model.training else "eval"]
@@ -404,13 +421,16 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
                 # The rejected cross-context ratio pi_theta(.|x,h) / pi_old(.|x) needs pi_old(.|x): on-policy,
                 # that is the sampling log-probs the rollout engine recorded.
                 old_prompt = inputs["sampling_logps"]
-            loss_rl, stats = losses.anchored_rl_loss(
-                logp_prompt, old_prompt, logp_trace, inputs.get("old_logp_trace"),
-                inputs["advantages"], mask, anchor, self.method.eps_low, self.method.eps_high,
-                mode=self.method.anchor_mode, q=plan.anchor_q, ratio_form=self.method.surrogate,
-                aggregation=self.method.aggregation,
-                # Dr. GRPO's constant per-sequence budget (TRL: max_completion_length): the completion cap.
-                max_tokens=self.sampling.max_completion_tokens)
+            if plan.opsd:
+                loss_rl, stats = self._opsd_loss(logp_prompt, old_prompt, inputs, mask)
+            else:
+                loss_rl, stats = losses.anchored_rl_loss(
+                    logp_prompt, old_prompt, logp_trace, inputs.get("old_logp_trace"),
+                    inputs["advantages"], mask, anchor, self.method.eps_low, self.method.eps_high,
+                    mode=self.method.anchor_mode, q=plan.anchor_q, ratio_form=self.method.surrogate,
+                    aggregation=self.method.aggregation,
+                    # Dr. GRPO's constant per-sequence budget (TRL: max_completion_length): the completion cap.
+                    max_tokens=self.sampling.max_completion_tokens)
             loss_rl = loss_rl * inputs.get("rl_loss_scale", 1.0)  # a micro-batch's share of the step's normaliser
             total = total + plan.rl_coef * loss_rl
             n_tokens += int(mask.sum())

@@ -205,18 +205,18 @@ def test_micro_batched_step_equals_unsplit(case, tmp_path, tokenizer):
         scale = max(float(g.abs().max()) for g in step_ref.values())
         assert scale > 0
         worst = max(float((step_grads[n] - g).abs().max()) for n, g in step_ref.items())
-        assert worst <= 1e-5 * scale, f"{case}: gradient differs by {worst:.3g} (scale {scale:.3g})"
+        assert worst <= rel * scale, f"{case}: gradient differs by {worst:.3g} (scale {scale:.3g})"
     worst = max(float((params[n] - p).abs().max()) for n, p in ref_params.items())
     assert worst <= 1e-6, f"{case}: parameters differ by {worst:.3g}"
 
 
-def _assert_same_update(case, grads, params, ref_grads, ref_params):
+def _assert_same_update(case, grads, params, ref_grads, ref_params, rel: float = 1e-5):
     assert len(grads) == len(ref_grads)
     for step_grads, step_ref in zip(grads, ref_grads):
         scale = max(float(g.abs().max()) for g in step_ref.values())
         assert scale > 0
         worst = max(float((step_grads[n] - g).abs().max()) for n, g in step_ref.items())
-        assert worst <= 1e-5 * scale, f"{case}: gradient differs by {worst:.3g} (scale {scale:.3g})"
+        assert worst <= rel * scale, f"{case}: gradient differs by {worst:.3g} (scale {scale:.3g})"
     worst = max(float((params[n] - p).abs().max()) for n, p in ref_params.items())
     assert worst <= 1e-6, f"{case}: parameters differ by {worst:.3g}"
 
@@ -288,7 +288,12 @@ def test_exactly_n_parts_equal_the_unsplit_step(name, iterations, tmp_path, toke
         assert split._buffered_inputs[0].get("completions") == batch.get("completions")
         logged = [h["micro_batches"] for h in split.state.log_history if "micro_batches" in h]
         assert logged == [float(n_parts)] * iterations, f"{name}: {logged} parts, expected {n_parts}"
-        _assert_same_update(f"{name} x{iterations} in {n_parts} parts", grads, params, ref_grads, ref_params)
+        # OPSD's advantage is itself a difference of log-probs (student minus teacher, each from its own
+        # forward): how a step is packed moves them by float rounding (~1e-7), and the advantage carries that
+        # into the gradient (measured 4e-5 of its scale at 4 parts). Every other method's advantage is fixed
+        # by the rewards. 2e-4 still fails a wrong normaliser or a dropped row by orders of magnitude.
+        _assert_same_update(f"{name} x{iterations} in {n_parts} parts", grads, params, ref_grads, ref_params,
+                            rel=2e-4 if name == "opsd" else 1e-5)
 
 
 def test_generation_batch_size_chunks_rollouts(tmp_path, tokenizer, monkeypatch):

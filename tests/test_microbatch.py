@@ -182,7 +182,7 @@ CASES = {
     "grpo": ("grpo", []),
     "grpo_seq_mean": ("grpo", ["method.aggregation=seq_mean_token_mean"]),
     "sft": ("sft", ["train.prompts_per_step=3"]),  # three traces: one per part
-    "chord": ("chord", []),
+    "chord_phi": ("chord_phi", []),
 }
 
 

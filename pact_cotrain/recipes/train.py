@@ -142,7 +142,7 @@ def build_trainer(cfg: dict, model=None, tokenizer=None, tasks: list[Task] | Non
         save_steps=train.get("save_steps") or 500,
         save_total_limit=train.get("save_total_limit"),
         report_to=train.get("report_to") or [],
-        beta=0.0,
+        beta=method.beta,  # > 0: TRL makes `ref_model`, our KL penalty's reference (trainer._reference_logps)
         epsilon=method.eps_low,
         epsilon_high=method.eps_high,
         temperature=sampling.temperature,

@@ -42,7 +42,8 @@ from pact_cotrain import losses
 # How each field of a step's batch (PACTTrainer._build_batch) is split. A field missing here is
 # refused (`split_batch`), so a new field cannot be silently given to every part whole.
 ROLLOUT_LISTS = ("prompt_contexts", "trace_contexts", "completions")
-ROLLOUT_TENSORS = ("sampling_logps", "loss_mask", "advantages", "anchor", "old_logp_prompt", "old_logp_trace")
+ROLLOUT_TENSORS = ("sampling_logps", "loss_mask", "advantages", "anchor", "old_logp_prompt", "old_logp_trace",
+                   "ref_logp_prompt")
 SFT_LISTS = ("sft_contexts", "sft_targets")
 SFT_TENSORS = ("sft_reasoning_mask", "sft_toolcall_mask", "sft_answer_mask")
 # The step's, given whole to every part: the plan and ids, and what only the step's metrics read

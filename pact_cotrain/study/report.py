@@ -37,7 +37,7 @@ COLUMNS = [
 # The columns of each named evaluation set: (label suffix, metric)
 SET_COLUMNS = [("Solve-F1", "solve_f1"), ("answer", "answer_correct"), ("Solve-R", "solve_r"), ("Solve-P", "solve_p")]
 CURVES = [("reward", "rollout reward (mean)"), ("loss/sft", "SFT loss"),
-          ("over_reliance_gap", "over-reliance gap (nats/token)"), ("rollout/n_calls", "calls per rollout")]
+          ("over_reliance_gap", "log pi(tau|x,h) - log pi_vLLM(tau|x) (nats/token)"), ("rollout/n_calls", "calls per rollout")]
 
 
 def _value(results: dict, where: tuple[str, str]) -> float | None:

@@ -69,8 +69,17 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         microbatch.generation_chunks(0, args.num_generations, generation_batch_size)  # refuses a bad size now
         self.micro_batch_tokens = micro_batch_tokens
         self.generation_batch_size = generation_batch_size
+        # method.beta > 0: TRL's GRPOTrainer loads `ref_model` from the policy's config path (args.beta = method.beta,
+        # recipes/train.py). A policy built in memory has no path: its reference is a frozen copy made here.
+        reference_in_memory = args.beta > 0 and not getattr(getattr(model, "config", None), "_name_or_path", "")
+        if reference_in_memory:
+            args.beta = 0.0
         super().__init__(model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset,
                          processing_class=processing_class, **kwargs)
+        if reference_in_memory:
+            import copy
+
+            self.ref_model = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
         self.tasks = tasks
         self.method = method
         self.sampling = sampling

@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
+from pact_cotrain.study import exploratory
 from pact_cotrain.study.runner import method_seeds
 from pact_cotrain.study.cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
 
@@ -533,6 +534,8 @@ def write_report(study: dict, out: Path) -> None:
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
           if (paired := paired_differences(found, labels=labels)) else []),
         *(preregistered_tests(out, study, found, bootstraps) if ev.get("sets") else []),
+        *(exploratory.paired_by_seed_lines(study, found) if ev.get("sets") else []),
+        *(exploratory.answer_by_seed_lines(per_task_rows_by_arm(out, found)) if ev.get("sets") else []),
         *(arm_intervals(out, found) if ev.get("sets") else []),
         *(per_task_tests(out, study, found, differences=differences, bootstraps=bootstraps)
           if ev.get("sets") else []),

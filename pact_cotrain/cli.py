@@ -207,6 +207,16 @@ def _eval(args) -> int:
     return 0
 
 
+def _diagnose(args) -> int:
+    from pact_cotrain.eval.trace_use import TraceUseSettings, run_trace_use
+
+    settings = TraceUseSettings(k=args.k, temperature=args.temperature, max_turns=args.max_turns,
+                                max_new_tokens_per_turn=args.max_new_tokens, max_completion_tokens=args.max_completion_tokens,
+                                trace_view=args.trace_view, seed=args.seed)
+    run_trace_use(args.model, args.data, settings, n_tasks=args.n_tasks, out=args.out)
+    return 0
+
+
 def _inspect(args) -> int:
     from pact_cotrain.errors import UserError
     from pact_cotrain.inspect_html import write_inspector
@@ -441,6 +451,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="count tokens as characters / this instead of with the model's local tokenizer")
     p.add_argument("overrides", nargs="*", help="dotted key=value overrides, as pact train (e.g. model=Qwen/Qwen3-4B)")
     p.set_defaults(func=_plan)
+
+    diagnose = sub.add_parser("diagnose", help="measurements of a checkpoint").add_subparsers(dest="action", required=True)
+    p = diagnose.add_parser("trace-use", help="does the model use an expert trace in context? success with h vs "
+                            "without (paired per task), KL(pi(.|x) || pi(.|x,h)) per token, groups with reward variance")
+    p.add_argument("--model", required=True, help="registry name, HF id or directory")
+    p.add_argument("--data", required=True, help="task/trace JSONL (its traced tasks are used)")
+    p.add_argument("--n-tasks", type=int, default=None, help="the first N traced tasks")
+    p.add_argument("--k", type=int, default=4, help="episodes per task and context")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--max-turns", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=224, help="new tokens per assistant turn")
+    p.add_argument("--max-completion-tokens", type=int, default=1024)
+    p.add_argument("--trace-view", default="full", help="full | no_tool_responses | no_reasoning")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=None, help="also write the result as JSON here")
+    p.set_defaults(func=_diagnose)
 
     p = sub.add_parser("demo", help="prepare SmolLM2, evaluate, warm up, train PACT on toolworld for a fixed "
                                     "number of steps, evaluate, save runs/demo/final, report")

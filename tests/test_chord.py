@@ -1,4 +1,4 @@
-"""CHORD-phi, CHORD's mu schedule, rollouts skipped at RL weight 0, and the two-phase SFT -> MatchTIR
+"""CHORD-mu and CHORD-phi as released, CHORD's mu schedule, rollouts skipped at RL weight 0, and the two-phase SFT -> MatchTIR
 run, on hand-computed values and a tiny random model."""
 
 import json
@@ -53,27 +53,58 @@ def test_chord_mu_schedule_warmup_peak_decay_valley():
         losses.chord_mu(0, peak=1.5)
 
 
-def test_chord_plan_default_is_phi_on_the_paper_schedule():
-    method = MethodConfig(name="chord")
-    plans = [plan_step(method, s, 5) for s in range(5)]
-    # no warm-up, decay over steps 0..4: mu = 0.9 at step 0, 0.05 at the last step
-    assert [p.sft_coef for p in plans] == approx([0.05 + 0.85 * (1 + math.cos(math.pi * s / 4)) / 2 for s in range(5)])
-    assert plans[0].rl_coef == approx(0.1) and plans[-1].sft_coef == approx(0.05)
+def test_chord_variants_take_their_released_values():
+    """Trinity-RFT's mix_chord.yaml: chord-mu peak 0.9, valley 0.05, warm-up 0, decay 200, no phi;
+    chord-phi mu 0.1 throughout (warm-up 0, decay 0), phi on."""
+    mu = MethodConfig(name="chord_mu")
+    plans = [plan_step(mu, s, 1000) for s in (0, 100, 200, 500)]
+    assert [p.sft_coef for p in plans] == approx([0.9, 0.05 + 0.85 * 0.5, 0.05, 0.05])
+    assert plans[0].rl_coef == approx(0.1) and not any(p.sft_phi for p in plans)
+    phi = MethodConfig(name="chord_phi")
+    plans = [plan_step(phi, s, 1000) for s in (0, 1, 999)]
+    assert [p.sft_coef for p in plans] == approx([0.1] * 3) and [p.rl_coef for p in plans] == approx([0.9] * 3)
     assert all(p.rl and p.sft_phi for p in plans)
-    assert not plan_step(MethodConfig(name="chord", chord_phi=False), 0, 5).sft_phi
+    # a value given in the config replaces the released one; the token weight stays the variant's
+    assert plan_step(MethodConfig(name="chord_mu", chord_mu_decay_steps=4), 2, 5).sft_coef == approx(0.475)
+
+
+def test_chord_alone_is_refused():
+    with pytest.raises(ValueError, match="chord_mu.*chord_phi"):
+        MethodConfig(name="chord")
+
+
+def test_chord_configs_state_the_released_values():
+    for name, (peak, valley, decay) in {"chord_mu": (0.9, 0.05, 200), "chord_phi": (0.1, 0.1, 0)}.items():
+        method = load_config(name)["method"]
+        assert method["name"] == name
+        assert (method["chord_mu_peak"], method["chord_mu_valley"], method["chord_mu_decay_steps"]) == (peak, valley, decay)
+        assert method["chord_mu_warmup_steps"] == 0 and method["eps_low"] == method["eps_high"] == 0.2
+        assert method["beta"] == 0.0 and method["entropy_coef"] == 0.0
+
+
+@pytest.mark.parametrize("name,rl,sft", [("chord_mu", 0.1, 0.9), ("chord_phi", 0.9, 0.1)])
+def test_chord_variant_trains_a_step_with_the_released_weights(name, rl, sft, tmp_path, tokenizer):
+    """`pact train --config chord_mu|chord_phi`: one step on a tiny model logs RL weight 1 - mu and SFT weight mu
+    at step 0 as released, with rollouts (RL weight > 0) and an SFT loss."""
+    cfg = load_config(name, SMALL + [f"output_dir={tmp_path}/run", "train.max_steps=1"])
+    trainer = build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)
+    trainer.train()
+    log = [h for h in trainer.state.log_history if "loss" in h][0]
+    assert log["rl/coef"] == approx(rl) and log["sft/coef"] == approx(sft)
+    assert log["rollout_tokens"] > 0 and log["loss/sft"] > 0
 
 
 def test_chord_skips_rollouts_when_the_rl_weight_is_zero():
     # mu = 1 (linear 1 -> 0 at step 0, or a peak of 1 after warm-up): RL weight 0, no rollouts
-    assert not plan_step(MethodConfig(name="chord", chord_schedule="linear"), 0, 4).rl
-    assert plan_step(MethodConfig(name="chord", chord_schedule="linear"), 1, 4).rl
-    peak_one = MethodConfig(name="chord", chord_mu_peak=1.0, chord_mu_warmup_steps=1, chord_mu_decay_steps=2)
+    assert not plan_step(MethodConfig(name="chord_mu", chord_schedule="linear"), 0, 4).rl
+    assert plan_step(MethodConfig(name="chord_mu", chord_schedule="linear"), 1, 4).rl
+    peak_one = MethodConfig(name="chord_mu", chord_mu_peak=1.0, chord_mu_warmup_steps=1, chord_mu_decay_steps=2)
     assert [plan_step(peak_one, s, 4).rl for s in range(4)] == [True, False, True, True]
 
 
 def test_chord_run_counts_skipped_rollouts_as_zero(tmp_path, tokenizer):
-    cfg = load_config("chord", SMALL + [f"output_dir={tmp_path}/run", "train.max_steps=2",
-                                        "method.chord_schedule=linear"])
+    cfg = load_config("chord_mu", SMALL + [f"output_dir={tmp_path}/run", "train.max_steps=2",
+                                           "method.chord_schedule=linear"])
     trainer = build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)
     trainer.train()
     logs = [h for h in trainer.state.log_history if "loss" in h]

@@ -451,11 +451,48 @@ def test_masked_tokens_get_exactly_zero_gradient(name):
 # ------------------------------------------------------------------ diagnostics and log-prob utilities
 
 
-def test_over_reliance_gap():
-    # mask [1,1,0]: ((-1 - -2) + (-2 - -2)) / 2 = 0.5; masked position ignored
-    lt = t([[-1.0, -2.0, -0.5]], requires_grad=True)
-    gap = L.over_reliance_gap(lt, t([[-2.0, -2.0, -3.0]]), t([[1, 1, 0]]))
-    assert close(gap, 0.5) and not gap.requires_grad
+def test_context_kl_per_token():
+    # log pi(tau|x) - log pi(tau|x,h), mask [1,1,0]: ((-1 - -2) + (-2 - -2)) / 2 = 0.5; masked position ignored
+    lx = t([[-1.0, -2.0, -0.5]], requires_grad=True)
+    kl = L.context_kl_per_token(lx, t([[-2.0, -2.0, float("nan")]]), t([[1, 1, 0]]))
+    assert close(kl, 0.5) and not kl.requires_grad
+
+
+def test_context_kl_per_token_estimates_the_kl_on_prompt_only_samples():
+    # two-token vocabulary, one step: pi(.|x) = (0.8, 0.2), pi(.|x,h) = (0.5, 0.5). Samples drawn from pi(.|x)
+    # in exact proportion (8 of token 0, 2 of token 1): the estimate is the exact KL
+    # 0.8 log(0.8/0.5) + 0.2 log(0.2/0.5) = 0.1927448
+    px, ph = [0.8, 0.2], [0.5, 0.5]
+    tokens = [0] * 8 + [1] * 2
+    lx = t([[math.log(px[v])] for v in tokens])
+    lh = t([[math.log(ph[v])] for v in tokens])
+    assert close(L.context_kl_per_token(lx, lh, torch.ones(10, 1)), 0.1927448)
+    assert close(L.context_kl_per_token(lx, lx, torch.ones(10, 1)), 0.0)  # h changes nothing
+
+
+def test_kl_penalty_k3_hand_computed_and_its_gradient():
+    # k3 = exp(r - l) - (r - l) - 1: l = log 0.5, r = log 0.25 -> 0.5 + log 2 - 1 = 0.1931472; l = r -> 0.
+    # mask [1, 1, 0]: token mean over 2 -> 0.0965736. d k3 / d l = 1 - exp(r - l) = 0.5 (first token), 0 (second)
+    logp = t([[math.log(0.5), math.log(0.3), 5.0]], requires_grad=True)
+    ref = t([[math.log(0.25), math.log(0.3), float("nan")]])
+    kl = L.kl_penalty_k3(logp, ref, t([[1, 1, 0]]))
+    assert close(kl, 0.0965736)
+    kl.backward()
+    assert logp.grad.tolist()[0] == pytest.approx([0.25, 0.0, 0.0])  # (1 - 0.5) / 2 tokens; masked slot 0
+    # row_on keeps a row in the normaliser with no penalty: rows 1 and 2 both count, only row 1 is penalised
+    two = L.kl_penalty_k3(t([[math.log(0.5)], [math.log(0.5)]]), t([[math.log(0.25)], [0.0]]), torch.ones(2, 1),
+                          row_on=torch.tensor([True, False]))
+    assert close(two, 0.1931472 / 2)
+
+
+def test_entropy_bonus_is_the_masked_mean_entropy_with_gradient():
+    logits = t([[[0.0, 0.0], [2.0, 0.0]]], requires_grad=True)  # H = log 2 = 0.6931472, and 0.3653339
+    h = L.entropy_from_logits(logits)
+    bonus = L.entropy_bonus(h, t([[1, 0]]))
+    assert close(bonus, 0.6931472)
+    assert close(L.entropy_bonus(h, t([[1, 1]])), (0.6931472 + 0.3653339) / 2)
+    (-bonus).backward()  # minimising -H at the uniform point: gradient 0 there
+    assert logits.grad.abs().max() < 1e-6
 
 
 def test_entropy_from_logits():

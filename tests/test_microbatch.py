@@ -263,7 +263,7 @@ class _Replay:
 # exist. With two groups of k = 4, splitting a group re-pays its context, and the part count went 3 -> 5
 # (GRPO, no budget gave 4). pact with anchor_q 0.5: both kinds of rows.
 N_PARTS_RUN = ["train.k=2", "train.prompts_per_step=4", "data.n_train=8"]
-METHOD_RUNS = {"pact": ["method.anchor_q=0.5"], "grpo": [], "sft": [], "chord": [], "opsd": []}
+METHOD_RUNS = {"pact": ["method.anchor_q=0.5"], "grpo": [], "sft": [], "chord_phi": [], "opsd": []}
 
 
 @pytest.mark.parametrize("iterations", [1, 2])

@@ -12,7 +12,8 @@ from pact_cotrain.training import microbatch
 SIZES = {"4b": "Qwen/Qwen3-4B", "1.7b": "Qwen/Qwen3-1.7B"}
 # file's method -> (method.name, method.reward); None: the reward is not read (SFT)
 METHODS = {"pact": ("pact", "solve_f1"), "grpo": ("grpo", "solve_f1"), "sft": ("sft", None),
-           "ftrl": ("grpo", "ftrl_step"), "toolrl": ("grpo", "toolrl"), "chord": ("chord", "solve_f1"),
+           "ftrl": ("grpo", "ftrl_step"), "toolrl": ("grpo", "toolrl"),
+           "chord_mu": ("chord_mu", "solve_f1"), "chord_phi": ("chord_phi", "solve_f1"),
            "matchtir": ("grpo", "matchtir"), "opsd": ("opsd", "solve_f1")}
 PHASED = {"sft_then_matchtir": ("sft", "matchtir")}
 RECIPES = [(size, method) for size in SIZES for method in [*METHODS, *PHASED]]
@@ -66,7 +67,8 @@ def test_phased_recipe_runs_the_papers_recipes(size):
 
 @pytest.mark.parametrize("size,method", RECIPES)
 def test_every_value_says_whose_it_is(size, method):
-    """Each `key: value` line carries `# paper`, `# reported`, `# released` or `# ours: why` (section headers and
+    """Each `key: value` line carries `# paper`, `# reported`, `# released` (the method's released code or
+    config) or `# ours: why` (section headers and
     run names aside), and each file has at least one choice of ours."""
     text = _text(_name(size, method))
     assert "# ours" in text
@@ -78,7 +80,7 @@ def test_every_value_says_whose_it_is(size, method):
         comment = line.split("#", 1)[1] if "#" in line else ""
         if not re.match(r"\s*(paper|reported|released|ours)\b", comment):
             untagged.append(line.strip())
-    assert not untagged, f"{_name(size, method)}: lines without a paper/reported/ours tag: {untagged}"
+    assert not untagged, f"{_name(size, method)}: lines without a paper/reported/released/ours tag: {untagged}"
 
 
 @pytest.mark.parametrize("size", SIZES)

@@ -59,7 +59,7 @@ def test_old_policy_scoring_when_a_batch_is_reused():
 
 @pytest.mark.parametrize("config, present, absent", [
     ("sft", {"SFT on traces"}, {"rollouts: decode", "prompt-only scoring"}),
-    ("chord", {"SFT on traces", "prompt-only scoring"}, {"[x; h] re-scoring"}),
+    ("chord_phi", {"SFT on traces", "prompt-only scoring"}, {"[x; h] re-scoring"}),
     ("hint_rollouts", {"[x; h] re-scoring", "rollouts: decode"}, {"prompt-only scoring", "SFT on traces"}),
     ("ftrl", {"prompt-only scoring"}, {"[x; h] re-scoring", "SFT on traces"}),
     ("toolrl", {"prompt-only scoring"}, {"[x; h] re-scoring", "SFT on traces"}),

@@ -118,11 +118,19 @@ def test_toolrl_extra_and_missing_calls():
 
 def test_toolrl_empty_predictions():
     assert toolrl_reward([[]], [[c("a", x=1)]])["correctness"] == approx(-3.0)
-    assert toolrl_reward([[]], [[]])["correctness"] == approx(3.0)  # answering when gold answers
     out = toolrl_reward([], [[c("a", x=1)], []])  # nothing predicted at all
     assert out["format"] == 0.0 and out["correctness"] == approx(-3.0) and out["reward"] == approx(-3.0)
-    # no call on either side: r_name = 1 (both empty), S_max = 1 -> 3; no predicted turn: format 0
-    assert toolrl_reward([], [])["reward"] == approx(3.0)
+
+
+def test_toolrl_no_gold_call_scores_zero_correctness_as_released():
+    """Released rlla.py: `if "<tool_call>" not in ans: reward = 0.0` (its +3/-3 branch is commented out), so a
+    gold trajectory without calls gives correctness 0 whether the policy calls or not; only the format varies."""
+    assert toolrl_reward([[]], [[]])["correctness"] == 0.0  # answering when gold answers
+    assert toolrl_reward([[c("a", x=1)], []], [[]])["correctness"] == 0.0  # calling when gold answers
+    assert toolrl_reward([[c("a", x=1)]], [[]], parse_ok=[False])["correctness"] == 0.0  # even unparsable
+    assert toolrl_reward([], [])["reward"] == 0.0  # no predicted turn: format 0, correctness 0
+    out = toolrl_reward([[]], [[], []], turn_format=[True])
+    assert out["reward"] == approx(1.0) and out["format"] == 1.0
 
 
 def test_toolrl_order_invariant_and_optimal_matching():

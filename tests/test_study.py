@@ -74,7 +74,7 @@ def test_paired_differences_use_common_seeds_and_vanilla_for_every_seed(tmp_path
 
 def test_builtin_cpu_study_names_every_method_and_ablation():
     study = load_study("cpu")
-    assert {"vanilla", "sft", "grpo", "ftrl", "toolrl", "chord", "matchtir", "sft_then_matchtir", "hint_rollouts",
+    assert {"vanilla", "sft", "grpo", "ftrl", "toolrl", "chord_phi", "matchtir", "sft_then_matchtir", "hint_rollouts",
             "pact", "pact_no_tc_rl", "pact_no_sft", "pact_no_anchor", "pact_q0.2", "pact_q0.5",
             "pact_trace_no_tool_responses"} == set(study["methods"])
     assert study["seeds"] == [0, 1, 2]

@@ -13,7 +13,7 @@ SMALL = ["train.k=2", "train.prompts_per_step=2", "data.n_train=8", "sampling.ma
          "train.disable_tqdm=true", "train.learning_rate=1e-3"]
 
 # sft_then_matchtir is phased (two trainers): tests/test_chord.py runs it through recipes/phased.py
-METHOD_CONFIGS = ["pact", "grpo", "sft", "chord", "hint_rollouts", "ftrl", "toolrl", "matchtir"]
+METHOD_CONFIGS = ["pact", "grpo", "sft", "chord_phi", "hint_rollouts", "ftrl", "toolrl", "matchtir"]
 
 
 def small_config(name, tmp_path, *extra):
@@ -29,7 +29,7 @@ def test_every_method_trains_two_steps(name, tmp_path, tokenizer):
     assert trainer.state.global_step == 2
     logs = [h for h in trainer.state.log_history if "loss" in h]
     assert len(logs) == 2 and all(torch.isfinite(torch.tensor(h["loss"])) for h in logs)
-    if name in ("sft", "chord", "pact", "sft_then_matchtir"):  # these have an SFT term with non-zero loss
+    if name in ("sft", "chord_phi", "pact", "sft_then_matchtir"):  # these have an SFT term with non-zero loss
         assert any(not torch.equal(a, b) for a, b in zip(before, model.parameters()))
 
 

@@ -106,7 +106,7 @@ def test_pact_all_untraced_batch_has_no_trace_or_sft_pass(tmp_path, tokenizer, m
     assert trainer.state.global_step == 1
 
 
-@pytest.mark.parametrize("name", ["sft", "chord"])
+@pytest.mark.parametrize("name", ["sft", "chord_phi"])
 def test_trace_methods_refuse_untraced_rows(name, tmp_path, tokenizer):
     cfg = _file_config(name, tmp_path, _tasks({1}, n=3), "train.prompts_per_step=2", "train.max_steps=1")
     with pytest.raises(UserError, match=rf"tasks\.jsonl: 1 of 3 rows have no expert trace .*method {name}"):

@@ -1,6 +1,6 @@
 """Train the room-booking agent with PACT, the way a TRL user trains with GRPOTrainer.
 
-    python examples/room_booking/train.py                 # SmolLM2-135M on CPU: about N min
+    python examples/room_booking/train.py                 # SmolLM2-135M on 2 CPU cores: see the README
     python examples/room_booking/train.py --method grpo   # any method `pact train` knows
 """
 
@@ -31,8 +31,9 @@ args = PACTConfig(
     max_steps=cli.steps,
     learning_rate=2e-5,
     num_generations=4,               # K rollouts per prompt
-    prompts_per_step=4,
-    max_completion_length=768,       # tokens after the prompt, tool responses included
+    prompts_per_step=2,
+    max_new_tokens_per_turn=96,      # the expert's turns are 30-60 tokens
+    max_completion_length=640,       # tokens after the prompt, tool responses included
     max_tool_calling_iterations=8,   # assistant turns per episode
     logging_steps=1,
 )

@@ -102,7 +102,7 @@ def validate_file(path: str | Path, max_errors: int = DEFAULT_MAX_ERRORS,
 # Methods whose loss is built from the trace itself: SFT (and its phase of sft_then_grpo), CHORD's SFT
 # term, the hint baseline's rollout context and OPSD's teacher context. A row without one has nothing for
 # them to train on.
-TRACE_METHODS = ("sft", "sft_then_grpo", "chord", "hint_rollouts", "opsd")
+TRACE_METHODS = ("sft", "sft_then_grpo", "chord_mu", "chord_phi", "hint_rollouts", "opsd")
 # Rewards that match the rollout's calls against gold calls. The task format has no gold calls besides
 # the trace (FTRL / toolworld metadata hold expected tool *outputs*, not calls), so an untraced task
 # has no gold to match: refused, rather than scored on format alone.

@@ -42,8 +42,9 @@ from __future__ import annotations
 from ._masks import AGGREGATIONS, aggregate_loss, masked_token_mean
 from .advantages import group_advantages
 from .anchoring import ANCHOR_MODES, anchored_rl_loss, draw_anchor_mask, expand_to_rollouts
-from .diagnostics import entropy_from_logits, over_reliance_gap, selective_log_softmax
+from .diagnostics import context_kl_per_token, entropy_from_logits, selective_log_softmax
 from .opsd import KL_CREDITS, generalized_jsd, opsd_advantages, opsd_policy_loss, sampled_reverse_kl
+from .regularizers import entropy_bonus, kl_penalty_k3
 from .policy import (
     LOG_RATIO_CLAMP,
     PROMPT_GRADIENT_FORMS,
@@ -90,7 +91,9 @@ __all__ = [
     "draw_anchor_mask",
     "expand_to_rollouts",
     "anchored_rl_loss",
-    "over_reliance_gap",
+    "context_kl_per_token",
+    "kl_penalty_k3",
+    "entropy_bonus",
     "entropy_from_logits",
     "selective_log_softmax",
     "KL_CREDITS",

@@ -7,16 +7,22 @@ import torch
 from ._masks import _check_same_shape, aggregate_loss
 
 
-def over_reliance_gap(logp_trace: torch.Tensor, logp_prompt: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean per-token log-likelihood gain from having the trace in context (detached 0-dim tensor).
+def context_kl_per_token(logp_prompt: torch.Tensor, logp_trace: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-token KL(pi(.|x) || pi(.|x,h)) estimated on prompt-only rollouts (detached 0-dim tensor).
 
-        gap = sum_it m_it [log pi(tau_it | x, h, .) - log pi(tau_it | x, .)] / max(sum m, 1)
+        KL_hat = sum_it m_it [log pi(tau_it | x, tau_i<t) - log pi(tau_it | x, h, tau_i<t)] / max(sum m, 1)
 
-    Large and growing values mean the policy leans on h more than the deployed path can.
+    with tau_i ~ pi(.|x) (the prompt-only policy's own samples) and both log-probs from the same
+    weights. On such samples the bracket's expectation at each step is KL(pi(.|x, tau_<t) ||
+    pi(.|x, h, tau_<t)) >= 0, so KL_hat is a Monte-Carlo (k1) estimate of the mean per-token KL
+    between the two contexts: how much having the trace h in context changes the policy on the
+    paths it takes without it. 0 when h changes nothing. It says nothing about whether the change
+    helps (the trace-use diagnostic's success rates do). Single samples can be negative; the
+    estimate is unbiased only when tau was drawn from the weights that give logp_prompt.
     """
-    _check_same_shape("logp_prompt", logp_prompt, logp_trace)
-    _check_same_shape("mask", mask, logp_trace)
-    diff = (logp_trace.detach() - logp_prompt.detach())
+    _check_same_shape("logp_trace", logp_trace, logp_prompt)
+    _check_same_shape("mask", mask, logp_prompt)
+    diff = logp_prompt.detach() - logp_trace.detach()
     return aggregate_loss(diff, mask, "token_mean").detach()
 
 

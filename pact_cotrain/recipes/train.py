@@ -109,6 +109,7 @@ def pact_config(cfg: dict, has_reward_funcs: bool = False):
     name, reward, anchor_q = method.pop("name"), method.pop("reward", None), method.pop("anchor_q", None)
     defaults = MethodConfig()
     eps_low, eps_high = method.pop("eps_low", defaults.eps_low), method.pop("eps_high", defaults.eps_high)
+    beta = method.pop("beta", defaults.beta)  # TRL's beta: > 0 makes TRL build `ref_model`, the KL reference
     k = train["k"]
     return PACTConfig(
         output_dir=cfg["output_dir"],
@@ -130,7 +131,7 @@ def pact_config(cfg: dict, has_reward_funcs: bool = False):
         save_steps=train.get("save_steps") or 500,
         save_total_limit=train.get("save_total_limit"),
         report_to=train.get("report_to") or [],
-        beta=0.0,
+        beta=beta,
         epsilon=eps_low,
         epsilon_high=eps_high,
         temperature=sampling["temperature"],

@@ -49,6 +49,9 @@ Choices where the paper leaves freedom (or where we depart from the released cod
   tool calls. With `strict_format` (default) a trajectory with any unparsable call block gets
   R_correct = -3; with `strict_format=False` the calls the parser recovered are scored.
 * The answer's content is not scored (ToolRL has no answer-correctness term).
+* No gold call: R_correct = 0 whatever the policy did (calls or none, parsable or not), as the released
+  `customize_correctness_reward_tool` does ("if '<tool_call>' not in ans: reward 0"), so only the format
+  term varies. (The Jaccard above would give +3 for no call and -3 for any call.)
 """
 
 from __future__ import annotations
@@ -139,8 +142,12 @@ def toolrl_reward(
         if len(flags) != n_pred:
             raise ValueError(f"{name} has {len(flags)} entries for {n_pred} predicted turns")
     fmt = sum(map(bool, turn_format)) / n_pred if n_pred else 0.0
-    details = toolrl_turn_correctness([c for t in pred_turns for c in t], [c for t in gold_turns for c in t])
-    correctness = R_LO if strict_format and not all(parse_ok) else details["correctness"]
+    gold = [c for t in gold_turns for c in t]
+    details = toolrl_turn_correctness([c for t in pred_turns for c in t], gold)
+    if not gold:  # released: no gold <tool_call>, correctness 0
+        correctness = 0.0
+    else:
+        correctness = R_LO if strict_format and not all(parse_ok) else details["correctness"]
     return {
         "reward": fmt + correctness,
         "format": fmt,

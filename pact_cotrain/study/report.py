@@ -18,6 +18,7 @@ import math
 from pathlib import Path
 from statistics import mean, stdev
 
+from pact_cotrain.study import exploratory
 from pact_cotrain.study.runner import method_seeds
 from pact_cotrain.study.cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
 
@@ -37,7 +38,7 @@ COLUMNS = [
 # The columns of each named evaluation set: (label suffix, metric)
 SET_COLUMNS = [("Solve-F1", "solve_f1"), ("answer", "answer_correct"), ("Solve-R", "solve_r"), ("Solve-P", "solve_p")]
 CURVES = [("reward", "rollout reward (mean)"), ("loss/sft", "SFT loss"),
-          ("over_reliance_gap", "over-reliance gap (nats/token)"), ("rollout/n_calls", "calls per rollout")]
+          ("over_reliance_gap", "log pi(tau|x,h) - log pi_vLLM(tau|x) (nats/token)"), ("rollout/n_calls", "calls per rollout")]
 
 
 def _value(results: dict, where: tuple[str, str]) -> float | None:
@@ -533,6 +534,8 @@ def write_report(study: dict, out: Path) -> None:
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
           if (paired := paired_differences(found, labels=labels)) else []),
         *(preregistered_tests(out, study, found, bootstraps) if ev.get("sets") else []),
+        *(exploratory.paired_by_seed_lines(study, found) if ev.get("sets") else []),
+        *(exploratory.answer_by_seed_lines(per_task_rows_by_arm(out, found)) if ev.get("sets") else []),
         *(arm_intervals(out, found) if ev.get("sets") else []),
         *(per_task_tests(out, study, found, differences=differences, bootstraps=bootstraps)
           if ev.get("sets") else []),

@@ -107,7 +107,8 @@ def method_config(args):
         from pact_cotrain.errors import did_you_mean
 
         raise UserError(f"method_overrides: unknown MethodConfig field {unknown[0]!r}{did_you_mean(unknown[0], known)}")
-    values.update(name=args.method, eps_low=args.epsilon,
+    # TRL's beta is the KL coefficient (TRL builds `ref_model` when it is > 0): method.beta, the same term
+    values.update(name=args.method, eps_low=args.epsilon, beta=args.beta,
                   eps_high=args.epsilon_high if args.epsilon_high is not None else args.epsilon)
     if args.reward is not None:
         values["reward"] = args.reward

@@ -11,7 +11,18 @@ from dataclasses import dataclass, field
 
 from pact_cotrain import losses
 
-METHODS = ("pact", "grpo", "sft", "sft_then_grpo", "chord", "hint_rollouts", "opsd")
+METHODS = ("pact", "grpo", "sft", "sft_then_grpo", "chord_mu", "chord_phi", "hint_rollouts", "opsd")
+CHORD_METHODS = ("chord_mu", "chord_phi")
+# CHORD's two variants as released (Trinity-RFT examples/mix_chord/mix_chord.yaml, `policy_loss_fn_args`:
+# "0 for chord-mu and chord-phi", "200 for chord-mu and 0 for chord-phi", "0.9 for chord-mu and 0.1 for
+# chord-phi", "0.05 for chord-mu and 0.1 for chord-phi", "false for chord-mu and true for chord-phi").
+# CHORD-phi's warm-up 0 and decay 0 leave mu at the valley, 0.1, from step 0.
+CHORD_RELEASED = {
+    "chord_mu": {"chord_mu_peak": 0.9, "chord_mu_valley": 0.05, "chord_mu_warmup_steps": 0,
+                 "chord_mu_decay_steps": 200, "phi": False},
+    "chord_phi": {"chord_mu_peak": 0.1, "chord_mu_valley": 0.1, "chord_mu_warmup_steps": 0,
+                  "chord_mu_decay_steps": 0, "phi": True},
+}
 REWARDS = ("env", "solve_f1", "ftrl_step", "toolrl", "matchtir", "trace_match", "answer_match")
 
 
@@ -35,15 +46,14 @@ class MethodConfig:
     # baselines
     sft_fraction: float = 0.3  # sft_then_grpo: share of steps spent on SFT (one-run variant; the
     #                            SFT->RL baseline of the paper is configs/sft_then_matchtir.yaml, two phases)
-    # chord: mu schedule and token weight. "paper": CHORD's warm-up -> peak -> cosine decay -> valley
+    # chord_mu / chord_phi: the mu schedule. "paper": CHORD's warm-up -> peak -> cosine decay -> valley
     # (losses.chord_mu); "linear" | "cosine" | "constant": losses.chord_sft_weight from 1 to 0 (CHORD-mu
-    # as this project first read it).
+    # as this project first read it). The token weight phi is the method's: on for chord_phi only.
     chord_schedule: str = "paper"
-    chord_mu_peak: float = 0.9
-    chord_mu_valley: float = 0.05
-    chord_mu_warmup_steps: int = 0
-    chord_mu_decay_steps: int | None = None  # None: the decay ends at the run's last step
-    chord_phi: bool = True  # CHORD-phi: weight the expert SFT tokens by p(1 - p); False: CHORD-mu
+    chord_mu_peak: float | None = None  # None: the variant's released value (CHORD_RELEASED)
+    chord_mu_valley: float | None = None
+    chord_mu_warmup_steps: int | None = None
+    chord_mu_decay_steps: int | None = None
     # opsd (losses.opsd_policy_loss): teacher pi_theta(.|x,h), no gradient; A_t = reward_coef A_i - kl_coef k_t
     # ("token", prime-rl / Zhao's sampled-token form) or - kl_coef sum_t k_t ("sequence", pi-Distill's release)
     opsd_kl_coef: float = 1.0
@@ -51,10 +61,23 @@ class MethodConfig:
     opsd_kl_credit: str = "token"
     eps_low: float = 0.2
     eps_high: float = 0.28
+    # KL to the initial (reference) policy and an entropy bonus, each on the rollout tokens of the RL
+    # term (losses.kl_penalty_k3, losses.entropy_bonus): L_RL += beta KL_k3 - entropy_coef H. 0: off.
+    beta: float = 0.0
+    entropy_coef: float = 0.0
     aggregation: str = "token_mean"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.name == "chord":
+            raise ValueError("method.name=chord names no single method: CHORD (arXiv 2508.11408) has two variants, "
+                             "chord_mu (no token weight, mu 0.9 -> 0.05) and chord_phi (phi = p(1 - p), mu 0.1)")
+        if self.name in CHORD_METHODS:
+            for key, value in CHORD_RELEASED[self.name].items():
+                if key != "phi" and getattr(self, key) is None:
+                    setattr(self, key, value)
+        if self.beta < 0 or self.entropy_coef < 0:
+            raise ValueError(f"method.beta and method.entropy_coef must be >= 0, got {self.beta}, {self.entropy_coef}")
         if self.name not in METHODS:
             raise ValueError(f"method.name must be one of {METHODS}, got {self.name!r}")
         if self.reward not in REWARDS:
@@ -110,11 +133,8 @@ def chord_mu(method: MethodConfig, step: int, total_steps: int) -> float:
         raise ValueError(f"method.chord_schedule must be paper, linear, cosine or constant, got {method.chord_schedule!r}")
     if method.chord_schedule != "paper":
         return losses.chord_sft_weight(step, total_steps, mode=method.chord_schedule)
-    warmup = method.chord_mu_warmup_steps
-    decay = method.chord_mu_decay_steps
-    if decay is None:
-        decay = max(total_steps - 1 - warmup, 0)
-    return losses.chord_mu(step, method.chord_mu_peak, method.chord_mu_valley, warmup, decay)
+    return losses.chord_mu(step, method.chord_mu_peak, method.chord_mu_valley, method.chord_mu_warmup_steps,
+                           method.chord_mu_decay_steps)
 
 
 def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
@@ -127,11 +147,12 @@ def plan_step(method: MethodConfig, step: int, total_steps: int) -> StepPlan:
         if step < round(method.sft_fraction * total_steps):
             return full_sft()
         return StepPlan(True, 1.0, 1.0, None, 0.0, 0.0, 0.0, 0.0)
-    if name == "chord":
+    if name in CHORD_METHODS:
+        # L = (1 - mu) L_GRPO + mu L_SFT, L_SFT phi-weighted for chord_phi (losses.chord_phi)
         mu = chord_mu(method, step, total_steps)
         # A step whose RL weight is exactly 0 generates no rollouts (they would be wasted compute).
         plan = full_sft(rl=mu < 1.0, rl_coef=1.0 - mu, sft_coef=mu)
-        plan.sft_phi = method.chord_phi
+        plan.sft_phi = CHORD_RELEASED[name]["phi"]
         return plan
     if name == "opsd":
         # Prompt-only rollouts and student pass (anchor_q=1: every row scored after x alone); the teacher's

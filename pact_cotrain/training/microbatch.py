@@ -43,7 +43,7 @@ from pact_cotrain import losses
 # refused (`split_batch`), so a new field cannot be silently given to every part whole.
 ROLLOUT_LISTS = ("prompt_contexts", "trace_contexts", "completions")
 ROLLOUT_TENSORS = ("sampling_logps", "loss_mask", "advantages", "anchor", "old_logp_prompt", "old_logp_trace",
-                   "teacher_logp")
+                   "teacher_logp", "ref_logp_prompt")
 SFT_LISTS = ("sft_contexts", "sft_targets")
 SFT_TENSORS = ("sft_reasoning_mask", "sft_toolcall_mask", "sft_answer_mask")
 # The step's, given whole to every part: the plan and ids, and what only the step's metrics read

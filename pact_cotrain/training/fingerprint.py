@@ -17,7 +17,6 @@ Each checkpoint holds it as `run_fingerprint.json` (exact_resume.py writes it).
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import os
 
@@ -28,11 +27,9 @@ BATCH_KEYS = ("prompts_per_step", "k", "global_prompts_per_step")
 
 @functools.lru_cache(maxsize=8)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a changed file is hashed again
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    from pact_cotrain.models import file_sha256 as digest
+
+    return digest(path)
 
 
 def file_sha256(path: str) -> str:

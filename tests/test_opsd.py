@@ -31,7 +31,8 @@ def test_one_opsd_step_runs_and_updates_the_student(tmp_path, tokenizer):
     mask = batch["loss_mask"].bool()
     assert mask.any()
     # the teacher pass is the trainer's own scoring of [x; h]; its log-probs differ from the student's
-    student = trainer._old_logps(batch, "prompt")
+    rows = list(range(len(batch["completions"])))
+    student = trainer._old_logps(batch, "prompt", [rows], 1)
     assert torch.isfinite(batch["teacher_logp"][mask]).all()
     assert not torch.allclose(batch["teacher_logp"][mask], student[mask])
     before = [p.detach().clone() for p in trainer.model.parameters()]

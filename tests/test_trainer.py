@@ -67,8 +67,9 @@ def _loss_and_logit_grads(trainer, batch):
     captured = []
 
     def keep(module, args, output):
-        output.logits.retain_grad()
-        captured.append(output.logits)
+        if output.logits.requires_grad:  # not the logged diagnostics' no-gradient forwards
+            output.logits.retain_grad()
+            captured.append(output.logits)
 
     handle = trainer.model.register_forward_hook(keep)
     try:
@@ -193,7 +194,8 @@ def test_pact_train_cli_with_overrides_and_resume(tmp_path, monkeypatch):
     args = ["train", "--config", "grpo", *SMALL, f"output_dir={tmp_path}/cli", "train.max_steps=2",
             "train.save_steps=1", "method.reward=ftrl_step"]
     assert cli.main(args) == 0
-    assert built[0]["method"] == {"name": "grpo", "reward": "ftrl_step"}
+    method = built[0]["method"]  # grpo.yaml also sets its clipping and penalties (# ours / # released)
+    assert (method["name"], method["reward"]) == ("grpo", "ftrl_step")
     assert (tmp_path / "cli" / "checkpoint-2" / "trainer_state.json").is_file()
     assert (tmp_path / "cli" / "final" / "config.json").is_file()
     assert not (tmp_path / "cli" / ".staging").exists()

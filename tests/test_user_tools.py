@@ -210,7 +210,35 @@ def test_async_tool():
     assert factory.call_tool(None, "async_lookup", {"key": "ab"}) == '{"key": "ab", "value": "AB"}'
 
 
-def test_sandboxed_function_runs_in_the_worker():
+@pytest.fixture()
+def sandbox_funcs():
+    """user_tool_funcs, imported from outside /tmp: the sandbox mounts a private /tmp, so a checkout under
+    /tmp (a fresh clone in CI) would hide the module from the worker."""
+    import importlib
+    import shutil
+    import sys
+    import uuid
+    from pathlib import Path
+
+    source = Path(user_tool_funcs.__file__).resolve()
+    if not str(source).startswith("/tmp/"):
+        yield user_tool_funcs
+        return
+    name = f"sandbox_tool_funcs_{uuid.uuid4().hex[:8]}"
+    folder = Path.home() / ".cache" / "pact-cotrain" / "test-tools" / name
+    folder.mkdir(parents=True)
+    shutil.copy(source, folder / f"{name}.py")
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(str(folder))
+        sys.modules.pop(name, None)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_sandboxed_function_runs_in_the_worker(sandbox_funcs):
+    user_tool_funcs = sandbox_funcs
     factory = user_env_factory(tools=[user_tool_funcs.add, user_tool_funcs.whoami, user_tool_funcs.explode],
                                sandbox=True, tool_timeout_s=20)
     assert factory.call_tool(None, "add", {"a": 2, "b": 40}) == "42"

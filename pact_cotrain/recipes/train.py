@@ -100,8 +100,9 @@ def pact_config(cfg: dict, has_reward_funcs: bool = False):
     from pact_cotrain.training.api import PACTConfig
 
     train, sampling, method = cfg["train"], cfg["sampling"], dict(cfg["method"])
-    if sampling.get("greedy"):  # K identical rollouts per prompt: every group advantage would be 0
-        raise UserError("sampling.greedy=true: training samples its K rollouts; set sampling.temperature instead")
+    if sampling.get("greedy"):  # K identical rollouts per prompt: every group advantage is 0
+        print("warning: sampling.greedy=true: the K rollouts of a prompt are identical, so RL has no signal",
+              file=sys.stderr)
     fast_bf16 = precision.bf16_is_fast()
     mixed_precision = precision.resolve_mixed_precision(train.get("mixed_precision"), fast_bf16)
     rollout_dtype = precision.resolve_rollout_dtype(train.get("rollout_dtype"), fast_bf16)
@@ -139,6 +140,7 @@ def pact_config(cfg: dict, has_reward_funcs: bool = False):
         max_completion_length=sampling["max_completion_tokens"],
         max_tool_calling_iterations=sampling["max_turns"] - 1,  # assistant turns = 1 + tool rounds
         max_new_tokens_per_turn=sampling["max_new_tokens_per_turn"],
+        greedy_rollouts=bool(sampling.get("greedy")),
         remove_unused_columns=False,
         use_cpu=not torch.cuda.is_available(),
         # bf16 autocast over fp32 weights: on by `train.mixed_precision: bf16` (or auto where bf16 is
@@ -277,6 +279,10 @@ def run_train(config: str, overrides: list[str] = (), resume: str | None = None,
                 print(f"{out} is finished (step {finished} of {cfg['train']['max_steps']}, final/ complete); "
                       f"nothing to resume")
                 return 0
+            from pact_cotrain.training import step_prompts
+
+            # the fingerprint compares the step as build_trainer sizes it (global_prompts_per_step resolved)
+            step_prompts.resolve(cfg, step_prompts.launched_processes())
             checkpoint = resume_checkpoint(out, resume, cfg, anyway=resume_anyway)  # complete, loadable, same run
             step = _global_step(checkpoint)
             if step >= cfg["train"]["max_steps"]:  # trained to the end; only final/ was not written

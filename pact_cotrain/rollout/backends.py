@@ -149,7 +149,9 @@ class SampledLogprobs:
 
     @contextlib.contextmanager
     def attached(self, model):
-        handle = model.register_forward_hook(self._hook, with_kwargs=True)
+        # PEFT's generate runs the wrapped transformers model's forward, not the PeftModel's: hook that one
+        target = model.get_base_model() if hasattr(model, "get_base_model") else model
+        handle = target.register_forward_hook(self._hook, with_kwargs=True)
         try:
             yield self
         finally:

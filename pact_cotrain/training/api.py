@@ -50,6 +50,8 @@ class PACTConfig(GRPOConfig):
     prompts_per_step: int | None = field(default=None, metadata={
         "help": "distinct prompts per step in each process; sets per_device_train_batch_size = this x num_generations"})
     max_new_tokens_per_turn: int = field(default=256, metadata={"help": "new tokens per assistant turn"})
+    greedy_rollouts: bool = field(default=False, metadata={
+        "help": "decode rollouts greedily (K identical rollouts a prompt: zero group advantages; for tests and checks)"})
     mcp_servers: list | None = field(default=None, metadata={"help": "[{name, command, args, env}] or [{name, url}]"})
     tool_timeout_s: float = field(default=30.0, metadata={"help": "per tool call"})
     max_tool_output_chars: int = field(default=16384, metadata={"help": "a tool output is cut to this many characters"})
@@ -124,7 +126,7 @@ def sampling_config(args):
     from pact_cotrain.rollout.engine import SamplingConfig
 
     iterations = args.max_tool_calling_iterations
-    return SamplingConfig(temperature=args.temperature, top_p=args.top_p,
+    return SamplingConfig(temperature=args.temperature, top_p=args.top_p, greedy=args.greedy_rollouts,
                           max_turns=iterations + 1 if iterations is not None else args.max_completion_length,
                           max_new_tokens_per_turn=args.max_new_tokens_per_turn,
                           max_completion_tokens=args.max_completion_length)

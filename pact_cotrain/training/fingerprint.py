@@ -51,8 +51,12 @@ def run_fingerprint(cfg: dict) -> dict:
     # resolved: a switch left at its default and one set to the default are the same run
     found.update({f"method.{key}": value for key, value in sorted(asdict(MethodConfig(**cfg["method"])).items())})
     found["seed"] = cfg.get("seed", 0)
-    found.update({f"train.{key}": cfg["train"][key] for key in BATCH_KEYS if key in cfg["train"]})
     found["processes"] = int(os.environ.get("WORLD_SIZE", "1"))
+    train = dict(cfg["train"])
+    if train.get("global_prompts_per_step") is None and train.get("prompts_per_step"):
+        # the step build_trainer sizes (training/step_prompts.py): the same whether or not it was resolved yet
+        train["global_prompts_per_step"] = train["prompts_per_step"] * found["processes"]
+    found.update({f"train.{key}": train[key] for key in BATCH_KEYS if key in train})
     found["model"] = cfg["model"]
     return json.loads(json.dumps(found))  # as it reads back from the file (tuples become lists)
 

@@ -14,17 +14,10 @@ from pact_cotrain.config import builtin_configs, load_config
 from pact_cotrain.errors import UserError
 from pact_cotrain.recipes import common as common_recipe
 from pact_cotrain.recipes import train as train_recipe
-from pact_cotrain.testing import tiny_llama, tiny_tokenizer
+from pact_cotrain.testing import tiny_llama
 from pact_cotrain.training.checkpoints import RunError, save_failure
 
-SMALL = ["train.k=2", "train.prompts_per_step=2", "data.n_train=8", "sampling.max_new_tokens_per_turn=8",
-         "sampling.max_completion_tokens=32", "sampling.max_turns=2", "train.report_to=[]",
-         "train.disable_tqdm=true", "train.learning_rate=1e-2", "train.gradient_checkpointing=false"]
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
+from tests.test_robustness import SMALL, tok  # noqa: F401  (tok: a fixture)
 
 
 @pytest.fixture

@@ -185,7 +185,10 @@ def _eval(args) -> int:
         if not args.tasks:
             raise UserError("--config / --env / --tools / --reward-funcs evaluate your own tasks: add --tasks FILE")
         flags = flags or {"config": None, "env": None, "tools": None, "reward_funcs": None}
-        agent = own_agent(flags.pop("config"), **flags)
+        # Your own tasks have no official protocol to lower: --max-turns is their turn limit (the config's
+        # sampling.max_turns otherwise), enforced by the environment too.
+        overrides = [] if args.max_turns is None else [f"sampling.max_turns={args.max_turns}"]
+        agent = own_agent(flags.pop("config"), overrides, **flags)
         bench = agent.benchmark(args.tasks)
         own = {bench.name: bench}
     if args.benchmarks is None:
@@ -385,7 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy "
                    "(default: the benchmark's protocol)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-turns", type=int, default=None, help="lower each benchmark's turn limit (recorded)")
+    p.add_argument("--max-turns", type=int, default=None, help="lower each benchmark's turn limit (recorded); with --tasks, "
+                   "your tasks' turn limit")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="new tokens per assistant turn (default: the benchmark's protocol)")
     p.add_argument("--max-completion-tokens", type=int, default=None,

@@ -348,9 +348,11 @@ def test_eval_on_own_tasks_reports_reward_and_each_function(tmp_path, agent, mon
     path.write_text("".join(json.dumps(r) + "\n" for r in rows(True, n=3)))
     assert cli.main(["eval", "--model", str(model_dir), "--tasks", str(path), "--env", "my_agent:Shop",
                      "--reward-funcs", "my_agent:mentions_answer,trace_match", "--backend", "hf",
-                     "--max-new-tokens", "8", "--max-turns", "2", "--out", str(tmp_path / "e")]) == 0
+                     "--max-new-tokens", "8", "--max-turns", "6", "--out", str(tmp_path / "e")]) == 0
     results = json.loads((tmp_path / "e" / "results.json").read_text())["benchmarks"]["tasks"]
     assert results["n_episodes"] == 3 and results["settings"]["temperature"] == 0.0  # greedy
+    # own tasks have no protocol to lower: --max-turns above the config's sampling.max_turns (4) is the limit
+    assert results["settings"]["max_turns"] == 6
     metrics = results["metrics"]
     assert {"reward", "rewards/mentions_answer", "rewards/trace_match", "rewards/env_reward"} <= set(metrics)
     assert metrics["lost_episodes"] == 0.0

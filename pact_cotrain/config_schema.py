@@ -76,6 +76,7 @@ RULES: dict[str, dict] = {
     "train.max_prompt_tokens": _null_or(_at_least(1)),
     "train.max_overlong_prompts": _at_least(0),
     "train.logging_steps": _at_least(1),
+    "train.context_kl_steps": _at_least(0),
     "train.report_to": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
     "train.progress": _one_of("rich", "tqdm"),
     "train.lora": _null_or({"type": "object"}),

@@ -54,3 +54,18 @@ def test_pact_logs_the_trace_context_kl_not_the_over_reliance_gap(tmp_path, toke
     log = _logs(trainer)[0]
     assert CONTEXT_KL in log and "over_reliance_gap" not in log
     assert abs(log[CONTEXT_KL]) < 10.0  # a per-token estimate, finite
+
+
+def test_trace_context_kl_runs_only_every_context_kl_steps(tmp_path, tokenizer):
+    """The diagnostic's extra forward of x is a cost off the method's path: with train.context_kl_steps=2 it is
+    logged on steps 1 and 3 (counted from 1) and not on step 2; with 0 never."""
+    cfg = load_config("pact", SMALL + ["train.max_steps=3", "method.anchor_q=0.0", "train.context_kl_steps=2",
+                                       f"output_dir={tmp_path}/a"])
+    trainer = build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)
+    trainer.train()
+    assert [CONTEXT_KL in log for log in _logs(trainer)] == [True, False, True]
+    cfg = load_config("pact", SMALL + ["train.max_steps=1", "method.anchor_q=0.0", "train.context_kl_steps=0",
+                                       f"output_dir={tmp_path}/b"])
+    trainer = build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)
+    trainer.train()
+    assert CONTEXT_KL not in _logs(trainer)[0]

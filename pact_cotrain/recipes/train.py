@@ -162,6 +162,7 @@ def pact_config(cfg: dict, has_reward_funcs: bool = False):
         rollout_batch_size=sampling.get("generation_batch_size"),
         micro_batch_tokens=train.get("micro_batch_tokens"),
         forward_per_group=train.get("forward_per_group"),
+        context_kl_steps=train.get("context_kl_steps", 10),
     )
 
 

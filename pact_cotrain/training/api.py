@@ -63,6 +63,9 @@ class PACTConfig(GRPOConfig):
         "help": "rollouts decoded at once (a multiple of num_generations); None: the whole step's"})
     micro_batch_tokens: int | None = field(default=None, metadata={"help": "split a step's forward/backward"})
     forward_per_group: bool | None = field(default=None, metadata={"help": "None: per group on CPU only"})
+    context_kl_steps: int = field(default=10, metadata={
+        "help": "log diag/kl_prompt_vs_trace_context_per_token every N steps (first step included): it costs a "
+                "forward of x without gradient on rows scored only under [x; h]; 0: never"})
 
     def __post_init__(self):
         if self.prompts_per_step is not None:

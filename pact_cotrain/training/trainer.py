@@ -45,6 +45,8 @@ from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
 
 # Logged on PACT's rollouts scored in [x; h]: the mean over generated tokens of log pi(tau_t|x) - log pi(tau_t|x,h),
 # tau ~ pi(.|x), a Monte-Carlo estimate of KL(pi(.|x) || pi(.|x,h)) per token (losses.context_kl_per_token).
+# Logged every `context_kl_steps` steps (PACTConfig; steps counted from 0, so the first step too): on rows the
+# loss scored only under [x; h] it costs one more forward of x without gradient.
 CONTEXT_KL = "diag/kl_prompt_vs_trace_context_per_token"
 
 
@@ -490,7 +492,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             for key, value in stats.items():
                 if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
                     metrics[f"rl/{key}"].append(float(value))
-            if logp_trace is not None and plan.rollout_trace_view is None:
+            every = getattr(self.args, "context_kl_steps", 1)
+            if logp_trace is not None and plan.rollout_trace_view is None and every and inputs["step"] % every == 0:
                 kl_rows = self._context_kl_rows(inputs, trace_rows)
                 if kl_rows.any():
                     value = self._context_kl(model, inputs, passes, prompt_rows, kl_rows, mask)

@@ -7,7 +7,7 @@ from transformers import AutoModelForCausalLM
 from pact_cotrain.config import load_config
 from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import tiny_llama
-from pact_cotrain.training.trainer import CONTEXT_KL
+from pact_cotrain.training.context_kl import CONTEXT_KL
 
 approx = pytest.approx
 SMALL = ["train.k=2", "train.prompts_per_step=2", "data.n_train=4", "sampling.max_new_tokens_per_turn=12",

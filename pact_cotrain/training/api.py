@@ -30,7 +30,6 @@ project's `MethodConfig` and `SamplingConfig` (`method_config`, `sampling_config
 from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
-from typing import Any
 
 from trl import GRPOConfig
 

@@ -10,7 +10,9 @@ logging and checkpoint/resume. We override these of its extension points:
 * `_save_checkpoint`, `_get_train_sampler`, `train`: TRL's checkpoint, written to a staging directory and
   renamed into place, with the sampler's state for an exact resume (exact_resume.py).
 
-The weights rollouts sample from (a dtype copy, an unsharded copy, a vLLM engine) are in rollout_policy.py.
+The weights rollouts sample from (a dtype copy, an unsharded copy, a vLLM engine) are in rollout_policy.py;
+the log-prob passes (with gradient, pi_old's, pi_ref's) in passes.py; the trace-context KL diagnostic in
+context_kl.py.
 
 One generation batch is one optimiser step (steps_per_generation = gradient accumulation = 1);
 `num_iterations` > 1 reuses it with an old-policy pass. `micro_batch_tokens` splits the step's
@@ -40,14 +42,9 @@ from pact_cotrain.training.exact_resume import ExactResumeMixin
 from pact_cotrain.training.checkpoints import RunError
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
 from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
-from pact_cotrain.training.scoring import PackedGroup, packed_completion_logps
+from pact_cotrain.training.context_kl import ContextKLMixin
+from pact_cotrain.training.passes import ScoringPassesMixin
 
-
-# Logged on PACT's rollouts scored in [x; h]: the mean over generated tokens of log pi(tau_t|x) - log pi(tau_t|x,h),
-# tau ~ pi(.|x), a Monte-Carlo estimate of KL(pi(.|x) || pi(.|x,h)) per token (losses.context_kl_per_token).
-# Logged every `context_kl_steps` steps (PACTConfig; steps counted from 0, so the first step too): on rows the
-# loss scored only under [x; h] it costs one more forward of x without gradient.
-CONTEXT_KL = "diag/kl_prompt_vs_trace_context_per_token"
 
 
 class NonFiniteLossError(RunError, FloatingPointError):
@@ -58,7 +55,7 @@ def step_seed(seed: int, step: int) -> int:
     return (seed * 1_000_003 + step * 7_919) % (2**31 - 1)
 
 
-class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
+class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, ScoringPassesMixin, ContextKLMixin, GRPOTrainer):
     def __init__(self, model, args: GRPOConfig | None = None, train_dataset=None, reward_funcs=None,
                  processing_class=None, peft_config=None, callbacks=None, tools=None, environment_factory=None,
                  mcp_servers=None, *, tasks: list[Task] | None = None, env_factory=None,
@@ -327,92 +324,6 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
 
     # ------------------------------------------------------------------ loss
 
-    def _rollout_temperature(self) -> float:
-        return 1.0 if self.sampling.greedy else self.sampling.temperature
-
-    def _score_passes(self, model, inputs: dict, prompt_rows: torch.Tensor | None, trace_rows: torch.Tensor | None,
-                      sft: bool) -> dict:
-        """Every scoring pass of a step in one call, before one backward, with shared prefixes: the K
-        rollouts of a prompt share its context, so each context is computed once and its K completions
-        are packed after it (`packed_completion_logps`). Rollout
-        tokens are scored after the prompt-only context for `prompt_rows` and after the trace-conditioned
-        context for `trace_rows`; expert traces for SFT. Rollout passes come back as full [B, C]
-        tensors with zeros in unselected rows."""
-        k = self.num_generations
-        groups, owners = [], []  # owners[g] = (kind, [row indices]) of group g's completions
-        for kind, rows in (("prompt", prompt_rows), ("trace", trace_rows)):
-            if rows is None:
-                continue
-            source = inputs["prompt_contexts"] if kind == "prompt" else inputs["trace_contexts"]
-            selected = rows.nonzero().flatten().tolist()
-            # A row's group in the step: a micro-batch re-indexes its rows and says their groups.
-            group_of = inputs.get("row_group") or [i // k for i in range(len(inputs["completions"]))]
-            for prompt_index in sorted({group_of[i] for i in selected}):
-                members = [i for i in selected if group_of[i] == prompt_index]
-                groups.append(PackedGroup(source[members[0]], [inputs["completions"][i] for i in members],
-                                          self._rollout_temperature()))
-                owners.append((kind, members))
-        if sft:
-            for j, (ctx, target) in enumerate(zip(inputs["sft_contexts"], inputs["sft_targets"])):
-                groups.append(PackedGroup(ctx, [target], 1.0))
-                owners.append(("sft", [j]))
-        results = packed_completion_logps(model, groups, self.pad_id, with_entropy=True,
-                                          forward_per_group=self.forward_per_group,
-                                          entropy_grad=self.method.entropy_coef > 0 and torch.is_grad_enabled())
-
-        out: dict = {}
-        device = self.accelerator.device
-        for kind in ("prompt", "trace", "sft"):
-            scored = {row: pair for (owner, rows), res in zip(owners, results) if owner == kind
-                      for row, pair in zip(rows, res)}
-            if not scored:
-                continue
-            n_rows = len(inputs["completions"]) if kind != "sft" else len(inputs["sft_targets"])
-            width = (inputs["loss_mask"] if kind != "sft" else inputs["sft_toolcall_mask"]).shape[1]
-            zero = torch.zeros(width, device=device)
-            out[f"logp_{kind}"] = torch.stack([_fit1(scored[r][0], width) if r in scored else zero
-                                               for r in range(n_rows)])
-            out[f"entropy_{kind}"] = torch.stack([_fit1(scored[r][1], width) if r in scored else zero
-                                                  for r in range(n_rows)])
-        if sft:
-            out["n_sft_tokens"] = sum(len(t) for t in inputs["sft_targets"])
-        # tokens through the model in this forward (each shared context once, unpadded): what a step
-        # processes, the trace-conditioned contexts and expert traces included
-        out["n_forward_tokens"] = sum(len(g.context) + sum(map(len, g.completions)) for g in groups)
-        return out
-
-    def _reference_logps(self, batch: dict) -> torch.Tensor:
-        """pi_ref's log-probs of the rollout tokens after the prompt-only context (no gradient): TRL's
-        `ref_model` (made by GRPOTrainer when beta > 0), or under PEFT the model with its adapter off. Its
-        pass count is agreed across processes like every no-gradient pass (distributed.py, item 4)."""
-        parts = microbatch.rows_by_budget(batch, self.micro_batch_tokens, self.num_generations, "prompt")
-        n_passes = distributed.agreed_counts(self.accelerator, "reference pass", self.state.global_step,
-                                             {"prompt": len(parts)}, force=self._pad_parts)["prompt"]
-        if self.ref_model is not None:
-            return self._old_logps(batch, "prompt", parts, n_passes, model=self.ref_model)
-        with self.accelerator.unwrap_model(self.model).disable_adapter():
-            return self._old_logps(batch, "prompt", parts, n_passes)
-
-    def _old_logps(self, batch: dict, kind: str, parts: list[list[int]], n_passes: int, model=None) -> torch.Tensor:
-        """pi_old's log-probs of the rollout tokens in one context, for the rows of `parts` (no gradient;
-        `microbatch.rows_by_budget`), zeros elsewhere, in `n_passes` forwards: the agreed count
-        (distributed.py, item 4), whose passes beyond this process's parts repeat its first row and are
-        discarded. `model`: another model's (the reference's) instead of the policy's."""
-        k = self.num_generations
-        out = torch.zeros(batch["loss_mask"].shape, device=self.accelerator.device)
-        filler = [0]
-        for i in range(n_passes):
-            rows = parts[i] if i < len(parts) else filler
-            part = microbatch.slice_batch(batch, microbatch.MicroBatch(tuple(rows), ()), k)
-            every = torch.ones(len(rows), dtype=torch.bool)
-            with torch.no_grad():
-                passes = self._score_passes(model or self.model, part, every if kind == "prompt" else None,
-                                            every if kind == "trace" else None, sft=False)
-            if i < len(parts):
-                logp = passes[f"logp_{kind}"]
-                out[rows, : logp.shape[1]] = logp
-        return out.detach()
-
     def _scoring_rows(self, inputs: dict, plan: StepPlan) -> tuple[torch.Tensor, torch.Tensor]:
         """(prompt_rows, trace_rows): the rollout rows scored after the prompt-only context and after
         the trace-conditioned one (also what `training_step` budgets micro-batches by)."""
@@ -492,13 +403,8 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
             for key, value in stats.items():
                 if torch.is_tensor(value) and value.numel() == 1 and not math.isnan(float(value)):
                     metrics[f"rl/{key}"].append(float(value))
-            every = getattr(self.args, "context_kl_steps", 1)
-            if logp_trace is not None and plan.rollout_trace_view is None and every and inputs["step"] % every == 0:
-                kl_rows = self._context_kl_rows(inputs, trace_rows)
-                if kl_rows.any():
-                    value = self._context_kl(model, inputs, passes, prompt_rows, kl_rows, mask)
-                    if not math.isnan(value):
-                        metrics[CONTEXT_KL].append(value)
+            if logp_trace is not None and plan.rollout_trace_view is None:
+                self._log_context_kl(model, inputs, passes, prompt_rows, trace_rows, mask, metrics)
             for key in ("solve_r", "solve_p", "solve_f1", "format_errors", "n_calls"):
                 metrics[f"rollout/{key}"].append(sum(ep.metrics.get(key, 0.0) for ep in inputs["episodes"])
                                                  / len(inputs["episodes"]))
@@ -526,33 +432,6 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
                                      f"(counted from 1) "
                                      f"on the batch of tasks {inputs['task_ids']}")
         return total
-
-    @staticmethod
-    def _context_kl_rows(inputs: dict, trace_rows: torch.Tensor) -> torch.Tensor:
-        """Rows scored in [x; h] whose task has a trace (an untraced row's [x; h] is x itself)."""
-        traced = torch.tensor([t != p for t, p in zip(inputs["trace_contexts"], inputs["prompt_contexts"])])
-        return trace_rows.cpu() & traced
-
-    def _context_kl(self, model, inputs: dict, passes: dict, prompt_rows: torch.Tensor, rows: torch.Tensor,
-                    mask: torch.Tensor) -> float:
-        """CONTEXT_KL on `rows` (losses.context_kl_per_token): the rollouts, drawn from pi(.|x), scored by the
-        trainer under x and under [x; h]. The x pass is the loss's where it ran on a row, else one more forward
-        without gradient (not counted in forward_tokens: a diagnostic's cost, not the method's)."""
-        have = prompt_rows.cpu() & rows if prompt_rows is not None else torch.zeros_like(rows)
-        logp_x = passes["logp_prompt"].detach() if have.any() else torch.zeros_like(passes["logp_trace"])
-        if self.accelerator.num_processes > 1:
-            # The extra forward would be a collective (FSDP's gathers, DDP's buffers) that only some processes
-            # run: with several processes the diagnostic keeps to the rows the loss scored in both contexts.
-            rows = have
-            if not rows.any():
-                return float("nan")
-        missing = rows & ~have
-        if missing.any():
-            with torch.no_grad():
-                extra = self._score_passes(model, inputs, missing, None, sft=False)["logp_prompt"]
-            logp_x = torch.where(missing.unsqueeze(-1).to(logp_x.device), extra, logp_x)
-        row_mask = mask * rows.float().unsqueeze(-1).to(mask.device)
-        return float(losses.context_kl_per_token(logp_x, passes["logp_trace"].detach(), row_mask))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """One optimiser step's forward and backward. With `micro_batch_tokens`, the step's batch is built
@@ -609,10 +488,3 @@ class PACTTrainer(ExactResumeMixin, RolloutPolicyMixin, GRPOTrainer):
 def _pad(rows: list[list], value, dtype) -> torch.Tensor:
     width = max(max((len(r) for r in rows), default=0), 1)
     return torch.tensor([list(r) + [value] * (width - len(r)) for r in rows], dtype=dtype)
-
-
-def _fit1(t: torch.Tensor, width: int) -> torch.Tensor:
-    """Right-pad (zeros) or cut a 1-D tensor to `width`."""
-    if t.shape[0] >= width:
-        return t[:width]
-    return torch.nn.functional.pad(t, (0, width - t.shape[0]))

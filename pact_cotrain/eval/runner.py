@@ -336,6 +336,8 @@ def run_eval(model, benchmarks: list[str], data: dict[str, str] | None = None,
                 "turns_cut": n_cut,
                 "turns_cut_fraction": n_cut / n_turns if n_turns else 0.0,
                 "expert_caps": caps.to_dict(),
+                # a user's own tasks are scored by their reward functions, on their own scale: not percent
+                "units": "reward" if getattr(bench, "score", None) is not None else "percent",
             }
     finally:
         if bar is not None:
@@ -405,6 +407,13 @@ def pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
+def shown(res: dict, value: float | None) -> str:
+    """A benchmark's metric as its tables show it: percent, or a reward's own scale (own tasks)."""
+    if res.get("units") == "reward":
+        return "n/a" if value is None else f"{value:.3f}"
+    return pct(value)
+
+
 def _row(cells) -> str:
     return "| " + " | ".join(str(c) for c in cells) + " |"
 
@@ -415,23 +424,25 @@ def _table(header: list[str], rows: list[list]) -> list[str]:
 
 def results_markdown(results: dict) -> str:
     values, missing = paper_metrics(results["benchmarks"])
+    own = [name for name, res in results["benchmarks"].items() if res.get("units") == "reward"]
     lines = [
         f"# Evaluation: {results.get('model')}",
         "",
         "Prompt-only context; each benchmark under its official protocol except where its section lists a "
         f"deviation; limit {results.get('limit') if results.get('limit') is not None else 'none'} tasks per "
-        "benchmark. Values in percent.",
-        "",
-        "## Paper metrics",
-        "",
+        "benchmark. Values in percent"
+        + (f", except your own tasks ({', '.join(own)}): their reward functions' means, on their scale." if own
+           else "."),
     ]
     header = list(values)
-    lines += _table(header, [[pct(values[h]) for h in header]])
-    lines.append("")
-    if missing:
-        lines.append(f"Avg: n/a (missing {', '.join(missing)}; Avg is the mean of {', '.join(AVG_PARTS)}).")
-    else:
-        lines.append(f"Avg = mean of {', '.join(AVG_PARTS)}.")
+    if any(v is not None for v in values.values()):  # no paper benchmark evaluated: no all-n/a table
+        lines += ["", "## Paper metrics", ""]
+        lines += _table(header, [[pct(values[h]) for h in header]])
+        lines.append("")
+        if missing:
+            lines.append(f"Avg: n/a (missing {', '.join(missing)}; Avg is the mean of {', '.join(AVG_PARTS)}).")
+        else:
+            lines.append(f"Avg = mean of {', '.join(AVG_PARTS)}.")
     bfcl_cats = [h for h in header if h.startswith("BFCL ") and h != "BFCL Avg"]
     if bfcl_cats:
         lines.append(f"BFCL Avg is over the categories evaluated here: {', '.join(c[5:] for c in bfcl_cats)} "
@@ -443,7 +454,7 @@ def results_markdown(results: dict) -> str:
                   + ", ".join(f"{k} {v}" for k, v in sorted(res.get("stop_reasons", {}).items())) + ".", ""]
         lines += _protocol_lines(res)
         cols = [c for c in res["columns"] if c in res["metrics"]]
-        lines += _table(cols, [[pct(res["metrics"][c]) for c in cols]])
+        lines += _table(cols, [[shown(res, res["metrics"][c]) for c in cols]])
     return "\n".join(lines) + "\n"
 
 
@@ -489,7 +500,7 @@ def _load_results(run: str) -> dict:
 def compare_runs(run_dirs: list[str], labels: list[str] | None = None) -> str:
     """A markdown table, one row per run (a directory holding results.json, or the file itself): the
     paper's columns evaluated in any run, then every other benchmark's columns (e.g. toolworld),
-    in percent; '–' where a run lacks a value."""
+    in percent (your own tasks: their rewards' scale); '–' where a run lacks a value."""
     runs = [_load_results(r) for r in run_dirs]
     labels = labels or [Path(r).name if Path(r).is_dir() else Path(r).parent.name for r in run_dirs]
     papers = [paper_metrics(r["benchmarks"])[0] for r in runs]
@@ -513,7 +524,8 @@ def compare_runs(run_dirs: list[str], labels: list[str] | None = None) -> str:
         row = [label, r.get("model", "")]
         row += [pct(p.get(c)) if c in p else "–" for c in paper_cols]
         for b, c in other_cols:
-            value = r["benchmarks"].get(b, {}).get("metrics", {}).get(c)
-            row.append("–" if value is None else pct(value))
+            res = r["benchmarks"].get(b, {})
+            value = res.get("metrics", {}).get(c)
+            row.append("–" if value is None else shown(res, value))
         rows.append(row)
     return "\n".join(_table(header, rows)) + "\n"

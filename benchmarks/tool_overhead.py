@@ -10,6 +10,10 @@ stdio. For reference it also times one episode calling alone, the SDK's own roun
 (`ClientSession.call_tool` awaited on the MCP loop, without our thread hop), and a sync server tool:
 MCPServer runs a sync tool on a worker thread (anyio.to_thread), an `async def` tool on its loop.
 
+With one server process every call waits for the others' server CPU, so on few cores the median with many
+episodes is bounded below by (episodes x server CPU per call); the SDK-floor line prints the official
+SDK's own round trip at the same concurrency beside ours.
+
 Prints median and p95 latency in ms per setting (with the calls per second of the whole run where
 episodes call from threads), and the CPU time per call of both processes; the last line
 is `mcp_call_ms_median: X`, the median with `--episodes` episodes calling the async tool at once.
@@ -142,6 +146,11 @@ def main() -> None:
           "(the server is one process: with every episode waiting on it, a call waits for the others' CPU)")
     in_med, mcp_med = summary(rows[1][1][0])[0], summary(rows[-1][1][0])[0]
     print(f"MCP / in process (medians, {n} episodes at once): {mcp_med / in_med:.1f}x")
+    # The floor any client built on the official SDK meets here: its own round trip, n calls in flight on its
+    # loop, none of our code. What our path adds is the difference.
+    sdk_med = summary(rows[3][1][0])[0]
+    print(f"SDK floor, {n} calls in flight (no code of ours): median {sdk_med:.3f} ms; our path adds "
+          f"{mcp_med - sdk_med:+.3f} ms (ours / SDK: {mcp_med / sdk_med:.2f}x)")
     mcp.close()
     print(f"mcp_call_ms_median: {mcp_med:.3f}")
 

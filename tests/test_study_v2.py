@@ -567,3 +567,38 @@ def test_report_says_when_runs_used_different_code():
     text = "\n".join(code_version_lines(mixed))
     assert "more than one version" in text and f"- {'c' * 10} then {'b' * 10}: pact:1" in text
     assert f"- {'b' * 10} (uncommitted changes): sft:0" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# A plan with the paired test (study v2b)
+
+
+def _means_run(out: Path, method: str, seed: int, ood: int, test: int = 5):
+    """A fake run scoring `ood` of 10 toolworld_ood tasks and `test` of 10 toolworld_test tasks."""
+    _fake_set_run(out, method, seed, {"toolworld_ood": [1.0] * ood + [0.0] * (10 - ood),
+                                      "toolworld_test": [1.0] * test + [0.0] * (10 - test)})
+
+
+def test_a_paired_plan_tests_its_secondary_sets_alike_and_waits_for_the_planned_seeds(tmp_path):
+    from pact_cotrain.study.report import write_report
+
+    study = _tiny_study(seeds=[0, 1, 2, 3], methods={"pact": {"config": "pact"}, "grpo": {"config": "grpo"},
+                                                      "opsd": {"config": "opsd"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["grpo", "opsd"], "test": "paired",
+                                 "secondary_sets": ["toolworld_test"]})
+    for seed, (ours, theirs) in enumerate([(9, 1), (9, 2), (8, 1)]):  # 3 of the 4 planned seeds
+        _means_run(tmp_path, "pact", seed, ours, test=6)
+        _means_run(tmp_path, "grpo", seed, theirs, test=6)
+    write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert "Pre-registered tests (PLAN.md): toolworld_ood" in md
+    assert "Secondary, the same tests (PLAN.md): toolworld_test" in md
+    rows = [line for line in md.splitlines() if line.startswith("| pact > grpo |")]
+    assert len(rows) == 2 and all(line.endswith("| interim, no verdict (3 of 4 seeds) |") for line in rows)
+    assert "| +0.00 | 0.00 |" in rows[1]  # equal on the secondary set: no spread, p 1
+    assert sum(line.startswith("| pact > opsd | no finished run yet |") for line in md.splitlines()) == 2
+    with pytest.raises(UserError, match="primary.test"):
+        write_report({**study, "primary": {**study["primary"], "test": "bootstrap"}}, tmp_path)
+    with pytest.raises(UserError, match="secondary_sets needs"):
+        write_report({**study, "primary": {**study["primary"], "test": "welch"}}, tmp_path)
+

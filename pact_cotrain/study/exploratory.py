@@ -48,7 +48,7 @@ def paired_seed_analysis(ours: dict[int, float], theirs: dict[int, float], targe
     """The paired-by-seed statistics of the module docstring, on run means in points, keyed by seed."""
     from scipy import stats as scipy_stats
 
-    from pact_cotrain.study.stats import seed_level_mdd, t_quantile
+    from pact_cotrain.study.stats import paired_mdd, seed_level_mdd
 
     seeds = sorted(set(ours) & set(theirs))
     if len(seeds) < 3:
@@ -68,9 +68,7 @@ def paired_seed_analysis(ours: dict[int, float], theirs: dict[int, float], targe
     pooled = math.sqrt((stdev(a) ** 2 + stdev(b) ** 2) / 2)
     needed = {}
     for level in (alpha, alpha / 2):  # alpha / 2: Holm's first step over two comparisons
-        paired_n = next((m for m in range(3, max_seeds + 1)
-                         if (t_quantile(1 - level / 2, m - 1) + t_quantile(power, m - 1)) * sd / math.sqrt(m) <= target),
-                        None)
+        paired_n = next((m for m in range(3, max_seeds + 1) if paired_mdd(sd, m, level, power) <= target), None)
         welch_n = next((m for m in range(2, max_seeds + 1) if seed_level_mdd(pooled, m, m, level, power) <= target),
                        None)
         needed[level] = (paired_n, welch_n)

@@ -11,7 +11,7 @@ is written here, each as a short function with its formula:
     holm([p1, p2, ...])                                     -> Holm-adjusted p-values, same order
         not scipy's: scipy.stats.false_discovery_control has Benjamini-Hochberg and -Yekutieli only
     minimum_detectable_difference(seeds=5, tasks=256, seed_std=0.03, task_std=0.35)   (normal quantiles: scipy)
-    seed_level_mdd(seed_std, n_a, n_b)                      (t quantiles: scipy)
+    seed_level_mdd(seed_std, n_a, n_b), paired_mdd(sd_difference, n)   (t quantiles: scipy)
     variance_components(scores)                             -> (seed_std, task_std) of a pilot arm (numpy)
 
 An arm's scores are a (seeds, tasks) array: row s holds the per-task score (e.g. Solve-F1 in [0, 1])
@@ -208,6 +208,16 @@ def seed_level_mdd(seed_std: float, n_a: int, n_b: int, alpha: float = 0.05, pow
     if df < 1:
         raise ValueError("the seed-level MDD needs at least 3 runs in all")
     return (t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)) * seed_std * math.sqrt(1.0 / n_a + 1.0 / n_b)
+
+
+def paired_mdd(sd_difference: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The minimum detectable difference of the two-sided paired t-test over `n` seeds whose per-seed
+    differences have std `sd_difference` (the t-approximation; the noncentral t gives a little more):
+
+        MDD = (t_{1 - alpha/2, n-1} + t_{power, n-1}) * sd_difference / sqrt(n)"""
+    if n < 2:
+        raise ValueError("the paired MDD needs at least 2 seeds")
+    return (t_quantile(1.0 - alpha / 2.0, n - 1) + t_quantile(power, n - 1)) * sd_difference / math.sqrt(n)
 
 
 def seeds_needed(difference: float, tasks: int, seed_std: float, task_std: float, alpha: float = 0.05,

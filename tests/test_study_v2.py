@@ -570,13 +570,46 @@ def test_report_says_when_runs_used_different_code():
 
 
 # ---------------------------------------------------------------------------------------------
-# A plan with the paired test (study v2b)
+# An arm read from another study (runs_from), and a plan with the paired test (study v2b)
 
 
 def _means_run(out: Path, method: str, seed: int, ood: int, test: int = 5):
     """A fake run scoring `ood` of 10 toolworld_ood tasks and `test` of 10 toolworld_test tasks."""
     _fake_set_run(out, method, seed, {"toolworld_ood": [1.0] * ood + [0.0] * (10 - ood),
                                       "toolworld_test": [1.0] * test + [0.0] * (10 - test)})
+
+
+def test_an_arm_read_from_another_study_is_paired_by_seed_and_never_run(tmp_path):
+    """`runs_from: DIR`: the reference arm's runs come from the study it extends (DIR/runs/<arm>/seed<N>). No job
+    runs it, the report pairs them by seed with this study's runs, and their cost is not this study's."""
+    from pact_cotrain.study.report import collect, write_report
+
+    v2, v2b = tmp_path / "v2", tmp_path / "v2b"
+    study = _tiny_study(seeds=[0, 1, 2], methods={"vanilla": None, "pact": {"config": "pact", "runs_from": str(v2)},
+                                                   "grpo": {"config": "grpo"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["grpo"], "test": "paired"})
+    assert study_recipe.runs_from(study, "pact") == v2 and study_recipe.runs_from(study, "grpo") is None
+    assert study_recipe.study_jobs(study, list(study["methods"])) == [("vanilla", 0), ("grpo", 0), ("grpo", 1),
+                                                                      ("grpo", 2)]
+    assert study_recipe.study_jobs(study, ["pact", "grpo"], seeds=[1]) == [("grpo", 1)]
+    assert [m for methods in study_recipe.training_caps(study).values() for m in methods] == ["grpo"]
+    with pytest.raises(UserError, match="runs_from"):
+        study_recipe.run_one(_write_study(tmp_path, study), str(v2b), "pact:0")
+    for seed, (ours, theirs) in enumerate([(5, 4), (6, 4), (7, 5)]):  # run means: PACT's (in v2's folder), GRPO's
+        _means_run(v2, "pact", seed, ours)
+        _means_run(v2b, "grpo", seed, theirs)
+    assert [r["dir"] for r in collect(v2b, study)["pact"]] == [v2 / "runs" / "pact" / f"seed{s}" for s in (0, 1, 2)]
+    write_report(study, v2b)
+    md = (v2b / "results.md").read_text()
+    assert "| pact | 0,1,2 | 50.0 ± 0.0 |" in md  # read from v2's folder (toolworld_test, the first column)
+    # d = 10, 20, 20 points: mean 16.67, sd 5.77, t = 16.67 / (5.77 / sqrt 3) = 5.00, df 2, p = 1 - t / sqrt(t^2 + 2)
+    # = 0.0377; 95 % interval 16.67 -+ 4.3027 x 5.77 / sqrt 3 = [+2.32, +31.01]; one comparison: Holm's p is p
+    line = next(line for line in md.splitlines() if line.startswith("| pact > grpo |"))
+    assert "| 3 | +16.67 | 5.77 | +5.00 (2) | 0.0377 | 0.0377 | [+2.32, +31.01] |" in line
+    assert line.endswith("| supported |")
+    assert "(sd of Δ 5.77): 17.9 at α 0.05" in md  # (t_0.975,2 4.3027 + t_0.8,2 1.0607) x 5.77 / sqrt 3
+    assert "EXPLORATORY, not pre-registered: PLAN.md fixed Welch's test" not in md  # the tests above are paired
+    assert "| pact (runs of " in md and "pact spent in another study, not counted" in md
 
 
 def test_a_paired_plan_tests_its_secondary_sets_alike_and_waits_for_the_planned_seeds(tmp_path):

@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from pact_cotrain.study import exploratory
-from pact_cotrain.study.runner import method_seeds
+from pact_cotrain.study.runner import arm_run_dir, method_seeds, runs_from
 from pact_cotrain.study.cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
 
 # (column label, where to read it in results.json)
@@ -58,18 +58,21 @@ def columns_for(study: dict) -> list[tuple[str, tuple[str, str]]]:
 
 
 def collect(out: Path, study: dict) -> dict[str, list[dict]]:
-    """method -> [{seed, values, history, done}] for the finished runs, in study order."""
+    """method -> [{seed, values, history, done, dir, ...}] for the finished runs, in study order; an arm with
+    `runs_from` is read from that study's folder (`dir`; `elsewhere`: that folder)."""
     columns = columns_for(study)
     found: dict[str, list[dict]] = {m: [] for m in study["methods"]}
     for method in study["methods"]:
         for seed in method_seeds(study, method):
-            directory = out / "runs" / method / f"seed{seed}"
+            directory = arm_run_dir(study, out, method, seed)
             if not (directory / "done.json").exists():
                 continue
             results = json.loads((directory / "eval" / "results.json").read_text())
-            resumed = resumed_eval_episodes(out / "runs" / method / f"seed{seed}.log")
+            resumed = resumed_eval_episodes(directory.parent / f"seed{seed}.log")
             found[method].append({
                 "seed": seed,
+                "dir": directory,
+                "elsewhere": runs_from(study, method),
                 "values": {label: _value(results, where) for label, where in columns},
                 "turns_cut": {name: res.get("turns_cut_fraction") for name, res in results["benchmarks"].items()},
                 "history": json.loads((directory / "log_history.json").read_text()),
@@ -228,7 +231,8 @@ def caps_lines(out: Path) -> list[str]:
 def per_task_rows_by_arm(out: Path, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
     from pact_cotrain.study.evaluate import read_per_task
 
-    return {m: [row for r in runs if (path := out / "runs" / m / f"seed{r['seed']}" / "per_task.jsonl.gz").exists()
+    return {m: [row for r in runs
+                if (path := r.get("dir", out / "runs" / m / f"seed{r['seed']}") / "per_task.jsonl.gz").exists()
                 for row in read_per_task(path)] for m, runs in found.items()}
 
 

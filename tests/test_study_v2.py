@@ -635,3 +635,20 @@ def test_a_paired_plan_tests_its_secondary_sets_alike_and_waits_for_the_planned_
     with pytest.raises(UserError, match="secondary_sets needs"):
         write_report({**study, "primary": {**study["primary"], "test": "welch"}}, tmp_path)
 
+
+def test_study_v2b_extends_v2_and_reads_v2s_pact_runs(monkeypatch):
+    """results/study-v2b/study.yaml: v2's model, warm-up, pool, budget, evaluation sets and seeds; the four new
+    arms run here, PACT's 8 runs are v2's committed ones, paired by seed."""
+    from pact_cotrain.study.report import collect
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # its paths are relative to the repository root
+    v2 = study_recipe.load_study("results/study-v2/study.yaml")
+    v2b = study_recipe.load_study("results/study-v2b/study.yaml")
+    for key in ("model", "seeds", "data", "warmup", "budget", "eval"):
+        assert v2b[key] == v2[key], key
+    assert v2b["screen"] == {**v2["screen"], "eval_samples": None}
+    assert v2b["primary"]["comparisons"] == ["grpo", "sft_then_matchtir", "chord_phi", "opsd"]
+    jobs = study_recipe.study_jobs(v2b, list(v2b["methods"]))
+    assert len(jobs) == 1 + 4 * 8 + 1 and not any(m == "pact" for m, _ in jobs)
+    found = collect(Path("runs/not-a-study"), v2b)
+    assert [r["seed"] for r in found["pact"]] == v2["seeds"] == list(range(10, 18))

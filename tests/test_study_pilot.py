@@ -15,10 +15,10 @@ from pact_cotrain.study.evaluate import write_per_task
 
 
 def test_chi2_quantile_and_the_std_bound():
-    assert study_pilot.chi2_quantile(0.2, 2) == pytest.approx(-2 * math.log(0.8), rel=0.03)  # exact for df 2
-    assert study_pilot.chi2_quantile(0.5, 10) == pytest.approx(9.342, rel=0.01)
+    assert study_pilot.chi2_quantile(0.2, 2) == pytest.approx(-2 * math.log(0.8), rel=1e-12)  # closed form for df 2
+    assert study_pilot.chi2_quantile(0.5, 10) == pytest.approx(9.341818, abs=1e-6)  # the chi-square table's median
     # three seeds: the 80 % upper bound of a std is sqrt(2 / chi2_0.2(2)) = 2.12 times the estimate
-    assert study_pilot.std_upper_bound(1.0, 3) == pytest.approx(math.sqrt(2 / (-2 * math.log(0.8))), rel=0.02)
+    assert study_pilot.std_upper_bound(1.0, 3) == pytest.approx(math.sqrt(2 / (-2 * math.log(0.8))), rel=1e-12)
 
 
 def _run(out, method, seed, scores, tokens, seconds=3600.0, threads=1, forward=None):

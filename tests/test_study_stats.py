@@ -61,6 +61,20 @@ def test_welch_against_a_single_value_is_a_one_sample_test():
     assert welch_t_test([0.6, 0.6], [0.5]).p == 0.0
 
 
+def test_welch_against_an_arm_of_equal_values_is_the_one_sample_test_without_a_warning():
+    # b = [100, 100, 100] has variance 0: se = sqrt(s_a^2 / 3) with a = [75, 75, 100] (s_a^2 = 208.33) = 8.333,
+    # t = -16.67 / 8.333 = -2, df = (v_a)^2 / (v_a^2 / 2) = 2, p = 1 - 2 / sqrt(6) = 0.183503 (df 2 closed form);
+    # scipy's ttest_ind would warn of precision loss about the constant arm
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r = welch_t_test([75.0, 75.0, 100.0], [100.0, 100.0, 100.0])
+        swapped = welch_t_test([100.0, 100.0, 100.0], [75.0, 75.0, 100.0])
+    assert (r.t, r.df, r.p) == pytest.approx((-2.0, 2.0, 1 - 2 / math.sqrt(6)))
+    assert (swapped.t, swapped.df, swapped.p) == pytest.approx((2.0, 2.0, r.p))
+
+
 def test_welch_with_one_value_a_side_is_no_test():
     # no variance can be estimated: NaN, not p = 0 (a first finished seed of each arm must not read as proof)
     r = welch_t_test([0.7], [0.5])

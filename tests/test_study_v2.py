@@ -567,3 +567,88 @@ def test_report_says_when_runs_used_different_code():
     text = "\n".join(code_version_lines(mixed))
     assert "more than one version" in text and f"- {'c' * 10} then {'b' * 10}: pact:1" in text
     assert f"- {'b' * 10} (uncommitted changes): sft:0" in text
+
+
+# ---------------------------------------------------------------------------------------------
+# An arm read from another study (runs_from), and a plan with the paired test (study v2b)
+
+
+def _means_run(out: Path, method: str, seed: int, ood: int, test: int = 5):
+    """A fake run scoring `ood` of 10 toolworld_ood tasks and `test` of 10 toolworld_test tasks."""
+    _fake_set_run(out, method, seed, {"toolworld_ood": [1.0] * ood + [0.0] * (10 - ood),
+                                      "toolworld_test": [1.0] * test + [0.0] * (10 - test)})
+
+
+def test_an_arm_read_from_another_study_is_paired_by_seed_and_never_run(tmp_path):
+    """`runs_from: DIR`: the reference arm's runs come from the study it extends (DIR/runs/<arm>/seed<N>). No job
+    runs it, the report pairs them by seed with this study's runs, and their cost is not this study's."""
+    from pact_cotrain.study.report import collect, write_report
+
+    v2, v2b = tmp_path / "v2", tmp_path / "v2b"
+    study = _tiny_study(seeds=[0, 1, 2], methods={"vanilla": None, "pact": {"config": "pact", "runs_from": str(v2)},
+                                                   "grpo": {"config": "grpo"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["grpo"], "test": "paired"})
+    assert study_recipe.runs_from(study, "pact") == v2 and study_recipe.runs_from(study, "grpo") is None
+    assert study_recipe.study_jobs(study, list(study["methods"])) == [("vanilla", 0), ("grpo", 0), ("grpo", 1),
+                                                                      ("grpo", 2)]
+    assert study_recipe.study_jobs(study, ["pact", "grpo"], seeds=[1]) == [("grpo", 1)]
+    assert [m for methods in study_recipe.training_caps(study).values() for m in methods] == ["grpo"]
+    with pytest.raises(UserError, match="runs_from"):
+        study_recipe.run_one(_write_study(tmp_path, study), str(v2b), "pact:0")
+    for seed, (ours, theirs) in enumerate([(5, 4), (6, 4), (7, 5)]):  # run means: PACT's (in v2's folder), GRPO's
+        _means_run(v2, "pact", seed, ours)
+        _means_run(v2b, "grpo", seed, theirs)
+    assert [r["dir"] for r in collect(v2b, study)["pact"]] == [v2 / "runs" / "pact" / f"seed{s}" for s in (0, 1, 2)]
+    write_report(study, v2b)
+    md = (v2b / "results.md").read_text()
+    assert "| pact | 0,1,2 | 50.0 ± 0.0 |" in md  # read from v2's folder (toolworld_test, the first column)
+    # d = 10, 20, 20 points: mean 16.67, sd 5.77, t = 16.67 / (5.77 / sqrt 3) = 5.00, df 2, p = 1 - t / sqrt(t^2 + 2)
+    # = 0.0377; 95 % interval 16.67 -+ 4.3027 x 5.77 / sqrt 3 = [+2.32, +31.01]; one comparison: Holm's p is p
+    line = next(line for line in md.splitlines() if line.startswith("| pact > grpo |"))
+    assert "| 3 | +16.67 | 5.77 | +5.00 (2) | 0.0377 | 0.0377 | [+2.32, +31.01] |" in line
+    assert line.endswith("| supported |")
+    assert "(sd of Δ 5.77): 17.9 at α 0.05" in md  # (t_0.975,2 4.3027 + t_0.8,2 1.0607) x 5.77 / sqrt 3
+    assert "EXPLORATORY, not pre-registered: PLAN.md fixed Welch's test" not in md  # the tests above are paired
+    assert "| pact (runs of " in md and "pact spent in another study, not counted" in md
+
+
+def test_a_paired_plan_tests_its_secondary_sets_alike_and_waits_for_the_planned_seeds(tmp_path):
+    from pact_cotrain.study.report import write_report
+
+    study = _tiny_study(seeds=[0, 1, 2, 3], methods={"pact": {"config": "pact"}, "grpo": {"config": "grpo"},
+                                                      "opsd": {"config": "opsd"}},
+                        primary={"set": "toolworld_ood", "comparisons": ["grpo", "opsd"], "test": "paired",
+                                 "secondary_sets": ["toolworld_test"]})
+    for seed, (ours, theirs) in enumerate([(9, 1), (9, 2), (8, 1)]):  # 3 of the 4 planned seeds
+        _means_run(tmp_path, "pact", seed, ours, test=6)
+        _means_run(tmp_path, "grpo", seed, theirs, test=6)
+    write_report(study, tmp_path)
+    md = (tmp_path / "results.md").read_text()
+    assert "Pre-registered tests (PLAN.md): toolworld_ood" in md
+    assert "Secondary, the same tests (PLAN.md): toolworld_test" in md
+    rows = [line for line in md.splitlines() if line.startswith("| pact > grpo |")]
+    assert len(rows) == 2 and all(line.endswith("| interim, no verdict (3 of 4 seeds) |") for line in rows)
+    assert "| +0.00 | 0.00 |" in rows[1]  # equal on the secondary set: no spread, p 1
+    assert sum(line.startswith("| pact > opsd | no finished run yet |") for line in md.splitlines()) == 2
+    with pytest.raises(UserError, match="primary.test"):
+        write_report({**study, "primary": {**study["primary"], "test": "bootstrap"}}, tmp_path)
+    with pytest.raises(UserError, match="secondary_sets needs"):
+        write_report({**study, "primary": {**study["primary"], "test": "welch"}}, tmp_path)
+
+
+def test_study_v2b_extends_v2_and_reads_v2s_pact_runs(monkeypatch):
+    """results/study-v2b/study.yaml: v2's model, warm-up, pool, budget, evaluation sets and seeds; the four new
+    arms run here, PACT's 8 runs are v2's committed ones, paired by seed."""
+    from pact_cotrain.study.report import collect
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # its paths are relative to the repository root
+    v2 = study_recipe.load_study("results/study-v2/study.yaml")
+    v2b = study_recipe.load_study("results/study-v2b/study.yaml")
+    for key in ("model", "seeds", "data", "warmup", "budget", "eval"):
+        assert v2b[key] == v2[key], key
+    assert v2b["screen"] == {**v2["screen"], "eval_samples": None}
+    assert v2b["primary"]["comparisons"] == ["grpo", "sft_then_matchtir", "chord_phi", "opsd"]
+    jobs = study_recipe.study_jobs(v2b, list(v2b["methods"]))
+    assert len(jobs) == 1 + 4 * 8 + 1 and not any(m == "pact" for m, _ in jobs)
+    found = collect(Path("runs/not-a-study"), v2b)
+    assert [r["seed"] for r in found["pact"]] == v2["seeds"] == list(range(10, 18))

@@ -6,8 +6,8 @@ context ([x; h], the hint baseline's rollout context), under the same caps and t
 (a) success with h against without, paired per task:
         d_i = s_i(x, h) - s_i(x),   s_i = share of task i's K episodes with `metric` >= `success_at`
     mean d with a 95 % paired bootstrap interval over tasks (study.stats.paired_bootstrap: the same tasks
-    drawn for both contexts) and the paired t-test's p (t = mean d / (sd d / sqrt n), df n - 1, with
-    study.stats' t distribution: scipy is not installed here). d > 0: the model can turn a trace in
+    drawn for both contexts) and the paired t-test's p (t = mean d / (sd d / sqrt n), df n - 1:
+    scipy.stats.ttest_rel). d > 0: the model can turn a trace in
     context into success.
 
 (b) KL(pi(.|x) || pi(.|x,h)) per token on the prompt-only episodes:
@@ -50,7 +50,9 @@ class TraceUseSettings:
 def success_comparison(with_trace: list[float], prompt_only: list[float], seed: int = 0,
                        n_resamples: int = 2000) -> dict:
     """(a) from per-task success rates, paired by task."""
-    from pact_cotrain.study.stats import paired_bootstrap, t_two_sided_p
+    from scipy import stats as scipy_stats
+
+    from pact_cotrain.study.stats import paired_bootstrap
 
     a, b = np.asarray(with_trace, float), np.asarray(prompt_only, float)
     diff = a - b
@@ -59,8 +61,7 @@ def success_comparison(with_trace: list[float], prompt_only: list[float], seed: 
     if len(a) > 1 and diff.std() > 0:
         boot = paired_bootstrap(a[None, :], b[None, :], n_boot=n_resamples, rng=seed)
         out["difference_ci95"] = [boot.low, boot.high]
-        t = diff.mean() / (diff.std(ddof=1) / np.sqrt(len(diff)))
-        out["paired_t_p"] = float(t_two_sided_p(float(t), len(diff) - 1))
+        out["paired_t_p"] = float(scipy_stats.ttest_rel(a, b).pvalue)
     return out
 
 

@@ -52,13 +52,19 @@ def run_core_hours(run: dict) -> float:
 def cost_lines(found: dict[str, list[dict]]) -> list[str]:
     lines = ["Cost per arm (core-hours: training steps + evaluation, times threads):", "",
              "| arm | runs | core-hours/run | core-hours |", "|---|---|---|---|"]
-    total = 0.0
+    total, elsewhere = 0.0, []
     for arm, runs in found.items():
         if runs:
             hours = [run_core_hours(r) for r in runs]
-            total += sum(hours)
-            lines.append(f"| {arm} | {len(runs)} | {mean(hours):.2f} | {sum(hours):.1f} |")
-    lines += ["", f"All arms: {total:.1f} core-hours (the warm-up and screenings not included)."]
+            where = next((r["elsewhere"] for r in runs if r.get("elsewhere")), None)
+            if where is None:
+                total += sum(hours)
+            else:  # an arm read from another study (runs_from): spent there, not counted here
+                elsewhere.append(arm)
+            lines.append(f"| {arm}{f' (runs of {where})' if where else ''} | {len(runs)} | {mean(hours):.2f} | "
+                         f"{sum(hours):.1f} |")
+    lines += ["", f"All arms: {total:.1f} core-hours (the warm-up and screenings not included"
+              + (f"; {', '.join(elsewhere)} spent in another study, not counted" if elsewhere else "") + ")."]
     resumed = [f"{arm} seed {r['seed']} ({r['eval_resumed_episodes']})" for arm, runs in found.items() for r in runs
                if r.get("eval_resumed_episodes")]
     if resumed:

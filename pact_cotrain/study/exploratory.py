@@ -10,8 +10,8 @@ rollouts), so their run means correlate. With d_s = reference_s - arm_s over the
 and the seeds a paired design needs to detect `target` points (power 0.8, two-sided α): the least n with
 (t_{1-α/2, n-1} + t_{0.8, n-1}) sd_d / sqrt(n) <= target, beside Welch's least n per arm with
 (t_{1-α/2, 2n-2} + t_{0.8, 2n-2}) s sqrt(2 / n) <= target (s: the two arms' pooled std of run means;
-study.stats.seed_level_mdd). The t distribution is study.stats' (scipy is not a dependency); the
-numbers were checked against scipy.stats.ttest_rel and scipy.stats.t.
+study.stats.seed_level_mdd). The paired test and its interval are scipy.stats.ttest_rel's, r is
+scipy.stats.pearsonr's, the t quantiles scipy.stats.t's.
 """
 
 from __future__ import annotations
@@ -46,7 +46,9 @@ def answer_by_seed_lines(rows: dict[str, list[dict]]) -> list[str]:
 def paired_seed_analysis(ours: dict[int, float], theirs: dict[int, float], target: float = 3.0,
                          alpha: float = 0.05, power: float = 0.8, max_seeds: int = 1000) -> dict | None:
     """The paired-by-seed statistics of the module docstring, on run means in points, keyed by seed."""
-    from pact_cotrain.study.stats import seed_level_mdd, t_quantile, t_two_sided_p
+    from scipy import stats as scipy_stats
+
+    from pact_cotrain.study.stats import paired_mdd, seed_level_mdd
 
     seeds = sorted(set(ours) & set(theirs))
     if len(seeds) < 3:
@@ -54,22 +56,24 @@ def paired_seed_analysis(ours: dict[int, float], theirs: dict[int, float], targe
     d = [ours[s] - theirs[s] for s in seeds]
     n, md, sd = len(d), mean(d), stdev(d)
     a, b = [ours[s] for s in seeds], [theirs[s] for s in seeds]
-    t = md / (sd / math.sqrt(n)) if sd > 0 else math.copysign(math.inf, md)
-    half = t_quantile(1 - alpha / 2, n - 1) * sd / math.sqrt(n)
-    ma, mb = mean(a), mean(b)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(a, b)) / (n - 1)
-    r = cov / (stdev(a) * stdev(b)) if stdev(a) > 0 and stdev(b) > 0 else float("nan")
+    if sd > 0:
+        test = scipy_stats.ttest_rel(a, b)
+        t, p = float(test.statistic), float(test.pvalue)
+        ci = tuple(float(x) for x in test.confidence_interval(1 - alpha))
+    else:  # every seed the same difference: no spread to test against (scipy would divide by zero);
+        # as study.stats.welch_t_test: p 0 when that difference is not 0, 1 when it is
+        t, p = (math.copysign(math.inf, md), 0.0) if md else (0.0, 1.0)
+        ci = (md, md)
+    r = float(scipy_stats.pearsonr(a, b).statistic) if stdev(a) > 0 and stdev(b) > 0 else float("nan")
     pooled = math.sqrt((stdev(a) ** 2 + stdev(b) ** 2) / 2)
     needed = {}
     for level in (alpha, alpha / 2):  # alpha / 2: Holm's first step over two comparisons
-        paired_n = next((m for m in range(3, max_seeds + 1)
-                         if (t_quantile(1 - level / 2, m - 1) + t_quantile(power, m - 1)) * sd / math.sqrt(m) <= target),
-                        None)
+        paired_n = next((m for m in range(3, max_seeds + 1) if paired_mdd(sd, m, level, power) <= target), None)
         welch_n = next((m for m in range(2, max_seeds + 1) if seed_level_mdd(pooled, m, m, level, power) <= target),
                        None)
         needed[level] = (paired_n, welch_n)
-    return {"seeds": seeds, "mean": md, "sd": sd, "t": t, "df": n - 1, "p": t_two_sided_p(t, n - 1),
-            "ci": (md - half, md + half), "r": r, "pooled_sd": pooled, "seeds_needed": needed}
+    return {"seeds": seeds, "mean": md, "sd": sd, "t": t, "df": n - 1, "p": p, "ci": ci, "r": r, "pooled_sd": pooled,
+            "seeds_needed": needed}
 
 
 def paired_by_seed_lines(study: dict, found: dict[str, list[dict]], target: float = 3.0) -> list[str]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from pact_cotrain.study import exploratory
-from pact_cotrain.study.runner import method_seeds
+from pact_cotrain.study.runner import arm_run_dir, method_seeds, runs_from
 from pact_cotrain.study.cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
 
 # (column label, where to read it in results.json)
@@ -58,18 +58,21 @@ def columns_for(study: dict) -> list[tuple[str, tuple[str, str]]]:
 
 
 def collect(out: Path, study: dict) -> dict[str, list[dict]]:
-    """method -> [{seed, values, history, done}] for the finished runs, in study order."""
+    """method -> [{seed, values, history, done, dir, ...}] for the finished runs, in study order; an arm with
+    `runs_from` is read from that study's folder (`dir`; `elsewhere`: that folder)."""
     columns = columns_for(study)
     found: dict[str, list[dict]] = {m: [] for m in study["methods"]}
     for method in study["methods"]:
         for seed in method_seeds(study, method):
-            directory = out / "runs" / method / f"seed{seed}"
+            directory = arm_run_dir(study, out, method, seed)
             if not (directory / "done.json").exists():
                 continue
             results = json.loads((directory / "eval" / "results.json").read_text())
-            resumed = resumed_eval_episodes(out / "runs" / method / f"seed{seed}.log")
+            resumed = resumed_eval_episodes(directory.parent / f"seed{seed}.log")
             found[method].append({
                 "seed": seed,
+                "dir": directory,
+                "elsewhere": runs_from(study, method),
                 "values": {label: _value(results, where) for label, where in columns},
                 "turns_cut": {name: res.get("turns_cut_fraction") for name, res in results["benchmarks"].items()},
                 "history": json.loads((directory / "log_history.json").read_text()),
@@ -228,7 +231,8 @@ def caps_lines(out: Path) -> list[str]:
 def per_task_rows_by_arm(out: Path, found: dict[str, list[dict]]) -> dict[str, list[dict]]:
     from pact_cotrain.study.evaluate import read_per_task
 
-    return {m: [row for r in runs if (path := out / "runs" / m / f"seed{r['seed']}" / "per_task.jsonl.gz").exists()
+    return {m: [row for r in runs
+                if (path := r.get("dir", out / "runs" / m / f"seed{r['seed']}") / "per_task.jsonl.gz").exists()
                 for row in read_per_task(path)] for m, runs in found.items()}
 
 
@@ -297,6 +301,15 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     plan = study.get("primary")
     if not plan:
         return []
+    test = plan.get("test", "welch")
+    if test not in ("welch", "paired") or (plan.get("secondary_sets") and test != "paired"):
+        from pact_cotrain.errors import UserError
+
+        raise UserError(f"primary.test: welch (the default) or paired, got {test!r}; primary.secondary_sets needs "
+                        "test: paired")
+    if test == "paired":
+        return [line for i, name in enumerate([plan["set"], *(plan.get("secondary_sets") or [])])
+                for line in paired_preregistered_tests(out, study, found, name, bootstraps, secondary=i > 0)]
     name, metric, reference = plan["set"], plan.get("metric", "solve_f1"), plan.get("reference", "pact")
     alpha = plan.get("alpha", 0.05)
     rows = per_task_rows_by_arm(out, found)
@@ -361,6 +374,83 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
         lines.append("")
         lines.append("Holm's correction above is over the comparisons with results so far; it is final only "
                      "when every comparison has all its planned seeds.")
+    return lines + [""]
+
+
+def paired_preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]], name: str,
+                               bootstraps: dict | None = None, secondary: bool = False) -> list[str]:
+    """The plan's tests with `primary.test: paired`, on evaluation set `name`: per arm in `comparisons`, the
+    differences d_s = reference_s - arm_s of the run means (points) over the seeds both ran, the two-sided
+    paired t-test on them and its 95 % t-interval (`exploratory.paired_seed_analysis`: scipy.stats.ttest_rel),
+    the p-values Holm-corrected over the comparisons; supported / contradicted / not decided as with Welch's
+    test, and no verdict before both arms have their planned seeds. The per-task bootstrap's 95 % interval
+    (tasks paired, seeds resampled within each arm) is beside it. `secondary`: a set in
+    `primary.secondary_sets`, tested the same way, its own Holm family."""
+    from pact_cotrain.study.exploratory import paired_seed_analysis
+    from pact_cotrain.study.stats import holm, paired_mdd, per_task_matrix
+
+    plan = study["primary"]
+    metric, reference, alpha = plan.get("metric", "solve_f1"), plan.get("reference", "pact"), plan.get("alpha", 0.05)
+    comparisons = plan["comparisons"]
+    rows = per_task_rows_by_arm(out, found)
+    lines = [("Secondary, the same tests" if secondary else "Pre-registered tests") + f" (PLAN.md): {name} {metric}, "
+             f"{reference} minus each arm, points. Paired t-test of the per-seed differences of the run means over "
+             f"the seeds both ran, two-sided, p Holm-corrected over these {len(comparisons)} comparisons; supported / "
+             f"contradicted at corrected p < {alpha}; the mean difference's 95 % t-interval, and the per-task "
+             "bootstrap's 95 % interval beside it.", "",
+             "| hypothesis | seeds | Δ | sd of Δ | paired t (df) | p | p Holm | 95% t-interval | bootstrap 95% CI "
+             "| verdict |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    if not any(row["eval_set"] == name for row in rows.get(reference, [])):
+        return lines + [f"| – | no finished {reference} run on {name} yet | | | | | | | | |", ""]
+    ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
+    our_means = dict(zip(our_seeds, 100 * ours.mean(axis=1)))
+    done, waiting, untested = [], [], 0
+    for arm in comparisons:
+        if not any(row["eval_set"] == name for row in rows.get(arm, [])):
+            waiting.append(arm)
+            continue
+        try:
+            theirs, their_seeds, _ = per_task_matrix(rows[arm], metric, name, tasks)
+        except ValueError as exc:  # a run scored other tasks: no test, and the table says why
+            lines.append(f"| {reference} > {arm} | – ({exc}) | | | | | | | | not tested |")
+            continue
+        boot = cached_bootstrap(bootstraps, (name, reference, arm, metric), ours, theirs)
+        res = paired_seed_analysis(our_means, dict(zip(their_seeds, 100 * theirs.mean(axis=1))))
+        if res is None:  # fewer than 3 seeds both ran: no test yet (and not in Holm)
+            shared = len(set(our_seeds) & set(their_seeds))
+            lines.append(f"| {reference} > {arm} | {shared} | | | | | | | "
+                         f"[{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | "
+                         f"not tested ({shared} seed(s) both ran so far; the test needs 3) |")
+            untested += 1
+            continue
+        done.append((arm, res, boot))
+    planned = {arm: set(method_seeds(study, arm)) for arm in (reference, *comparisons)}
+    interim = untested
+    for (arm, res, boot), p_holm in zip(done, holm([res["p"] for _, res, _ in done])):
+        verdict = ("supported" if res["mean"] > 0 else "contradicted") if p_holm < alpha else "not decided"
+        wanted = planned[reference] & planned[arm]
+        if not wanted <= set(res["seeds"]):  # the plan fixes the seeds and has no interim analysis
+            verdict = f"interim, no verdict ({len(res['seeds'])} of {len(wanted)} seeds)"
+            interim += 1
+        lines.append(f"| {reference} > {arm} | {len(res['seeds'])} | {res['mean']:+.2f} | {res['sd']:.2f} | "
+                     f"{res['t']:+.2f} ({res['df']}) | {res['p']:.3g} | {p_holm:.3g} | "
+                     f"[{res['ci'][0]:+.2f}, {res['ci'][1]:+.2f}] | [{100 * boot.low:+.1f}, {100 * boot.high:+.1f}] | "
+                     f"{verdict} |")
+    lines += [f"| {reference} > {arm} | no finished run yet | | | | | | | | |" for arm in waiting]
+    lines.append("")
+    planned_mdd = plan.get("planned_mdd_points") or {}
+    mdd = ["Minimum detectable difference (power 0.8, two-sided paired t-test over seeds, "
+           "(t_{1-α/2, n-1} + t_{0.8, n-1}) sd_Δ / √n)"
+           + (": planned " + ", ".join(f"{v} points at α {a}" for a, v in planned_mdd.items()) if planned_mdd else "")]
+    steps = sorted({alpha / len(comparisons), alpha})  # Holm's first and last step
+    for arm, res, _ in done:
+        mdd.append(f"{reference} > {arm} with its {len(res['seeds'])} seeds (sd of Δ {res['sd']:.2f}): " + ", ".join(
+            f"{paired_mdd(res['sd'], len(res['seeds']), a):.1f} at α {a:g}" for a in steps))
+    lines.append("; ".join(mdd) + ".")
+    if waiting or interim:
+        lines += ["", "Holm's correction above is over the comparisons with results so far; it is final only when "
+                  "every comparison has all its planned seeds."]
     return lines + [""]
 
 
@@ -534,7 +624,9 @@ def write_report(study: dict, out: Path) -> None:
         *(["Paired by seed (a positive Δ: PACT scored higher):", "", *paired, ""]
           if (paired := paired_differences(found, labels=labels)) else []),
         *(preregistered_tests(out, study, found, bootstraps) if ev.get("sets") else []),
-        *(exploratory.paired_by_seed_lines(study, found) if ev.get("sets") else []),
+        # the exploratory paired re-analysis of a Welch plan (a paired plan's tests are the table above)
+        *(exploratory.paired_by_seed_lines(study, found)
+          if ev.get("sets") and (study.get("primary") or {}).get("test", "welch") == "welch" else []),
         *(exploratory.answer_by_seed_lines(per_task_rows_by_arm(out, found)) if ev.get("sets") else []),
         *(arm_intervals(out, found) if ev.get("sets") else []),
         *(per_task_tests(out, study, found, differences=differences, bootstraps=bootstraps)

@@ -50,7 +50,8 @@ import yaml
 def load_study(config: str) -> dict:
     """A study file; `extends: OTHER` starts from OTHER and overrides it with this file: `methods` and
     `seeds` are replaced whole, other mappings merged key by key (`screen: {eval_samples: null}` turns one
-    key off)."""
+    key off). OTHER is a path relative to the current directory, or a study of configs/studies/. An arm that
+    OTHER ran can be read from OTHER's folder instead of run again (`runs_from`)."""
     text = Path(config).read_text() if os.path.exists(config) else (
         resources.files("pact_cotrain").joinpath(f"configs/studies/{config}.yaml").read_text())
     from pact_cotrain.config import parse_yaml
@@ -130,7 +131,21 @@ def prepare_data(study: dict, out: Path) -> dict[str, str]:
 # 1b. Caps against the expert format (checked before any run)
 
 
-METHOD_KEYS = {"config", "overrides", "steps_multiplier", "curve", "seeds"}
+METHOD_KEYS = {"config", "overrides", "steps_multiplier", "curve", "seeds", "runs_from"}
+
+
+def runs_from(study: dict, method: str) -> Path | None:
+    """The study folder a method's finished runs are read from, when they were run by another study
+    (`runs_from: DIR`, e.g. an extending study's reference arm `pact: {config: pact, runs_from: results/study-v2}`;
+    DIR relative to the current directory, as `extends`): `pact study` never runs such an arm, and the report
+    reads DIR/runs/<method>/seed<N>, pairing them by seed with this study's runs. None: this study runs it."""
+    spec = study["methods"][method]
+    return Path(spec["runs_from"]) if spec and spec.get("runs_from") else None
+
+
+def arm_run_dir(study: dict, out: Path, method: str, seed: int) -> Path:
+    """Where the report reads a (method, seed) run: `runs_from`'s study folder, else this study's `out`."""
+    return run_dir(runs_from(study, method) or out, method, seed)
 
 
 def method_seeds(study: dict, method: str) -> list[int]:
@@ -174,6 +189,7 @@ def study_jobs(study: dict, methods: list[str], seeds: list[int] | None = None) 
     """[(method, seed)] in the order they run: seed by seed, so that a session's end leaves whole seeds
     done, each method at its own seeds (`method_seeds`). With `seeds` (`--seeds`): those seeds for every
     method, vanilla (the same at every seed) only at the study's first."""
+    methods = [m for m in methods if runs_from(study, m) is None]  # run by another study: read, never run
     if seeds is not None:
         return [(m, s) for s in seeds for m in methods if not (study["methods"][m] is None and s != study["seeds"][0])]
     order = list(dict.fromkeys(study["seeds"] + sorted(s for m in methods for s in method_seeds(study, m))))
@@ -188,7 +204,7 @@ def training_caps(study: dict) -> dict:
 
     groups: dict = {}
     for method, spec in study["methods"].items():
-        if spec is None:  # vanilla: nothing is trained
+        if spec is None or runs_from(study, method):  # vanilla: nothing is trained; runs_from: trained elsewhere
             continue
         sampling = load_config(spec["config"], method_overrides(study, method))["sampling"]
         caps = Caps(sampling["max_turns"], sampling["max_new_tokens_per_turn"], sampling["max_completion_tokens"])
@@ -527,6 +543,11 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
             from pact_cotrain.errors import UserError
 
             raise UserError(f"--jobs: {', '.join(unknown)} is not a method of {config}")
+        elsewhere = sorted({m for m, _ in jobs if runs_from(study, m)})
+        if elsewhere:
+            from pact_cotrain.errors import UserError
+
+            raise UserError(f"--jobs: {', '.join(elsewhere)} is read from another study (runs_from), not run here")
         todo = [(m, s) for m, s in jobs if not (run_dir(out_path, m, s) / "done.json").exists()]
         print(f"{len(jobs) - len(todo)} of {len(jobs)} runs done; running {len(todo)} with {workers} worker(s) "
               f"x {threads} thread(s)", flush=True)
@@ -560,5 +581,10 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
 
 def run_one(config: str, out: str, job: str) -> int:
     method, _, seed = job.partition(":")
-    _train_and_eval(load_study(config), Path(out), method, int(seed))
+    study = load_study(config)
+    if runs_from(study, method):
+        from pact_cotrain.errors import UserError
+
+        raise UserError(f"{method} is read from {runs_from(study, method)} (runs_from), not run by this study")
+    _train_and_eval(study, Path(out), method, int(seed))
     return 0

@@ -1,10 +1,18 @@
-"""The study's statistics: pure functions over arrays of scores (numpy and the standard library only).
+"""The study's statistics: pure functions over arrays of scores. The distributions and the standard tests
+are scipy.stats' (the project writes no statistics library of its own); what scipy.stats does not have
+is written here, each as a short function with its formula:
 
-    welch_t_test(pact_seed_means, grpo_seed_means)          -> TestResult (difference, t, df, p)
+    welch_t_test(pact_seed_means, grpo_seed_means)          -> TestResult (difference, se, t, df, p)
+        scipy.stats.ttest_ind(equal_var=False); scipy.stats.ttest_1samp against an arm of one value
+    t_two_sided_p(t, df), t_quantile(q, df)                 -> scipy.stats.t.sf / scipy.stats.t.ppf
     paired_bootstrap(pact_scores, grpo_scores, rng=0)       -> BootstrapResult (mean, 95 % CI, p)
+        not scipy's: scipy.stats.bootstrap resamples observations, not tasks jointly and seeds within
+        each arm (the two-level scheme below), and has no bootstrap p-value
     holm([p1, p2, ...])                                     -> Holm-adjusted p-values, same order
-    minimum_detectable_difference(seeds=5, tasks=256, seed_std=0.03, task_std=0.35)
-    variance_components(scores)                             -> (seed_std, task_std) of a pilot arm
+        not scipy's: scipy.stats.false_discovery_control has Benjamini-Hochberg and -Yekutieli only
+    minimum_detectable_difference(seeds=5, tasks=256, seed_std=0.03, task_std=0.35)   (normal quantiles: scipy)
+    seed_level_mdd(seed_std, n_a, n_b), paired_mdd(sd_difference, n)   (t quantiles: scipy)
+    variance_components(scores)                             -> (seed_std, task_std) of a pilot arm (numpy)
 
 An arm's scores are a (seeds, tasks) array: row s holds the per-task score (e.g. Solve-F1 in [0, 1])
 of the run with seed s on each evaluation task, every row over the same tasks in the same order
@@ -16,69 +24,22 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 # ---------------------------------------------------------------------------------------------
-# Student's t distribution (no scipy): the regularised incomplete beta function
-
-
-def _beta_continued_fraction(a: float, b: float, x: float) -> float:
-    """The continued fraction of I_x(a, b) (modified Lentz; Numerical Recipes' betacf)."""
-    tiny, eps = 1e-300, 1e-15
-    qab, qap, qam = a + b, a + 1.0, a - 1.0
-    c, d = 1.0, 1.0 - qab * x / qap
-    d = 1.0 / (d if abs(d) > tiny else tiny)
-    h = d
-    for m in range(1, 10_000):
-        m2 = 2 * m
-        aa = m * (b - m) * x / ((qam + m2) * (a + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        h *= d * c
-        aa = -(a + m) * (qab + m) * x / ((a + m2) * (qap + m2))
-        d = 1.0 + aa * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + aa / c
-        c = c if abs(c) > tiny else tiny
-        delta = d * c
-        h *= delta
-        if abs(delta - 1.0) < eps:
-            break
-    return h
-
-
-def regularized_beta(x: float, a: float, b: float) -> float:
-    """I_x(a, b) = B(x; a, b) / B(a, b), for 0 <= x <= 1 and a, b > 0."""
-    if x <= 0.0:
-        return 0.0
-    if x >= 1.0:
-        return 1.0
-    log_front = math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x)
-    if x < (a + 1.0) / (a + b + 2.0):  # where the fraction converges fast; else use I_x(a,b) = 1 - I_{1-x}(b,a)
-        return math.exp(log_front) * _beta_continued_fraction(a, b, x) / a
-    return 1.0 - math.exp(log_front) * _beta_continued_fraction(b, a, 1.0 - x) / b
+# Student's t distribution (scipy.stats.t), under the names the report and the diagnostics call
 
 
 def t_two_sided_p(t: float, df: float) -> float:
-    """P(|T| >= |t|) for Student's T with `df` (real, > 0) degrees of freedom:
-    p = I_{df / (df + t^2)}(df / 2, 1 / 2)."""
-    if math.isinf(t):
-        return 0.0
-    return regularized_beta(df / (df + t * t), df / 2.0, 0.5)
+    """P(|T| >= |t|) for Student's T with `df` (real, > 0) degrees of freedom."""
+    return float(2.0 * scipy_stats.t.sf(abs(t), df))
 
 
 def t_quantile(q: float, df: float) -> float:
-    """Student's t quantile for q >= 0.5, by bisection on `t_two_sided_p` (P(T <= t) = 1 - p / 2)."""
-    lo, hi = 0.0, 1000.0
-    target = 2.0 * (1.0 - q)
-    for _ in range(200):
-        mid = (lo + hi) / 2.0
-        lo, hi = (mid, hi) if t_two_sided_p(mid, df) > target else (lo, mid)
-    return (lo + hi) / 2.0
+    """Student's t quantile: the t with P(T <= t) = q, for 0 < q < 1."""
+    return float(scipy_stats.t.ppf(q, df))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,8 +64,12 @@ def welch_t_test(a, b) -> TestResult:
         df = se^4 / ((s_a^2 / n_a)^2 / (n_a - 1) + (s_b^2 / n_b)^2 / (n_b - 1))   (Welch-Satterthwaite)
         p  = P(|T_df| >= |t|)
 
+    The test is scipy.stats.ttest_ind(a, b, equal_var=False); `se` is computed here (scipy does not return it).
     An arm with one value (the deterministic `vanilla` evaluation) contributes no variance and no
-    degrees of freedom: the test becomes a one-sample t-test of the other arm against that value.
+    degrees of freedom: the test becomes a one-sample t-test of the other arm against that value
+    (scipy.stats.ttest_1samp). So does an arm whose values are all equal: with its variance 0 the
+    formulas above give the one-sample test's t, df (n - 1 of the other arm) and p, and ttest_ind would
+    only add a precision-loss warning about the constant arm.
     Both arms with one value leave no variance to estimate: se, t, df and p are NaN (no test). Zero
     sample variance with a non-zero difference gives se = 0: p is 0 when d != 0 and 1 when d == 0
     (reported, not hidden).
@@ -120,9 +85,17 @@ def welch_t_test(a, b) -> TestResult:
     se = math.sqrt(var)
     if se == 0.0:
         return TestResult(d, 0.0, math.copysign(math.inf, d) if d else 0.0, float("nan"), 0.0 if d else 1.0)
-    df = var ** 2 / sum(v ** 2 / n for v, n in parts)
-    t = d / se
-    return TestResult(d, se, t, df, t_two_sided_p(t, df))
+    var_a, var_b = (float(x.var(ddof=1)) if x.size > 1 else 0.0 for x in (a, b))
+    if var_a > 0 and var_b > 0:
+        test = scipy_stats.ttest_ind(a, b, equal_var=False)
+        t, df, p = test.statistic, test.df, test.pvalue
+    elif var_a > 0:  # b is one value, or all its values are equal: a one-sample test of a against it
+        test = scipy_stats.ttest_1samp(a, b.mean())
+        t, df, p = test.statistic, test.df, test.pvalue
+    else:  # the same with the arms swapped, with the sign of a - b
+        test = scipy_stats.ttest_1samp(b, a.mean())
+        t, df, p = -test.statistic, test.df, test.pvalue
+    return TestResult(d, se, float(t), float(df), float(p))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +192,7 @@ def minimum_detectable_difference(seeds: int, tasks: int, seed_std: float, task_
     """
     if seeds < 1 or tasks < 1:
         raise ValueError("seeds and tasks must be at least 1")
-    z = NormalDist().inv_cdf(1.0 - alpha / 2.0) + NormalDist().inv_cdf(power)
+    z = float(scipy_stats.norm.ppf(1.0 - alpha / 2.0) + scipy_stats.norm.ppf(power))
     var_arm = seed_std ** 2 / seeds + task_std ** 2 / (seeds * tasks)
     return z * math.sqrt(2.0 * var_arm)
 
@@ -235,6 +208,16 @@ def seed_level_mdd(seed_std: float, n_a: int, n_b: int, alpha: float = 0.05, pow
     if df < 1:
         raise ValueError("the seed-level MDD needs at least 3 runs in all")
     return (t_quantile(1.0 - alpha / 2.0, df) + t_quantile(power, df)) * seed_std * math.sqrt(1.0 / n_a + 1.0 / n_b)
+
+
+def paired_mdd(sd_difference: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The minimum detectable difference of the two-sided paired t-test over `n` seeds whose per-seed
+    differences have std `sd_difference` (the t-approximation; the noncentral t gives a little more):
+
+        MDD = (t_{1 - alpha/2, n-1} + t_{power, n-1}) * sd_difference / sqrt(n)"""
+    if n < 2:
+        raise ValueError("the paired MDD needs at least 2 seeds")
+    return (t_quantile(1.0 - alpha / 2.0, n - 1) + t_quantile(power, n - 1)) * sd_difference / math.sqrt(n)
 
 
 def seeds_needed(difference: float, tasks: int, seed_std: float, task_std: float, alpha: float = 0.05,

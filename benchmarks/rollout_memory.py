@@ -86,7 +86,13 @@ def child(new_tokens: int, batch: int, threads: int) -> dict:
     seconds = time.perf_counter() - started
     peak = peak_rss_bytes()
     generated = sum(len(t.token_ids) for t in turns)
-    return {"new_tokens": new_tokens, "batch": batch, "prompt_tokens": [len(p) for p in prompts],
+    c = model.config
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // c.num_attention_heads
+    # K and V of every layer for every fed token (the last sampled token is never fed), fp32
+    kv_tokens = sum(len(p) + new_tokens - 1 for p in prompts)
+    kv_bytes = 2 * c.num_hidden_layers * c.num_key_value_heads * head_dim * 4 * kv_tokens
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return {"kv_cache_bytes": kv_bytes, "weight_bytes": weight_bytes,"new_tokens": new_tokens, "batch": batch, "prompt_tokens": [len(p) for p in prompts],
             "generated": generated, "all_rows_full": all(len(t.token_ids) == new_tokens for t in turns),
             "peak_reset": peak_reset, "rss_after_imports": base, "rss_before_turn": before, "peak_rss": peak,
             "peak_rollout_memory": peak - base, "turn_seconds": seconds,
@@ -97,6 +103,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (torchrun gives each process one)")
+    ap.add_argument("--malloc-mmap-threshold", type=int, default=0,
+                    help="bytes: glibc serves every larger allocation by mmap and returns it on free (0: glibc's "
+                         "default, whose threshold rises to the largest freed block, so freed KV-cache blocks stay "
+                         "resident)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:
@@ -104,9 +114,11 @@ def main() -> None:
         return
     results = {}
     for n in SETTINGS:
+        env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
+        if args.malloc_mmap_threshold:
+            env["MALLOC_MMAP_THRESHOLD_"] = str(args.malloc_mmap_threshold)
         proc = subprocess.run([sys.executable, __file__, "--child", str(n), "--batch", str(args.batch),
-                               "--threads", str(args.threads)], capture_output=True, text=True,
-                              env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
+                               "--threads", str(args.threads)], capture_output=True, text=True, env=env)
         if proc.returncode:
             sys.exit(f"the {n}-token run failed:\n{proc.stderr[-3000:]}")
         results[n] = r = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -117,6 +129,9 @@ def main() -> None:
         print(f"  peak_rollout_memory_mib_{n}: {r['peak_rollout_memory'] / 2**20:.1f}  "
               f"(peak RSS {r['peak_rss'] / 2**20:.1f} MiB - RSS after imports {r['rss_after_imports'] / 2**20:.1f} MiB; "
               f"RSS before the turn {r['rss_before_turn'] / 2**20:.1f} MiB)")
+        other = r["peak_rollout_memory"] - r["weight_bytes"] - r["kv_cache_bytes"]
+        print(f"  of which weights {r['weight_bytes'] / 2**20:.1f} MiB, KV cache at the end {r['kv_cache_bytes'] / 2**20:.1f} "
+              f"MiB (computed from the config), the rest {other / 2**20:.1f} MiB")
         print(f"  rollout_ms_per_token_{n}: {1000 * r['seconds_per_token']:.2f}  (turn {r['turn_seconds']:.1f} s, "
               f"{args.threads} thread(s), tokens = rows x new tokens)")
     ratio = results[1024]["peak_rollout_memory"] / results[128]["peak_rollout_memory"]

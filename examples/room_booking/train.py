@@ -1,6 +1,7 @@
 """Train the room-booking agent with PACT, the way a TRL user trains with GRPOTrainer.
 
-    python examples/room_booking/train.py                 # SmolLM2-135M on 2 CPU cores: see the README
+    python examples/room_booking/train.py --method sft --steps 24 --learning-rate 1e-4 --out runs/rooms_sft
+    python examples/room_booking/train.py --model runs/rooms_sft/final --out runs/rooms_pact   # then PACT
     python examples/room_booking/train.py --method grpo   # any method `pact train` knows
 """
 
@@ -17,7 +18,8 @@ from pact_cotrain import PACTConfig, PACTTrainer  # noqa: E402
 parser = argparse.ArgumentParser()
 parser.add_argument("--model", default="smollm2-135m-instruct")
 parser.add_argument("--method", default="pact")
-parser.add_argument("--steps", type=int, default=12)
+parser.add_argument("--steps", type=int, default=8)
+parser.add_argument("--learning-rate", type=float, default=2e-5)
 parser.add_argument("--out", default="runs/room_booking")
 cli = parser.parse_args()
 
@@ -29,7 +31,7 @@ args = PACTConfig(
     output_dir=cli.out,
     method=cli.method,
     max_steps=cli.steps,
-    learning_rate=2e-5,
+    learning_rate=cli.learning_rate,
     num_generations=4,               # K rollouts per prompt
     prompts_per_step=2,
     max_new_tokens_per_turn=96,      # the expert's turns are 30-60 tokens

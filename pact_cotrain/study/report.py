@@ -323,15 +323,8 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
         return lines + [f"| – | no finished {reference} run on {name} yet | | | | | | |", ""]
     ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
     done, waiting, untested = [], [], 0
-    for arm in plan["comparisons"]:
-        if not any(row["eval_set"] == name for row in rows.get(arm, [])):
-            waiting.append(arm)
-            continue
-        try:
-            theirs, their_seeds, _ = per_task_matrix(rows[arm], metric, name, tasks)
-        except ValueError as exc:  # a run scored other tasks: no test, and the table says why
-            lines.append(f"| {reference} > {arm} | – ({exc}) | | | | | | not tested |")
-            continue
+    for arm, theirs, their_seeds in _arms_scored(rows, plan["comparisons"], reference, name, metric, tasks, 5,
+                                                 lines, waiting):
         welch = welch_t_test(100 * ours.mean(axis=1), 100 * theirs.mean(axis=1))
         boot = cached_bootstrap(bootstraps, (name, reference, arm, metric), ours, theirs)
         if math.isnan(welch.p):  # one seed a side: no seed-level variance, no test yet (and not in Holm)
@@ -377,6 +370,24 @@ def preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]],
     return lines + [""]
 
 
+def _arms_scored(rows, arms, reference: str, name: str, metric: str, tasks, empty_cells: int, lines: list[str],
+                 waiting: list[str]):
+    """(arm, per-task matrix, seeds) of each arm with runs on set `name`. An arm with none is added to
+    `waiting`; one whose runs scored other tasks gets a table row saying why it is not tested."""
+    from pact_cotrain.study.stats import per_task_matrix
+
+    for arm in arms:
+        if not any(row["eval_set"] == name for row in rows.get(arm, [])):
+            waiting.append(arm)
+            continue
+        try:
+            theirs, their_seeds, _ = per_task_matrix(rows[arm], metric, name, tasks)
+        except ValueError as exc:  # a run scored other tasks: no test, and the table says why
+            lines.append(f"| {reference} > {arm} | – ({exc}) |" + " |" * empty_cells + " not tested |")
+            continue
+        yield arm, theirs, their_seeds
+
+
 def paired_preregistered_tests(out: Path, study: dict, found: dict[str, list[dict]], name: str,
                                bootstraps: dict | None = None, secondary: bool = False) -> list[str]:
     """The plan's tests with `primary.test: paired`, on evaluation set `name`: per arm in `comparisons`, the
@@ -406,15 +417,8 @@ def paired_preregistered_tests(out: Path, study: dict, found: dict[str, list[dic
     ours, our_seeds, tasks = per_task_matrix(rows[reference], metric, name)
     our_means = dict(zip(our_seeds, 100 * ours.mean(axis=1)))
     done, waiting, untested = [], [], 0
-    for arm in comparisons:
-        if not any(row["eval_set"] == name for row in rows.get(arm, [])):
-            waiting.append(arm)
-            continue
-        try:
-            theirs, their_seeds, _ = per_task_matrix(rows[arm], metric, name, tasks)
-        except ValueError as exc:  # a run scored other tasks: no test, and the table says why
-            lines.append(f"| {reference} > {arm} | – ({exc}) | | | | | | | | not tested |")
-            continue
+    for arm, theirs, their_seeds in _arms_scored(rows, comparisons, reference, name, metric, tasks, 7, lines,
+                                                 waiting):
         boot = cached_bootstrap(bootstraps, (name, reference, arm, metric), ours, theirs)
         res = paired_seed_analysis(our_means, dict(zip(their_seeds, 100 * theirs.mean(axis=1))))
         if res is None:  # fewer than 3 seeds both ran: no test yet (and not in Holm)

@@ -22,7 +22,7 @@ Contents:
     - anything else: `==`.
 * `multiset_jaccard(a, b)` - |A ∩ B| / |A ∪ B| over multisets, 1.0 when both are empty.
 * `optimal_assignment(scores)` - exact maximum-weight assignment on a rectangular matrix
-  (Hungarian / Kuhn-Munkres with potentials, O(n^2 m)); pure Python, no scipy (not installed).
+  (scipy.optimize.linear_sum_assignment).
 """
 
 from __future__ import annotations
@@ -113,49 +113,12 @@ def optimal_assignment(scores: Sequence[Sequence[float]]) -> list[tuple[int, int
     """Rows/columns pairs of a maximum-total-score assignment of an n x m matrix.
 
     Every row is assigned when n <= m, every column when n > m (min(n, m) pairs, sorted by row).
-    Callers drop the pairs they do not count as matches (e.g. score 0). Exact: the classic
-    Hungarian algorithm with row/column potentials on costs -score.
+    Callers drop the pairs they do not count as matches (e.g. score 0). Exact: scipy's
+    `linear_sum_assignment` (maximize=True).
     """
-    n = len(scores)
-    m = len(scores[0]) if n else 0
-    if n == 0 or m == 0:
+    from scipy.optimize import linear_sum_assignment
+
+    if not scores or not len(scores[0]):
         return []
-    if n > m:  # the algorithm below needs rows <= columns
-        pairs = optimal_assignment([[scores[i][j] for i in range(n)] for j in range(m)])
-        return sorted((i, j) for j, i in pairs)
-    cost = [[-float(x) for x in row] for row in scores]
-    inf = float("inf")
-    u = [0.0] * (n + 1)  # row potentials (1-based; index 0 is a sentinel)
-    v = [0.0] * (m + 1)  # column potentials
-    p = [0] * (m + 1)  # p[j]: row assigned to column j (0 = free)
-    way = [0] * (m + 1)
-    for i in range(1, n + 1):
-        p[0] = i
-        j0 = 0
-        minv = [inf] * (m + 1)
-        used = [False] * (m + 1)
-        while True:  # grow an alternating tree from row i until a free column is reached
-            used[j0] = True
-            i0 = p[j0]
-            delta, j1 = inf, 0
-            for j in range(1, m + 1):
-                if not used[j]:
-                    cur = cost[i0 - 1][j - 1] - u[i0] - v[j]
-                    if cur < minv[j]:
-                        minv[j], way[j] = cur, j0
-                    if minv[j] < delta:
-                        delta, j1 = minv[j], j
-            for j in range(m + 1):
-                if used[j]:
-                    u[p[j]] += delta
-                    v[j] -= delta
-                else:
-                    minv[j] -= delta
-            j0 = j1
-            if p[j0] == 0:
-                break
-        while j0:  # augment along the path
-            j1 = way[j0]
-            p[j0] = p[j1]
-            j0 = j1
-    return sorted((p[j] - 1, j - 1) for j in range(1, m + 1) if p[j])
+    rows, cols = linear_sum_assignment([[float(x) for x in row] for row in scores], maximize=True)
+    return sorted(zip(rows.tolist(), cols.tolist()))

@@ -41,10 +41,9 @@ from pact_cotrain.training import distributed, microbatch
 from pact_cotrain.training.exact_resume import ExactResumeMixin
 from pact_cotrain.training.checkpoints import RunError
 from pact_cotrain.training.methods import MethodConfig, StepPlan, plan_step
-from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
 from pact_cotrain.training.context_kl import ContextKLMixin
 from pact_cotrain.training.passes import ScoringPassesMixin
-
+from pact_cotrain.training.rollout_policy import RolloutPolicyMixin
 
 
 class NonFiniteLossError(RunError, FloatingPointError):

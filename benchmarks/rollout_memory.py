@@ -11,6 +11,13 @@ torch and transformers were imported and before the model was loaded. So it coun
 KV cache and whatever the turn allocates (the analogue of torch.cuda.max_memory_allocated on a GPU),
 and not the libraries' code. tracemalloc would miss torch's allocations altogether.
 
+RSS counts live tensors only when freed memory goes back to the system. glibc's default mmap threshold
+rises to the largest block freed (up to 32 MiB), after which blocks of that size come from the heap and
+stay resident when freed: HF's DynamicCache grows every layer's K and V by torch.cat at each step, freeing
+the previous, slightly smaller block, so under the default allocator RSS also holds those freed KV blocks.
+The children therefore run with MALLOC_MMAP_THRESHOLD_ fixed (128 KiB by default), which makes RSS follow
+live memory; `--malloc-mmap-threshold 0` measures under glibc's default instead.
+
     PYTHONPATH=$PWD python benchmarks/rollout_memory.py [--batch 4] [--threads 1]
 
 The last line is `peak_rollout_memory_ratio_1024_vs_128: R`: peak rollout memory at 1,024 new tokens
@@ -103,10 +110,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (torchrun gives each process one)")
-    ap.add_argument("--malloc-mmap-threshold", type=int, default=0,
-                    help="bytes: glibc serves every larger allocation by mmap and returns it on free (0: glibc's "
-                         "default, whose threshold rises to the largest freed block, so freed KV-cache blocks stay "
-                         "resident)")
+    ap.add_argument("--malloc-mmap-threshold", type=int, default=131072,
+                    help="bytes: glibc serves every larger allocation by mmap and returns it on free, so RSS tracks "
+                         "live tensors (0: glibc's default, whose threshold rises to the largest block freed, so the "
+                         "KV-cache blocks DynamicCache frees as it grows stay resident)")
     ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child is not None:

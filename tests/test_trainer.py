@@ -118,7 +118,7 @@ def test_tool_response_tokens_get_no_gradient(tmp_path, forward_per_group):
             assert all(row[t] == 0 for t, c in enumerate(comps) if c == "tool_response")
         assert "tool_response" in comps
     # And the loss's gradient w.r.t. the logits that predict SFT tool-response tokens is exactly zero.
-    from pact_cotrain.training import scoring, trainer as trainer_module
+    from pact_cotrain.training import passes as passes_module, scoring
 
     groups_seen = []
 
@@ -127,12 +127,12 @@ def test_tool_response_tokens_get_no_gradient(tmp_path, forward_per_group):
             groups_seen.append(groups)
         return scoring.packed_completion_logps(model, groups, pad_id, **kwargs)
 
-    original = trainer_module.packed_completion_logps
-    trainer_module.packed_completion_logps = recording
+    original = passes_module.packed_completion_logps
+    passes_module.packed_completion_logps = recording
     try:
         loss, logits = _loss_and_logit_grads(trainer, batch)
     finally:
-        trainer_module.packed_completion_logps = original
+        passes_module.packed_completion_logps = original
     assert len(groups_seen) == 1  # every pass of the step in one scoring call
     groups, n_sft = groups_seen[0], len(batch["sft_targets"])  # SFT groups come last, one per trace
     if forward_per_group:  # one forward per group: trace i's logits are forward len(groups) - n_sft + i

@@ -17,7 +17,7 @@ from pact_cotrain.config import load_config
 from pact_cotrain.recipes.train import build_trainer
 from pact_cotrain.testing import tiny_llama, tiny_tokenizer
 from pact_cotrain.training import scoring
-from pact_cotrain.training import trainer as trainer_module
+from pact_cotrain.training import passes as passes_module
 
 K = 2
 SMALL = [f"train.k={K}", "sampling.max_new_tokens_per_turn=12", "sampling.max_completion_tokens=48",
@@ -92,7 +92,7 @@ def test_pact_all_untraced_batch_has_no_trace_or_sft_pass(tmp_path, tokenizer, m
         scored.extend(groups)
         return scoring.packed_completion_logps(model, groups, pad_id, **kwargs)
 
-    monkeypatch.setattr(trainer_module, "packed_completion_logps", recording)
+    monkeypatch.setattr(passes_module, "packed_completion_logps", recording)
     loss = trainer.compute_loss(trainer.model, batch)
     assert torch.isfinite(loss)
     loss.backward()

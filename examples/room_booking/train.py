@@ -1,8 +1,9 @@
 """Train the room-booking agent with PACT, the way a TRL user trains with GRPOTrainer.
 
-    python examples/room_booking/train.py --method sft --steps 24 --learning-rate 1e-4 --out runs/rooms_sft
-    python examples/room_booking/train.py --model runs/rooms_sft/final --out runs/rooms_pact   # then PACT
+    python examples/room_booking/train.py --steps 8 --out runs/room_booking   # SmolLM2-135M on CPU: see the README
     python examples/room_booking/train.py --method grpo   # any method `pact train` knows
+    python examples/room_booking/train.py --method sft --learning-rate 1e-4 --out runs/rooms_sft   # a format
+    python examples/room_booking/train.py --model runs/rooms_sft/final                 # warm-up, then PACT from it
 """
 
 import argparse

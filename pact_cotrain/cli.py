@@ -388,8 +388,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=None, help="sampling temperature, 0 = greedy "
                    "(default: the benchmark's protocol)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-turns", type=int, default=None, help="lower each benchmark's turn limit (recorded); with --tasks, "
-                   "your tasks' turn limit")
+    p.add_argument("--max-turns", type=int, default=None,
+                   help="lower each benchmark's turn limit (recorded); with --tasks, your tasks' turn limit")
     p.add_argument("--max-new-tokens", type=int, default=None,
                    help="new tokens per assistant turn (default: the benchmark's protocol)")
     p.add_argument("--max-completion-tokens", type=int, default=None,

@@ -215,7 +215,7 @@ def _diagnose(args) -> int:
 
     settings = TraceUseSettings(k=args.k, temperature=args.temperature, max_turns=args.max_turns,
                                 max_new_tokens_per_turn=args.max_new_tokens, max_completion_tokens=args.max_completion_tokens,
-                                trace_view=args.trace_view, seed=args.seed)
+                                trace_view=args.trace_view, seed=args.seed, tasks_per_batch=args.tasks_per_batch)
     run_trace_use(args.model, args.data, settings, n_tasks=args.n_tasks, out=args.out)
     return 0
 
@@ -468,6 +468,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=224, help="new tokens per assistant turn")
     p.add_argument("--max-completion-tokens", type=int, default=1024)
     p.add_argument("--trace-view", default="full", help="full | no_tool_responses | no_reasoning")
+    p.add_argument("--tasks-per-batch", type=int, default=4,
+                   help="tasks rolled out together (K episodes each, per context); a progress line after each batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=None, help="also write the result as JSON here")
     p.set_defaults(func=_diagnose)

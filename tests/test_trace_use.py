@@ -34,8 +34,10 @@ def test_share_with_variance():
     assert tu.share_with_variance([[1, 1, 1], [0, 1, 0], [0.5, 0.5], [0.2, 0.3]]) == 0.5
 
 
-def test_trace_use_command_on_a_tiny_model(tmp_path, tokenizer):
-    """`pact diagnose trace-use` end to end (a tiny random model saved to a directory, 2 toolworld tasks)."""
+def test_trace_use_command_on_a_tiny_model(tmp_path, tokenizer, capsys, monkeypatch):
+    """`pact diagnose trace-use` end to end (a tiny random model saved to a directory, 3 toolworld tasks in
+    batches of 2, so a progress line is written after a partial batch set)."""
+    monkeypatch.setenv("PACT_PROGRESS", "plain")
     from pact_cotrain.cli import main
     from pact_cotrain.data.trace_format import write_tasks
     from pact_cotrain.envs.toolworld import generate_tasks
@@ -43,13 +45,14 @@ def test_trace_use_command_on_a_tiny_model(tmp_path, tokenizer):
 
     tiny_llama(tokenizer).save_pretrained(tmp_path / "model")
     tokenizer.save_pretrained(tmp_path / "model")
-    write_tasks(tmp_path / "tasks.jsonl", generate_tasks(2, seed=0, split="train"))
+    write_tasks(tmp_path / "tasks.jsonl", generate_tasks(3, seed=0, split="train"))
     out = tmp_path / "trace_use.json"
     assert main(["diagnose", "trace-use", "--model", str(tmp_path / "model"), "--data", str(tmp_path / "tasks.jsonl"),
                  "--k", "2", "--max-turns", "2", "--max-new-tokens", "8", "--max-completion-tokens", "32",
-                 "--out", str(out)]) == 0
+                 "--tasks-per-batch", "2", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
-    assert result["success"]["n_tasks"] == 2
+    assert result["success"]["n_tasks"] == 3
+    assert "trace-use: task 3/3" in capsys.readouterr().err
     assert result["kl_prompt_vs_trace_context"]["tokens"] > 0
     assert result["kl_prompt_vs_trace_context"]["kl_per_token"] is not None
     assert set(result["groups_with_reward_variance"]) == {"prompt_only", "with_trace"}

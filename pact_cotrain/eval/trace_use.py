@@ -31,6 +31,7 @@ import torch
 
 from pact_cotrain.data.trace_format import Task
 from pact_cotrain.errors import UserError
+from pact_cotrain.progress import Progress
 
 
 @dataclass
@@ -45,6 +46,7 @@ class TraceUseSettings:
     success_at: float = 1.0
     seed: int = 0
     n_resamples: int = 2000
+    tasks_per_batch: int = 4  # tasks rolled out together (K episodes each, per context): bounds the padded batch
 
 
 def success_comparison(with_trace: list[float], prompt_only: list[float], seed: int = 0,
@@ -123,8 +125,18 @@ def trace_use(policy, tokenizer, tasks: list[Task], settings: TraceUseSettings |
                               max_new_tokens_per_turn=s.max_new_tokens_per_turn,
                               max_completion_tokens=s.max_completion_tokens)
     engine = RolloutEngine(policy, tokenizer, env_factory_for(traced, s.max_turns), sampling)
-    prompt_eps = engine.rollout(traced, k=s.k, seed=s.seed)
-    trace_eps = engine.rollout(traced, k=s.k, seed=s.seed + 1, context_trace_view=s.trace_view)
+    by_id = {t.id: t for t in traced}
+    prompt_eps, trace_eps, sums = [], [], {}
+    # Tasks in batches, both contexts per batch, so a progress line (and the partial paired result) comes
+    # every batch; each batch's seeds follow from `seed` and its index, so a run is reproducible.
+    with Progress("trace-use", total=len(traced), unit="task") as bar:
+        for index, start in enumerate(range(0, len(traced), s.tasks_per_batch)):
+            batch = traced[start:start + s.tasks_per_batch]
+            prompt_only = engine.rollout(batch, k=s.k, seed=s.seed + 2 * index)
+            prompt_eps += prompt_only
+            trace_eps += engine.rollout(batch, k=s.k, seed=s.seed + 2 * index + 1, context_trace_view=s.trace_view)
+            sums.update(_kl_sums(policy, tokenizer, prompt_only, by_id, s.trace_view, s.temperature))
+            bar.advance(len(batch))
 
     def values(episodes) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
@@ -136,7 +148,6 @@ def trace_use(policy, tokenizer, tasks: list[Task], settings: TraceUseSettings |
     ids = [t.id for t in traced]
     rate = lambda v: sum(x >= s.success_at for x in v) / len(v)  # noqa: E731
     success = success_comparison([rate(vh[i]) for i in ids], [rate(vx[i]) for i in ids], s.seed, s.n_resamples)
-    sums = _kl_sums(policy, tokenizer, prompt_eps, {t.id: t for t in traced}, s.trace_view, s.temperature)
     kl = context_kl([sums.get(i, [0.0, 0])[0] for i in ids], [sums.get(i, [0.0, 0])[1] for i in ids],
                     s.seed, s.n_resamples)
     return {

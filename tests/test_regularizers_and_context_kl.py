@@ -2,6 +2,7 @@
 trace-context KL logged on PACT's rollouts in place of the over-reliance gap (issue 32), on a tiny model."""
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM
 
 from pact_cotrain.config import load_config
@@ -69,3 +70,24 @@ def test_trace_context_kl_runs_only_every_context_kl_steps(tmp_path, tokenizer):
     trainer = build_trainer(cfg, model=tiny_llama(tokenizer), tokenizer=tokenizer)
     trainer.train()
     assert CONTEXT_KL not in _logs(trainer)[0]
+
+
+def test_trace_context_kl_default_period_without_the_pact_field():
+    """A trainer given args without `context_kl_steps` (a plain GRPOConfig) uses PACTConfig's default period (10),
+    not every step: the due steps are 0, 10, 20 (counted from 0)."""
+    from types import SimpleNamespace
+
+    from pact_cotrain.training.context_kl import ContextKLMixin
+
+    due = []
+
+    class Probe(ContextKLMixin):
+        args = SimpleNamespace()
+
+        def _context_kl_rows(self, inputs, trace_rows):
+            due.append(inputs["step"])
+            return torch.zeros(1, dtype=torch.bool)
+
+    for step in range(21):
+        Probe()._log_context_kl(None, {"step": step}, {}, None, None, None, {})
+    assert due == [0, 10, 20]

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field, fields
 from trl import GRPOConfig
 
 from pact_cotrain.errors import UserError
+from pact_cotrain.training.context_kl import CONTEXT_KL_STEPS
 
 
 @dataclass
@@ -62,7 +63,7 @@ class PACTConfig(GRPOConfig):
         "help": "rollouts decoded at once (a multiple of num_generations); None: the whole step's"})
     micro_batch_tokens: int | None = field(default=None, metadata={"help": "split a step's forward/backward"})
     forward_per_group: bool | None = field(default=None, metadata={"help": "None: per group on CPU only"})
-    context_kl_steps: int = field(default=10, metadata={
+    context_kl_steps: int = field(default=CONTEXT_KL_STEPS, metadata={
         "help": "log diag/kl_prompt_vs_trace_context_per_token every N steps (first step included): it costs a "
                 "forward of x without gradient on rows scored only under [x; h]; 0: never"})
 

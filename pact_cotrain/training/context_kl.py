@@ -17,12 +17,13 @@ import torch
 from pact_cotrain import losses
 
 CONTEXT_KL = "diag/kl_prompt_vs_trace_context_per_token"
+CONTEXT_KL_STEPS = 10  # PACTConfig's default, also used when the trainer is given args without the field
 
 
 class ContextKLMixin:
     def _log_context_kl(self, model, inputs: dict, passes: dict, prompt_rows, trace_rows, mask, metrics) -> None:
         """Append CONTEXT_KL to `metrics` on a due step, when some traced row was scored in [x; h]."""
-        every = getattr(self.args, "context_kl_steps", 1)
+        every = getattr(self.args, "context_kl_steps", CONTEXT_KL_STEPS)
         if not every or inputs["step"] % every:
             return
         kl_rows = self._context_kl_rows(inputs, trace_rows)

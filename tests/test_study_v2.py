@@ -135,6 +135,7 @@ def test_steps_multiplier_gives_an_arm_more_steps_and_done_json_records_tokens_a
     assert (done["max_steps"], done["steps_multiplier"]) == (12, 1.5)
     assert done["git"]["commit"] == done["git_at_start"]["commit"] == _head()
     assert isinstance(done["git"]["dirty"], bool)
+    assert set(done["host"]) == {"cpu", "native_bf16", "gpu"} and isinstance(done["host"]["native_bf16"], bool)
     assert done["train_data"] == str(tmp_path / "data" / "train.jsonl")
 
     for bad in ({"config": "grpo", "steps_multiplier": 0}, {"config": "grpo", "steps": 3}):
@@ -652,3 +653,20 @@ def test_study_v2b_extends_v2_and_reads_v2s_pact_runs(monkeypatch):
     assert len(jobs) == 1 + 4 * 8 + 1 and not any(m == "pact" for m, _ in jobs)
     found = collect(Path("runs/not-a-study"), v2b)
     assert [r["seed"] for r in found["pact"]] == v2["seeds"] == list(range(10, 18))
+
+
+def test_report_names_each_runs_host():
+    """A study whose runs ran on CPUs with and without native bf16 (where `auto` precision differs) says so,
+    run by run; runs from before the record are listed as such."""
+    from pact_cotrain.study.report import host_lines
+
+    avx2 = {"cpu": "AMD EPYC", "native_bf16": False, "gpu": None}
+    bf16 = {"cpu": "Intel Xeon", "native_bf16": True, "gpu": None}
+    same = {"pact": [{"seed": 0, "done": {"host": avx2}}], "sft": [{"seed": 0, "done": {"host": avx2}}]}
+    assert host_lines(same) == ["Host: every run on AMD EPYC (native bf16: no).", ""]
+    mixed = {"pact": [{"seed": 0, "done": {}}], "grpo": [{"seed": 0, "done": {"host": avx2}},
+                                                          {"seed": 1, "done": {"host": bf16}}]}
+    text = "\n".join(host_lines(mixed))
+    assert "more than one host" in text
+    assert "- not recorded: pact:0" in text and "- AMD EPYC (native bf16: no): grpo:0" in text
+    assert "- Intel Xeon (native bf16: yes): grpo:1" in text

@@ -580,6 +580,25 @@ def code_version_lines(found: dict[str, list[dict]]) -> list[str]:
             "resumed on the second):", "", *[f"- {key}: {', '.join(runs)}" for key, runs in versions.items()], ""]
 
 
+def host_lines(found: dict[str, list[dict]]) -> list[str]:
+    """On which host each run ran (done.json's `host`, recorded since study v2b): one line when every run that
+    recorded one ran on the same, else the runs per host. `auto` precision differs between hosts with and
+    without native bf16, so a mixed study says so. Runs from before the record are listed as not recorded."""
+    hosts: dict[str, list[str]] = {}
+    for arm, runs in found.items():
+        for r in runs:
+            host = r["done"].get("host")
+            key = ("not recorded" if not host else
+                   f"{host.get('gpu') or host.get('cpu') or 'unknown'} (native bf16: {'yes' if host.get('native_bf16') else 'no'})")
+            hosts.setdefault(key, []).append(f"{arm}:{r['seed']}")
+    if not hosts:
+        return []
+    if len(hosts) == 1:
+        return [f"Host: every run on {next(iter(hosts))}.", ""]
+    return ["**Host: the runs ran on more than one host** (`auto` precision is bf16 only with native bf16):", "",
+            *[f"- {key}: {', '.join(runs)}" for key, runs in hosts.items()], ""]
+
+
 def screening_lines(out: Path) -> list[str]:
     """What the screening (`study.screen`) kept, from OUT/data/screened.jsonl.summary.json."""
     path = out / "data" / "screened.jsonl.summary.json"
@@ -640,6 +659,7 @@ def write_report(study: dict, out: Path) -> None:
         evaluation_line(ev),
         "",
         *code_version_lines(found),
+        *host_lines(found),
         *screening_lines(out),
         *caps_lines(out),
         *turns_cut_lines(found),

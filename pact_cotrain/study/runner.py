@@ -394,7 +394,7 @@ def _train_and_eval(study: dict, out: Path, method: str, seed: int) -> None:
             "max_steps": max_steps, "steps_multiplier": (spec or {}).get("steps_multiplier"),
             "train_data": None if spec is None else train_path, "per_task_rows": n_per_task,
             "curve": None if not curve else {**curve, "steps_evaluated": curve_steps},
-            "git": code, "git_at_start": code_at_start}
+            "git": code, "git_at_start": code_at_start, "host": host_info()}
     (directory / "done.json").write_text(json.dumps(done, indent=1))
 
 
@@ -408,6 +408,27 @@ def write_run_per_task(study: dict, paths: dict, directory: Path, method: str, s
     rows = per_task_rows(directory / "eval", eval_sets(study, paths), method, seed)
     write_per_task(directory / "per_task.jsonl.gz", rows)
     return len(rows)
+
+
+def host_info() -> dict:
+    """{"cpu": the CPU's model name, "native_bf16": whether it has bf16 instructions, "gpu": the CUDA device's
+    name or None}. `auto` precision resolves from these (training/precision.py): bf16 on a native-bf16 CPU,
+    fp32 on an AVX2-only one. Runs made on hosts that differ here may differ in their arithmetic, so a
+    study's report names each run's host."""
+    import platform
+
+    import torch
+
+    from pact_cotrain.training.precision import cpu_has_native_bf16
+
+    cpu = platform.processor() or None
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
+                 if line.startswith("model name")]
+        cpu = names[0] if names else cpu
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {"cpu": cpu, "native_bf16": cpu_has_native_bf16(), "gpu": gpu}
 
 
 def code_version() -> dict:
@@ -481,7 +502,8 @@ def _warmup(study: dict, out: Path, threads: int) -> None:
     print("warm-up:", " ".join(overrides), flush=True)
     code = code_version()
     _spawn(["train", "--config", spec["config"], *overrides], out / "warmup.log", threads)
-    (out / "warmup_code_version.json").write_text(json.dumps(code))  # the commit the warm-up trained with
+    # the commit the warm-up trained with, and on what host
+    (out / "warmup_code_version.json").write_text(json.dumps({**code, "host": host_info()}))
 
 
 def _spawn(args: list[str], log: Path, threads: int, cores: str | None = None) -> int:

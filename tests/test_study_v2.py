@@ -670,3 +670,25 @@ def test_report_names_each_runs_host():
     assert "more than one host" in text
     assert "- not recorded: pact:0" in text and "- AMD EPYC (native bf16: no): grpo:0" in text
     assert "- Intel Xeon (native bf16: yes): grpo:1" in text
+
+
+def test_a_study_with_a_host_requirement_starts_no_run_on_another_host(tmp_path, monkeypatch):
+    """`host: {native_bf16: true}` (study v2b: v2 trained with bf16 autocast, which `auto` picks only on a
+    native-bf16 CPU): on an AVX2-only host the study refuses in one line, before writing anything."""
+    from pact_cotrain.errors import UserError
+    from pact_cotrain.study import runner
+
+    avx2 = {"cpu": "AMD EPYC", "native_bf16": False, "gpu": None}
+    runner.check_host({"host": {"native_bf16": False}}, "s.yaml", avx2)
+    runner.check_host({}, "s.yaml", avx2)
+    with pytest.raises(UserError, match=r"s.yaml: `host:` does not match this host \(AMD EPYC\): native_bf16: False "
+                                        r"\(required True\)"):
+        runner.check_host({"host": {"native_bf16": True}}, "s.yaml", avx2)
+    with pytest.raises(UserError, match="avx: not a host field"):
+        runner.check_host({"host": {"avx": 512}}, "s.yaml", avx2)
+    study = tmp_path / "study.yaml"
+    study.write_text("host: {native_bf16: true}\nmethods: {vanilla: null}\n")
+    monkeypatch.setattr(runner, "host_info", lambda: avx2)
+    with pytest.raises(UserError, match="no run started"):
+        runner.run_study(str(study), str(tmp_path / "out"))
+    assert not (tmp_path / "out").exists()

@@ -431,6 +431,24 @@ def host_info() -> dict:
     return {"cpu": cpu, "native_bf16": cpu_has_native_bf16(), "gpu": gpu}
 
 
+def check_host(study: dict, config: str, host: dict | None = None) -> None:
+    """A study's `host:` mapping (e.g. `{native_bf16: true}`) names what every run's host must have, so that
+    runs of one study, made in sessions on different machines, share their arithmetic. On another host no
+    run starts: a UserError of one line names the study file, the key, and what this host has."""
+    required = study.get("host") or {}
+    if not required:
+        return
+    host = host or host_info()
+    unknown = sorted(set(required) - set(host))
+    wrong = {key: host[key] for key, value in required.items() if key in host and host[key] != value}
+    if unknown or wrong:
+        from pact_cotrain.errors import UserError
+
+        what = ", ".join([f"{key}: {value!r} (required {required[key]!r})" for key, value in wrong.items()] +
+                         [f"{key}: not a host field (cpu, native_bf16, gpu)" for key in unknown])
+        raise UserError(f"{config}: `host:` does not match this host ({host.get('cpu')}): {what}; no run started")
+
+
 def code_version() -> dict:
     """{"commit": the git commit the package runs from, "dirty": whether its tracked files under
     pact_cotrain/ differ from that commit}; None for both outside a git checkout."""
@@ -531,6 +549,8 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
     from pact_cotrain.recipes.common import load_tokenizer
 
     study = load_study(config)
+    if not report_only:
+        check_host(study, config)  # before anything is written or trained
     out_path = Path(out)
     out_path.mkdir(parents=True, exist_ok=True)
     (out_path / "study.yaml").write_text(yaml.safe_dump(study, sort_keys=False))
@@ -604,6 +624,7 @@ def run_study(config: str, out: str, only: list[str] | None = None, seeds: list[
 def run_one(config: str, out: str, job: str) -> int:
     method, _, seed = job.partition(":")
     study = load_study(config)
+    check_host(study, config)
     if runs_from(study, method):
         from pact_cotrain.errors import UserError
 

@@ -127,8 +127,8 @@ def trace_use(policy, tokenizer, tasks: list[Task], settings: TraceUseSettings |
     engine = RolloutEngine(policy, tokenizer, env_factory_for(traced, s.max_turns), sampling)
     by_id = {t.id: t for t in traced}
     prompt_eps, trace_eps, sums = [], [], {}
-    # Tasks in batches, both contexts per batch, so a progress line (and the partial paired result) comes
-    # every batch; each batch's seeds follow from `seed` and its index, so a run is reproducible.
+    # Tasks in batches, both contexts per batch: a progress line with an ETA comes after every batch, and
+    # the padded batch stays small. Each batch's seeds follow from `seed` and its index (reproducible).
     with Progress("trace-use", total=len(traced), unit="task") as bar:
         for index, start in enumerate(range(0, len(traced), s.tasks_per_batch)):
             batch = traced[start:start + s.tasks_per_batch]

@@ -670,6 +670,9 @@ def test_report_names_each_runs_host():
     assert "more than one host" in text
     assert "- not recorded: pact:0" in text and "- AMD EPYC (native bf16: no): grpo:0" in text
     assert "- Intel Xeon (native bf16: yes): grpo:1" in text
+    assert host_lines({"pact": [{"seed": 0, "done": {}}]}) == []  # a study from before the record: nothing
+    gpu = {"pact": [{"seed": 0, "done": {"host": {**bf16, "gpu": "NVIDIA H100"}}}]}
+    assert host_lines(gpu) == ["Host: every run on Intel Xeon (native bf16: yes), GPU NVIDIA H100.", ""]
 
 
 def test_a_study_with_a_host_requirement_starts_no_run_on_another_host(tmp_path, monkeypatch):

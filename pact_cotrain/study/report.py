@@ -588,10 +588,12 @@ def host_lines(found: dict[str, list[dict]]) -> list[str]:
     for arm, runs in found.items():
         for r in runs:
             host = r["done"].get("host")
-            key = ("not recorded" if not host else
-                   f"{host.get('gpu') or host.get('cpu') or 'unknown'} (native bf16: {'yes' if host.get('native_bf16') else 'no'})")
+            key = "not recorded"
+            if host:
+                key = f"{host.get('cpu') or 'unknown CPU'} (native bf16: {'yes' if host.get('native_bf16') else 'no'})"
+                key += f", GPU {host['gpu']}" if host.get("gpu") else ""
             hosts.setdefault(key, []).append(f"{arm}:{r['seed']}")
-    if not hosts:
+    if set(hosts) <= {"not recorded"}:  # a study from before the record (v2's report stays as it was)
         return []
     if len(hosts) == 1:
         return [f"Host: every run on {next(iter(hosts))}.", ""]

@@ -19,6 +19,7 @@ from pathlib import Path
 from statistics import mean, stdev
 
 from pact_cotrain.study import exploratory
+from pact_cotrain.study.provenance import code_version_lines, host_lines
 from pact_cotrain.study.runner import arm_run_dir, method_seeds, runs_from
 from pact_cotrain.study.cost import cost_lines, pace, resumed_eval_episodes, training_step_seconds
 
@@ -559,46 +560,6 @@ def dose_response_lines(out: Path, found: dict[str, list[dict]], reference: str 
             lines.append(f"| {arm} | " + " | ".join(cells) + " |")
         lines.append("")
     return lines
-
-
-def code_version_lines(found: dict[str, list[dict]]) -> list[str]:
-    """Which commit each run trained and evaluated with (done.json's `git_at_start` and `git`): one line when
-    every run used one version, else the runs of each version, so a mid-study change shows."""
-    versions: dict[str, list[str]] = {}
-    for arm, runs in found.items():
-        for r in runs:
-            done = r["done"]
-            commits = [((v or {}).get("commit") or "unknown")[:10] for v in (done.get("git_at_start"), done.get("git"))]
-            dirty = any((v or {}).get("dirty") for v in (done.get("git_at_start"), done.get("git")))
-            key = " then ".join(dict.fromkeys(commits)) + (" (uncommitted changes)" if dirty else "")
-            versions.setdefault(key, []).append(f"{arm}:{r['seed']}")
-    if not versions:
-        return []
-    if len(versions) == 1:
-        return [f"Code: every run used commit {next(iter(versions))}.", ""]
-    return ["**Code: the runs used more than one version** (commit per run; a run listed with two commits was "
-            "resumed on the second):", "", *[f"- {key}: {', '.join(runs)}" for key, runs in versions.items()], ""]
-
-
-def host_lines(found: dict[str, list[dict]]) -> list[str]:
-    """On which host each run ran (done.json's `host`, recorded since study v2b): one line when every run that
-    recorded one ran on the same, else the runs per host. `auto` precision differs between hosts with and
-    without native bf16, so a mixed study says so. Runs from before the record are listed as not recorded."""
-    hosts: dict[str, list[str]] = {}
-    for arm, runs in found.items():
-        for r in runs:
-            host = r["done"].get("host")
-            key = "not recorded"
-            if host:
-                key = f"{host.get('cpu') or 'unknown CPU'} (native bf16: {'yes' if host.get('native_bf16') else 'no'})"
-                key += f", GPU {host['gpu']}" if host.get("gpu") else ""
-            hosts.setdefault(key, []).append(f"{arm}:{r['seed']}")
-    if set(hosts) <= {"not recorded"}:  # a study from before the record (v2's report stays as it was)
-        return []
-    if len(hosts) == 1:
-        return [f"Host: every run on {next(iter(hosts))}.", ""]
-    return ["**Host: the runs ran on more than one host** (`auto` precision is bf16 only with native bf16):", "",
-            *[f"- {key}: {', '.join(runs)}" for key, runs in hosts.items()], ""]
 
 
 def screening_lines(out: Path) -> list[str]:

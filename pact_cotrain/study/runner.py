@@ -46,6 +46,8 @@ from pathlib import Path
 
 import yaml
 
+from pact_cotrain.study.provenance import check_host, code_version, host_info
+
 
 def load_study(config: str) -> dict:
     """A study file; `extends: OTHER` starts from OTHER and overrides it with this file: `methods` and
@@ -409,62 +411,6 @@ def write_run_per_task(study: dict, paths: dict, directory: Path, method: str, s
     write_per_task(directory / "per_task.jsonl.gz", rows)
     return len(rows)
 
-
-def host_info() -> dict:
-    """{"cpu": the CPU's model name, "native_bf16": whether it has bf16 instructions, "gpu": the CUDA device's
-    name or None}. `auto` precision resolves from these (training/precision.py): bf16 on a native-bf16 CPU,
-    fp32 on an AVX2-only one. Runs made on hosts that differ here may differ in their arithmetic, so a
-    study's report names each run's host."""
-    import platform
-
-    import torch
-
-    from pact_cotrain.training.precision import cpu_has_native_bf16
-
-    cpu = platform.processor() or None
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text(errors="replace").splitlines()
-                 if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return {"cpu": cpu, "native_bf16": cpu_has_native_bf16(), "gpu": gpu}
-
-
-def check_host(study: dict, config: str, host: dict | None = None) -> None:
-    """A study's `host:` mapping (e.g. `{native_bf16: true}`) names what every run's host must have, so that
-    runs of one study, made in sessions on different machines, share their arithmetic. On another host no
-    run starts: a UserError of one line names the study file, the key, and what this host has."""
-    required = study.get("host") or {}
-    if not required:
-        return
-    host = host or host_info()
-    unknown = sorted(set(required) - set(host))
-    wrong = {key: host[key] for key, value in required.items() if key in host and host[key] != value}
-    if unknown or wrong:
-        from pact_cotrain.errors import UserError
-
-        what = ", ".join([f"{key}: {value!r} (required {required[key]!r})" for key, value in wrong.items()] +
-                         [f"{key}: not a host field (cpu, native_bf16, gpu)" for key in unknown])
-        raise UserError(f"{config}: `host:` does not match this host ({host.get('cpu')}): {what}; no run started")
-
-
-def code_version() -> dict:
-    """{"commit": the git commit the package runs from, "dirty": whether its tracked files under
-    pact_cotrain/ differ from that commit}; None for both outside a git checkout."""
-    root = Path(__file__).resolve().parents[2]
-
-    def git(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["git", "-C", str(root), *args], capture_output=True, text=True, timeout=60)
-
-    try:
-        head = git("rev-parse", "HEAD")
-        if head.returncode != 0:
-            return {"commit": None, "dirty": None}
-        status = git("status", "--porcelain", "--untracked-files=no", "--", "pact_cotrain")
-        return {"commit": head.stdout.strip(), "dirty": bool(status.stdout.strip()) if status.returncode == 0 else None}
-    except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
 
 
 def train_or_resume(cfg: dict, callbacks=(), **build_kwargs):

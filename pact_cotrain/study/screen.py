@@ -186,7 +186,8 @@ def run_screen(config: str, model: str, out: str, pool: str | None = None, rate_
     `eval_set`, the pool is that evaluation set's tasks, screened under its caps with `screen.eval_samples`
     samples, and only the rates and summary are written."""
     from pact_cotrain.data.trace_format import Task, write_tasks
-    from pact_cotrain.study.runner import code_version, load_study
+    from pact_cotrain.study.provenance import code_version
+    from pact_cotrain.study.runner import load_study
 
     study = load_study(config)
     settings = screen_settings(study)

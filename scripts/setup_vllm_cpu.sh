@@ -32,10 +32,13 @@ PIP=("$VPY" -m pip install -q --disable-pip-version-check)
 # 4. pact-cotrain's dependencies with transformers held at the version vLLM installed (<5.20).
 TRANSFORMERS_VERSION=$("$VPY" -c "import importlib.metadata as m; print(m.version('transformers'))")
 CONSTRAINT=$(mktemp)
-trap 'rm -f "$CONSTRAINT"' EXIT
 printf 'transformers==%s\ntorch==2.13.0\n' "$TRANSFORMERS_VERSION" > "$CONSTRAINT"
-"${PIP[@]}" -c "$CONSTRAINT" "trl>=1.16,<1.17" "accelerate>=1.10" "datasets>=3.0" "peft>=0.17" "gguf>=0.17" \
-  "rich>=13" "matplotlib>=3.8" "pyyaml>=6" "tensorboard>=2.15" "pytest>=8" "pytest-timeout>=2"
+#    The list is pyproject.toml's (core and test extras), read by scripts/pyproject_requirements.py, so it
+#    cannot fall behind it; transformers is left out, held at vLLM's version.
+REQUIREMENTS=$(mktemp)
+trap 'rm -f "$CONSTRAINT" "$REQUIREMENTS"' EXIT
+"$VPY" scripts/pyproject_requirements.py --extra test --without transformers > "$REQUIREMENTS"
+"${PIP[@]}" -c "$CONSTRAINT" -r "$REQUIREMENTS"
 # 5. pact-cotrain itself, editable, without letting pip upgrade transformers to the pinned >=5.20;
 #    and BFCL's wheel without its dependencies (a normal install drags in numpy 1.26 and many SDKs),
 #    so `pact eval --backend vllm --benchmarks bfcl` works from this environment too.

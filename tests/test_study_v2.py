@@ -639,3 +639,10 @@ def test_study_v2b_extends_v2_and_reads_v2s_pact_runs(monkeypatch):
     assert len(jobs) == 1 + 4 * 8 + 1 and not any(m == "pact" for m, _ in jobs)
     found = collect(Path("runs/not-a-study"), v2b)
     assert [r["seed"] for r in found["pact"]] == v2["seeds"] == list(range(10, 18))
+    # v2's other trained arms, read for the table of every arm side by side: v2's specs, in no test
+    read = [m for m in v2b["methods"] if study_recipe.runs_from(v2b, m)]
+    assert read == ["pact", "sft", "pact_q1", "sft_matched_tokens"]
+    for arm in read:
+        assert {k: v for k, v in v2b["methods"][arm].items() if k != "runs_from"} == v2["methods"][arm], arm
+        assert [r["seed"] for r in found[arm]] == study_recipe.method_seeds(v2, arm), arm
+    assert not set(read[1:]) & set(v2b["primary"]["comparisons"])

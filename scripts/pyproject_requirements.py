@@ -6,6 +6,8 @@ it installs our dependencies itself. It reads them here rather than from a copy 
 missed scipy when scipy became a dependency, and SFT->MatchTIR then failed at its first RL step in .venv-vllm.
 
     python scripts/pyproject_requirements.py --extra test --without transformers
+
+Python 3.11 or later (tomllib), as the script's python3.11.
 """
 
 from __future__ import annotations

@@ -4,8 +4,11 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as scripts/setup_vllm_cpu.sh uses
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -7,6 +7,7 @@ model's, and the padded part count the largest over processes.
 """
 
 import copy as copy_module
+import sys
 from types import SimpleNamespace
 
 import torch
@@ -64,7 +65,9 @@ second = trainer._rollout_policy(model)
 refreshed = all(torch.allclose(p.to(torch.bfloat16).float(), dict(second.named_parameters())[name].float(), atol=1e-2)
                 for name, p in reference.named_parameters())
 moved = not torch.equal(reference.model.embed_tokens.weight.to(torch.bfloat16), bf16_reference.model.embed_tokens.weight)
-print(f"RANK {rank} class={type(copy).__name__} local={local_shape} full={tuple(copy.model.embed_tokens.weight.shape)} "
-      f"same={same} logits={logits_match} padded={padded} once={second is first} refreshed={refreshed and moved}",
-      flush=True)
+# One write of the line and its newline: print() writes them separately, and two processes sharing the pipe
+# then interleave as "...refreshed=TrueRANK 0 ...", which the test's parser read as one line.
+sys.stdout.write(f"RANK {rank} class={type(copy).__name__} local={local_shape} full={tuple(copy.model.embed_tokens.weight.shape)} "
+                 f"same={same} logits={logits_match} padded={padded} once={second is first} refreshed={refreshed and moved}\n")
+sys.stdout.flush()
 exit_launched_process()  # all checks are printed above; see its docstring

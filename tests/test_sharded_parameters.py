@@ -17,7 +17,8 @@ def test_fsdp2_shards_gather_into_an_unsharded_copy(tmp_path):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone",
            str(ROOT / "tests" / "sharded_parameters.py"), str(tmp_path)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    lines = re.findall(r"RANK (\d) class=(\w+) local=\((\d+), 32\) full=\((\d+), 32\) same=(\w+) logits=(\w+) padded=(\d+) once=(\w+) refreshed=(\w+)",
+    lines = re.findall(r"RANK (\d) class=(\w+) local=\((\d+), 32\) full=\((\d+), 32\) same=(True|False) logits=(True|False) "
+                       r"padded=(\d+) once=(True|False) refreshed=(True|False)",
                        proc.stdout)
     assert proc.returncode == 0 and len(lines) == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     for _, cls, local, full, same, logits, padded, once, refreshed in lines:

@@ -7,21 +7,23 @@ missed scipy when scipy became a dependency, and SFT->MatchTIR then failed at it
 
     python scripts/pyproject_requirements.py --extra test --without transformers
 
-Python 3.11 or later (tomllib), as the script's python3.11.
+Python 3.11 or later (tomllib), as the script's python3.11; `packaging` comes with vLLM and transformers, installed
+before this runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import tomllib
 from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 
 def requirement_name(requirement: str) -> str:
     """The distribution name of a PEP 508 string, normalised (PEP 503): 'PyYAML>=6' -> 'pyyaml'."""
-    name = re.match(r"\s*([A-Za-z0-9][A-Za-z0-9._-]*)", requirement).group(1)
-    return re.sub(r"[-_.]+", "-", name).lower()
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def requirements(pyproject: Path, extras: list[str], without: list[str]) -> list[str]:

@@ -1,12 +1,13 @@
 """The setup scripts install what pyproject.toml declares."""
 
-import re
 import shlex
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 tomllib = pytest.importorskip("tomllib")  # Python 3.11+, as scripts/setup_vllm_cpu.sh uses
 
@@ -14,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _name(requirement: str) -> str:
-    return re.sub(r"[-_.]+", "-", re.match(r"[A-Za-z0-9._-]+", requirement).group(0)).lower()
+    return canonicalize_name(Requirement(requirement).name)
 
 
 def test_the_vllm_setup_installs_every_dependency_of_pyproject_but_transformers():

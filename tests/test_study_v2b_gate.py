@@ -1,10 +1,10 @@
 """results/study-v2b/gate.py: study v2b's gate (PLAN.md section 6) against v2's committed files."""
 
-import gzip
 import importlib.util
 import json
-import shutil
 from pathlib import Path
+
+from pact_cotrain.study.evaluate import read_per_task, write_per_task
 
 ROOT = Path(__file__).resolve().parents[1]
 V2 = ROOT / "results" / "study-v2"
@@ -14,13 +14,13 @@ spec.loader.exec_module(gate)
 RUN = Path("runs") / "vanilla" / "seed10" / "per_task.jsonl.gz"
 
 
-def _study_dir(tmp_path: Path, rows: list[dict], ids: list[str]) -> Path:
-    (tmp_path / RUN).parent.mkdir(parents=True)
-    with gzip.open(tmp_path / RUN, "wt") as handle:
-        handle.writelines(json.dumps(r) + "\n" for r in rows)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "screened.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
-    return tmp_path
+def _study_dir(out: Path, rows: list[dict], ids: list[str]) -> Path:
+    """A v2b folder with these vanilla rows and this screened pool (task ids, in order)."""
+    (out / RUN).parent.mkdir(parents=True)
+    write_per_task(out / RUN, rows)
+    (out / "data").mkdir()
+    (out / "data" / "screened.jsonl").write_text("".join(json.dumps({"id": i}) + "\n" for i in ids))
+    return out
 
 
 def _kept() -> list[str]:
@@ -28,12 +28,7 @@ def _kept() -> list[str]:
 
 
 def test_the_gate_passes_on_v2s_own_rows_and_pool(tmp_path, monkeypatch, capsys):
-    out = tmp_path / "v2b"
-    out.mkdir()
-    (out / RUN).parent.mkdir(parents=True)
-    shutil.copy(V2 / RUN, out / RUN)
-    _study_dir(tmp_path / "pool", [], _kept())
-    shutil.copytree(tmp_path / "pool" / "data", out / "data")
+    out = _study_dir(tmp_path, read_per_task(V2 / RUN), _kept())
     monkeypatch.setattr("sys.argv", ["gate.py", "--out", str(out), "--v2", str(V2)])
     assert gate.main() == 0
     printed = capsys.readouterr().out
@@ -42,7 +37,7 @@ def test_the_gate_passes_on_v2s_own_rows_and_pool(tmp_path, monkeypatch, capsys)
 
 
 def test_the_gate_fails_on_one_changed_field_a_missing_row_or_another_order(tmp_path, monkeypatch, capsys):
-    rows = gate.read_jsonl(V2 / RUN)
+    rows = read_per_task(V2 / RUN)
     changed = [dict(r) for r in rows[1:]]  # the first row is missing
     changed[0]["n_generated"] += 1  # one token more in one episode
     kept = _kept()

@@ -12,16 +12,15 @@ both pass, 1 otherwise: then PLAN.md section 6 says what follows (retrain the wa
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import sys
 from pathlib import Path
 
+from pact_cotrain.study.evaluate import read_per_task
+
 
 def read_jsonl(path: Path) -> list[dict]:
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt") as handle:
-        return [json.loads(line) for line in handle if line.strip()]
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def screened_ids_check(out: Path, v2: Path) -> tuple[bool, str]:
@@ -59,7 +58,7 @@ def main() -> int:
     passed_a, line = screened_ids_check(out, v2)
     print(line)
     run = Path("runs") / "vanilla" / "seed10" / "per_task.jsonl.gz"
-    theirs, ours = read_jsonl(v2 / run), read_jsonl(out / run)
+    theirs, ours = read_per_task(v2 / run), read_per_task(out / run)
     differences = row_differences(ours, theirs)
     passed_b = not differences and len(ours) == len(theirs)
     print(f"(b) {'pass' if passed_b else 'FAIL'}: {len(theirs) - len(differences)} of v2's {len(theirs)} per-task rows "
